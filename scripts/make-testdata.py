@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Regenerates testdata/fashion-mnist/ from ../shared/data/fashion-mnist (Debian's
+dataset-fashion-mnist, MIT; equal to ann-benchmarks' fashion-mnist-784-euclidean):
+the first 5,000 base vectors, the first 200 queries, and their exact top-100 L2 neighbours in
+that sample, computed here with numpy in exact integer arithmetic (independent of FAISS).
+Ties are broken by smaller id. Run with the interpreter from scripts/python-env.sh."""
+import os
+import sys
+
+import numpy as np
+
+here = os.path.dirname(os.path.abspath(__file__))
+src = os.path.join(here, "..", "..", "shared", "data", "fashion-mnist")
+dst = os.path.join(here, "..", "testdata", "fashion-mnist")
+NB, NQ, K, D = 5000, 200, 100, 784
+
+
+def read_bvecs(path, n):
+    raw = np.fromfile(path, dtype=np.uint8, count=n * (4 + D)).reshape(n, 4 + D)
+    assert (raw[:, :4].view(np.int32) == D).all()
+    return raw
+
+
+base = read_bvecs(os.path.join(src, "base.bvecs"), NB)
+query = read_bvecs(os.path.join(src, "query.bvecs"), NQ)
+os.makedirs(dst, exist_ok=True)
+base.tofile(os.path.join(dst, "base5k.bvecs"))
+query.tofile(os.path.join(dst, "query200.bvecs"))
+xb = base[:, 4:].astype(np.int64)
+xq = query[:, 4:].astype(np.int64)
+dist = (xq * xq).sum(1)[:, None] + (xb * xb).sum(1)[None, :] - 2 * xq @ xb.T
+order = np.lexsort((np.broadcast_to(np.arange(NB), dist.shape), dist), axis=1)[:, :K]
+gt = np.hstack([np.full((NQ, 1), K, dtype=np.int32), order.astype(np.int32)])
+gt.tofile(os.path.join(dst, "gt200.ivecs"))
+print("wrote", dst, file=sys.stderr)

@@ -1,0 +1,40 @@
+//! The `faissx` binary: parse, dispatch, map errors to exit codes. Everything else lives in
+//! the library (`faissx::cmd`, `faissx::engine`).
+
+use clap::Parser;
+use faissx::cmd::{self, Cli};
+use faissx::engine::{Error, ErrorKind};
+use std::process::ExitCode;
+
+/// The one place errors become exit codes: 2 for bad input or usage, 1 for other failures.
+fn exit_code(e: &Error) -> u8 {
+    match e.kind() {
+        ErrorKind::InvalidInput
+        | ErrorKind::DimensionMismatch
+        | ErrorKind::NotTrained
+        | ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::Format
+        | ErrorKind::TooLarge => 2,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    if let Err(msg) = faissx::cpu_check() {
+        eprintln!("faissx: {msg}");
+        return ExitCode::from(1);
+    }
+    let cli = Cli::parse();
+    match cmd::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`faissx search … | head`) is not an error.
+            if e.kind() == ErrorKind::Io && e.chain().contains("Broken pipe") {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("faissx: {}", e.chain());
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

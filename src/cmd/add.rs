@@ -1,0 +1,60 @@
+//! `faissx add`: append vectors (and ids) to an existing index, atomically.
+
+use super::common::{BatchArgs, InputArgs};
+use super::render::{note, StderrProgress};
+use super::Ctx;
+use crate::engine::{io, jobs, Index, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  faissx add fm.index more.npy
+  faissx add fm.index more.npy --ids more_ids.npy
+  cat new.fvecs | faissx add fm.index - --input-format fvecs";
+
+/// Append vectors (and ids) to an existing index.
+///
+/// The index is read, INPUT is added in batches (normalized first if the index was built with
+/// --metric cosine), and the result replaces INDEX atomically: if anything fails, INDEX is
+/// left exactly as it was. Indices that store ids (built with --ids, IDMap/IDMap2 factories)
+/// need --ids; others refuse it.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct AddArgs {
+    /// Index file to extend (rewritten in place, atomically).
+    #[arg(value_name = "INDEX")]
+    pub index: PathBuf,
+
+    /// Vector file to add (- for stdin).
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Ids file, one per vector (.npy int32/int64, .ivecs, or text).
+    #[arg(long, value_name = "PATH")]
+    pub ids: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub batch: BatchArgs,
+}
+
+/// Run `faissx add`.
+pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
+    let mut index = Index::open(&a.index)?;
+    let input = a.input_args.open(&a.input)?;
+    let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
+    let before = index.ntotal();
+    let progress = StderrProgress::new(ctx.quiet);
+    jobs::add_rows(&mut index, &input, ids.as_deref(), a.batch.batch as usize, &progress, &ctx.stop)?;
+    index.save(&a.index)?;
+    note(
+        ctx.quiet,
+        &format!("added {} vectors to {} (ntotal {} → {})", input.len(), a.index.display(), before, index.ntotal()),
+    );
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Flag groups shared by several subcommands (`#[command(flatten)]`), so that a concept has
+//! one spelling and one help text everywhere.
+
+use crate::engine::io::{CsvOptions, VecFormat};
+use crate::engine::{Result, VectorFile};
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Input-format flags.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Format of the vector input: needed for stdin (-), otherwise taken from the extension.
+    #[arg(long, value_name = "FORMAT", value_parser = clap::builder::PossibleValuesParser::new(VecFormat::NAMES))]
+    pub input_format: Option<String>,
+
+    /// CSV: the id column, by header name or 0-based position.
+    #[arg(long, value_name = "COLUMN")]
+    pub id_column: Option<String>,
+
+    /// CSV: the first line is a header (default: detected).
+    #[arg(long)]
+    pub header: bool,
+}
+
+impl InputArgs {
+    /// Open `path` as a vector file per these flags.
+    pub fn open(&self, path: &Path) -> Result<VectorFile> {
+        let hint = self.input_format.as_deref().and_then(VecFormat::parse);
+        let csv = CsvOptions { header: self.header.then_some(true), id_column: self.id_column.clone() };
+        VectorFile::open(path, hint, &csv)
+    }
+}
+
+/// Search-time parameters.
+#[derive(Debug, Clone, Args)]
+pub struct SearchParamArgs {
+    /// IVF: inverted lists probed per query (default: the value stored in the index).
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub nprobe: Option<u64>,
+
+    /// HNSW: efSearch, the candidate list size (default: the value stored in the index).
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ef_search: Option<u64>,
+}
+
+/// Rows per FAISS call.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Vectors per batch handed to FAISS.
+    #[arg(long, value_name = "NUM", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+}
+
+/// Result output formats of `search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table (default when stdout is a terminal).
+    Table,
+    /// JSON Lines, one object per query (default otherwise).
+    Jsonl,
+    /// CSV: query,rank,id,distance.
+    Csv,
+    /// NumPy: ids (int64, nq × k) to -o, distances (float32) to <stem>.distances.npy.
+    Npy,
+    /// texmex: ids (int32) to -o (.ivecs), distances to <stem>.fvecs.
+    Ivecs,
+}
+
+/// Metric names for `--metric`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricArg {
+    /// Squared Euclidean distance.
+    L2,
+    /// Inner product.
+    Ip,
+    /// Cosine similarity (vectors normalized on build, add and search).
+    Cosine,
+}
+
+impl From<MetricArg> for crate::engine::Metric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::L2 => crate::engine::Metric::L2,
+            MetricArg::Ip => crate::engine::Metric::Ip,
+            MetricArg::Cosine => crate::engine::Metric::Cosine,
+        }
+    }
+}
+
+/// `-o/--output PATH`.
+#[derive(Debug, Clone, Args)]
+pub struct OutputPathArg {
+    /// Output file.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+}

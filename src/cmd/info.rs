@@ -1,0 +1,90 @@
+//! `faissx info`: describe an index file.
+
+use super::render;
+use super::Ctx;
+use crate::engine::{Error, Index, Result};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  faissx info fm.index
+  faissx info fm.index --format json | jq .ntotal";
+
+/// Describe an index: type, d, ntotal, metric, trained, parameters, size on disk.
+///
+/// Works on any FAISS index file, also ones written by Python; faissx's sidecar facts
+/// (factory string, normalization, ids, inputs) are shown when INDEX.meta.json exists.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct InfoArgs {
+    /// Index file.
+    #[arg(value_name = "INDEX")]
+    pub index: PathBuf,
+
+    /// Output format (default: table on a terminal, json otherwise).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<InfoFormat>,
+}
+
+/// `info` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InfoFormat {
+    /// Key/value table.
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// Run `faissx info`.
+pub fn run(_ctx: &Ctx, a: InfoArgs) -> Result<()> {
+    let index = Index::open(&a.index)?;
+    let info = index.info(Some(&a.index))?;
+    let fmt = a.format.unwrap_or(if render::stdout_is_tty() { InfoFormat::Table } else { InfoFormat::Json });
+    match fmt {
+        InfoFormat::Json => {
+            let s = serde_json::to_string_pretty(&info).map_err(|e| Error::invalid(e.to_string()))?;
+            render::println_out(&s)
+        }
+        InfoFormat::Table => {
+            let mut rows: Vec<(String, String)> =
+                vec![("path".into(), a.index.display().to_string()), ("index type".into(), info.index_type.clone())];
+            if info.inner_type != info.index_type {
+                rows.push(("inner type".into(), info.inner_type.clone()));
+            }
+            rows.push(("d".into(), info.d.to_string()));
+            rows.push(("ntotal".into(), info.ntotal.to_string()));
+            rows.push(("metric".into(), info.metric.to_string()));
+            rows.push(("trained".into(), info.is_trained.to_string()));
+            let opt = |v: Option<usize>| v.map(|x| x.to_string());
+            for (k, v) in [
+                ("nlist", opt(info.nlist)),
+                ("nprobe", opt(info.nprobe)),
+                ("M", opt(info.hnsw_m)),
+                ("efSearch", opt(info.ef_search)),
+                ("efConstruction", opt(info.ef_construction)),
+            ] {
+                if let Some(v) = v {
+                    rows.push((k.into(), v));
+                }
+            }
+            rows.push(("explicit ids".into(), info.explicit_ids.to_string()));
+            rows.push(("size on disk".into(), format!("{} bytes", info.size_bytes)));
+            match &info.meta {
+                Some(m) => {
+                    if !m.factory.is_empty() {
+                        rows.push(("factory".into(), m.factory.clone()));
+                    }
+                    rows.push(("normalized".into(), m.normalize.to_string()));
+                    rows.push(("train size".into(), m.train_size.to_string()));
+                    for i in &m.inputs {
+                        rows.push(("input".into(), format!("{} ({}, {} rows)", i.path, i.format, i.rows)));
+                    }
+                    rows.push(("faissx version".into(), m.faissx_version.clone()));
+                }
+                None => rows.push(("sidecar".into(), "none (index not written by faissx)".into())),
+            }
+            render::println_out(&render::kv_table(&rows))
+        }
+    }
+}

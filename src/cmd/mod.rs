@@ -1,0 +1,126 @@
+//! The command line: clap definitions and one thin `run` per subcommand. Each `run` turns its
+//! flags into engine values, calls the engine, and renders the result through `render.rs`.
+//! No FAISS call appears here.
+
+pub mod add;
+pub mod build;
+pub mod common;
+pub mod info;
+pub mod render;
+pub mod search;
+
+use crate::engine::Result;
+use clap::{Parser, Subcommand};
+use std::sync::atomic::AtomicBool;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 on success, 2 for bad input or usage (missing or malformed file, dimension \
+mismatch, bad factory string, k < 1, NaN, untrained index), 1 for any other failure.
+
+Environment: FAISSX_THREADS sets --threads.
+
+Examples:
+  faissx build base.fvecs -o base.index --factory IVF1024,Flat
+  faissx search base.index query.fvecs -k 10 --nprobe 16 --format jsonl > hits.jsonl
+  faissx info base.index";
+
+/// Build, query and inspect FAISS vector indices from the shell.
+///
+/// faissx reads vectors from .npy, .fvecs, .bvecs, .ivecs and .csv files (or stdin), builds
+/// any FAISS index from a factory string, and writes FAISS's own index format, so Python's
+/// faiss.read_index opens what faissx writes and the other way round. faissx's own facts
+/// about an index (metric, normalization, ids, inputs) live in a sidecar <INDEX>.meta.json.
+#[derive(Debug, Parser)]
+#[command(name = "faissx", version, propagate_version = true, after_long_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// Print more diagnostics on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print nothing on stderr but errors (no progress bars).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// OpenMP threads FAISS may use (default: all cores).
+    #[arg(long, global = true, value_name = "NUM", env = "FAISSX_THREADS")]
+    pub threads: Option<usize>,
+
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// faissx's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a FAISS index from a vector file.
+    Build(build::BuildArgs),
+    /// Append vectors (and ids) to an existing index.
+    Add(add::AddArgs),
+    /// k-NN or range search of query vectors in an index.
+    Search(search::SearchArgs),
+    /// Describe an index: type, d, ntotal, metric, parameters, size.
+    Info(info::InfoArgs),
+}
+
+/// What every command gets besides its own arguments.
+pub struct Ctx {
+    /// Suppress progress and notes.
+    pub quiet: bool,
+    /// Verbosity from `-v`.
+    pub verbose: u8,
+    /// Set when the user asks the job to stop.
+    pub stop: AtomicBool,
+}
+
+/// Run the parsed command line.
+pub fn dispatch(cli: Cli) -> Result<()> {
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            return Err(crate::engine::Error::invalid("--threads must be at least 1"));
+        }
+        crate::engine::index::set_threads(t);
+    }
+    let ctx = Ctx { quiet: cli.quiet, verbose: cli.verbose, stop: AtomicBool::new(false) };
+    match cli.command {
+        Command::Build(a) => build::run(&ctx, a),
+        Command::Add(a) => add::run(&ctx, a),
+        Command::Search(a) => search::run(&ctx, a),
+        Command::Info(a) => info::run(&ctx, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_main_job() {
+        let c = Cli::try_parse_from([
+            "faissx",
+            "build",
+            "b.bvecs",
+            "-o",
+            "fm.index",
+            "--factory",
+            "IVF1024,Flat",
+            "--metric",
+            "l2",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Build(_)));
+        let c = Cli::try_parse_from([
+            "faissx", "search", "fm.index", "q.bvecs", "-k", "10", "--nprobe", "16", "--format", "jsonl",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::Search(_)));
+        assert!(Cli::try_parse_from(["faissx", "search", "fm.index", "q.bvecs", "-k", "0"]).is_err());
+        assert!(Cli::try_parse_from(["faissx", "build", "b.bvecs", "-o", "x", "--metric", "hamming"]).is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! Everything that draws for people or writes result streams: progress bars (indicatif),
+//! tables (comfy-table), JSON Lines and CSV. stdout carries results only; progress and notes
+//! go to stderr.
+
+use crate::engine::error::{Error, IoContext, Result};
+use crate::engine::io::write as vwrite;
+use crate::engine::{Neighbors, Progress, RangeHits};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// [`Progress`] on stderr: an indicatif bar on a terminal, a plain line every ~5 s otherwise,
+/// nothing with `-q`.
+pub struct StderrProgress {
+    quiet: bool,
+    tty: bool,
+    state: Mutex<State>,
+}
+
+struct State {
+    bar: Option<ProgressBar>,
+    stage: String,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl StderrProgress {
+    /// A progress reporter; `quiet` silences it.
+    pub fn new(quiet: bool) -> StderrProgress {
+        StderrProgress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            state: Mutex::new(State {
+                bar: None,
+                stage: String::new(),
+                total: 0,
+                done: 0,
+                started: Instant::now(),
+                last_line: Instant::now(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Progress for StderrProgress {
+    fn start(&self, stage: &str, total: u64) {
+        if self.quiet {
+            return;
+        }
+        let mut s = self.lock();
+        s.stage = stage.to_string();
+        s.total = total;
+        s.done = 0;
+        s.started = Instant::now();
+        s.last_line = Instant::now();
+        if self.tty {
+            let bar = if total > 0 {
+                let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>8} [{bar:40}] {human_pos}/{human_len} ({per_sec}, eta {eta})",
+                    )
+                    .expect("invariant: valid template")
+                    .progress_chars("=> "),
+                );
+                b
+            } else {
+                let b = ProgressBar::new_spinner();
+                b.set_style(
+                    ProgressStyle::with_template("{prefix:>8} {spinner} {elapsed}").expect("invariant: valid template"),
+                );
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            };
+            b_prefix(&bar, stage);
+            s.bar = Some(bar);
+        }
+    }
+
+    fn inc(&self, n: u64) {
+        if self.quiet {
+            return;
+        }
+        let mut s = self.lock();
+        s.done += n;
+        if let Some(b) = &s.bar {
+            b.inc(n);
+        } else if s.last_line.elapsed() >= Duration::from_secs(5) {
+            s.last_line = Instant::now();
+            let rate = s.done as f64 / s.started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!("faissx: {}: {}/{} ({:.0}/s)", s.stage, s.done, s.total, rate);
+        }
+    }
+
+    fn finish(&self) {
+        let mut s = self.lock();
+        if let Some(b) = s.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        let s = self.lock();
+        match &s.bar {
+            Some(b) => b.suspend(|| eprintln!("faissx: {msg}")),
+            None => eprintln!("faissx: {msg}"),
+        }
+    }
+}
+
+fn b_prefix(b: &ProgressBar, stage: &str) {
+    b.set_prefix(stage.to_string());
+}
+
+/// Print a diagnostic line on stderr unless quiet.
+pub fn note(quiet: bool, msg: &str) {
+    if !quiet {
+        eprintln!("faissx: {msg}");
+    }
+}
+
+/// Whether stdout is a terminal (picks table vs JSON Lines).
+pub fn stdout_is_tty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+fn stdout_err(e: std::io::Error) -> Error {
+    Error::io(Path::new("<stdout>"), e)
+}
+
+/// Format a distance for text outputs: FAISS's padding values print as `inf`/`-inf`.
+fn fmt_dist(d: f32) -> String {
+    if d == f32::MAX {
+        "inf".into()
+    } else if d == -f32::MAX {
+        "-inf".into()
+    } else {
+        format!("{d}")
+    }
+}
+
+#[derive(serde::Serialize)]
+struct JsonHit<'a> {
+    query: usize,
+    ids: &'a [i64],
+    distances: Vec<Option<f32>>,
+}
+
+/// Write one query's hits as a JSON Lines record: `{"query":i,"ids":[…],"distances":[…]}`.
+/// FAISS's padding distances (k > ntotal) become `null`.
+pub fn jsonl_row(w: &mut dyn Write, query: usize, ids: &[i64], dists: &[f32]) -> Result<()> {
+    let rec = JsonHit {
+        query,
+        ids,
+        distances: dists.iter().map(|&d| (d.is_finite() && d.abs() != f32::MAX).then_some(d)).collect(),
+    };
+    serde_json::to_writer(&mut *w, &rec).map_err(|e| Error::io(Path::new("<stdout>"), e.into()))?;
+    w.write_all(b"\n").map_err(stdout_err)
+}
+
+/// Streaming writer of search results to stdout in a text format.
+pub struct HitWriter {
+    fmt: TextFormat,
+    out: std::io::BufWriter<std::io::Stdout>,
+    table: Option<Table>,
+    wrote_header: bool,
+}
+
+/// Text result formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    /// comfy-table.
+    Table,
+    /// JSON Lines.
+    Jsonl,
+    /// CSV.
+    Csv,
+}
+
+impl HitWriter {
+    /// A writer to stdout.
+    pub fn new(fmt: TextFormat) -> HitWriter {
+        let table = (fmt == TextFormat::Table).then(|| {
+            let mut t = Table::new();
+            t.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["query", "rank", "id", "distance"]);
+            t
+        });
+        HitWriter { fmt, out: std::io::BufWriter::new(std::io::stdout()), table, wrote_header: false }
+    }
+
+    /// Write the hits of query number `query`.
+    pub fn row(&mut self, query: usize, ids: &[i64], dists: &[f32]) -> Result<()> {
+        match self.fmt {
+            TextFormat::Jsonl => jsonl_row(&mut self.out, query, ids, dists),
+            TextFormat::Csv => {
+                if !self.wrote_header {
+                    self.out.write_all(b"query,rank,id,distance\n").map_err(stdout_err)?;
+                    self.wrote_header = true;
+                }
+                for (r, (id, d)) in ids.iter().zip(dists).enumerate() {
+                    writeln!(self.out, "{query},{r},{id},{}", fmt_dist(*d)).map_err(stdout_err)?;
+                }
+                Ok(())
+            }
+            TextFormat::Table => {
+                let t = self.table.as_mut().expect("invariant: table format has a table");
+                for (r, (id, d)) in ids.iter().zip(dists).enumerate() {
+                    t.add_row(vec![query.to_string(), r.to_string(), id.to_string(), fmt_dist(*d)]);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Write every query of a k-NN batch whose first query is number `start`.
+    pub fn neighbors(&mut self, start: usize, n: &Neighbors) -> Result<()> {
+        for q in 0..n.nq {
+            let (ids, d) = n.row(q);
+            self.row(start + q, ids, d)?;
+        }
+        Ok(())
+    }
+
+    /// Write every query of a range-search batch whose first query is number `start`.
+    pub fn range(&mut self, start: usize, h: &RangeHits) -> Result<()> {
+        for q in 0..h.nq() {
+            let (ids, d) = h.row(q);
+            self.row(start + q, ids, d)?;
+        }
+        Ok(())
+    }
+
+    /// Flush (and print the table).
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(t) = self.table.take() {
+            writeln!(self.out, "{t}").map_err(stdout_err)?;
+        }
+        self.out.flush().map_err(stdout_err)
+    }
+}
+
+/// The sibling path for distances: `hits.npy` → `hits.distances.npy`; `hits.ivecs` → `hits.fvecs`.
+pub fn distances_path(ids_path: &Path, npy: bool) -> PathBuf {
+    if npy {
+        ids_path.with_extension("distances.npy")
+    } else {
+        ids_path.with_extension("fvecs")
+    }
+}
+
+/// Write k-NN results as binary files: ids to `path`, distances to [`distances_path`].
+pub fn write_binary(path: &Path, npy: bool, n: &Neighbors) -> Result<()> {
+    let dpath = distances_path(path, npy);
+    if npy {
+        vwrite::npy_i64(path, n.nq, n.k, &n.ids)?;
+        vwrite::npy_f32(&dpath, n.nq, n.k, &n.dists)
+    } else {
+        vwrite::ivecs(path, n.k, &n.ids)?;
+        vwrite::fvecs(&dpath, n.k, &n.dists)
+    }
+}
+
+/// A two-column key/value table.
+pub fn kv_table(rows: &[(String, String)]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    for (k, v) in rows {
+        t.add_row(vec![k.clone(), v.clone()]);
+    }
+    t.to_string()
+}
+
+/// Print a line to stdout.
+pub fn println_out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{s}").map_err(stdout_err)?;
+    o.flush().at(Path::new("<stdout>"))
+}

@@ -1,0 +1,143 @@
+//! `faissx search`: k-NN or range search of a query file.
+
+use super::common::{BatchArgs, InputArgs, OutputFormat, SearchParamArgs};
+use super::render::{self, HitWriter, StderrProgress, TextFormat};
+use super::Ctx;
+use crate::engine::{jobs, Error, Index, Neighbors, Result, SearchParams};
+use clap::Args;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  # top-10 neighbours of every query as JSON Lines
+  faissx search fm.index query.bvecs -k 10 --nprobe 16 --format jsonl > hits.jsonl
+
+  # ids to hits.npy (int64) and distances to hits.distances.npy (float32)
+  faissx search fm.index query.bvecs -k 100 --format npy -o hits.npy
+
+  # every base vector within squared L2 distance 50000 of each query
+  faissx search fm.index query.bvecs --radius 50000 --format csv";
+
+/// Search an index for the nearest neighbours of query vectors.
+///
+/// Prints one record per query: a table when stdout is a terminal, JSON Lines
+/// ({\"query\":i,\"ids\":[…],\"distances\":[…]}) otherwise, or the format chosen with --format.
+/// Distances are squared L2 for l2 indices and inner products for ip and cosine. Missing
+/// neighbours (k > ntotal) have id -1 (distance null in JSON, inf in CSV). --format npy and
+/// ivecs write files given by -o: ids to OUTPUT, distances beside it.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct SearchArgs {
+    /// Index file to search.
+    #[arg(value_name = "INDEX")]
+    pub index: PathBuf,
+
+    /// Query vectors (- for stdin).
+    #[arg(value_name = "QUERIES")]
+    pub queries: PathBuf,
+
+    /// Neighbours per query.
+    #[arg(short, value_name = "NUM", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub k: u64,
+
+    /// Range search: return every vector within RADIUS (squared L2; for ip/cosine, similarity
+    /// above RADIUS) instead of the k nearest.
+    #[arg(long, value_name = "RADIUS", allow_negative_numbers = true, conflicts_with = "k")]
+    pub radius: Option<f32>,
+
+    /// Output format (default: table on a terminal, jsonl otherwise).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
+
+    /// Output file (required for npy and ivecs; otherwise results go to stdout).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub params: SearchParamArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub batch: BatchArgs,
+}
+
+/// Run `faissx search`.
+pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
+    let fmt = a.format.unwrap_or(if a.output.is_some() {
+        match a.output.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+            Some("npy") => OutputFormat::Npy,
+            Some("ivecs") => OutputFormat::Ivecs,
+            Some("csv") => OutputFormat::Csv,
+            _ => OutputFormat::Jsonl,
+        }
+    } else if render::stdout_is_tty() {
+        OutputFormat::Table
+    } else {
+        OutputFormat::Jsonl
+    });
+    let binary = matches!(fmt, OutputFormat::Npy | OutputFormat::Ivecs);
+    if binary && a.output.is_none() {
+        return Err(Error::invalid("--format npy/ivecs writes files: give -o PATH"));
+    }
+    if binary && a.radius.is_some() {
+        return Err(Error::invalid("range search results are ragged: use --format jsonl, csv or table"));
+    }
+    let mut index = Index::open(&a.index)?;
+    let queries = a.input_args.open(&a.queries)?;
+    let params = SearchParams {
+        k: a.k as usize,
+        nprobe: a.params.nprobe.map(|v| v as usize),
+        ef_search: a.params.ef_search.map(|v| v as usize),
+    };
+    let progress = StderrProgress::new(ctx.quiet || !binary);
+    let batch = a.batch.batch as usize;
+
+    if binary {
+        let mut all = Neighbors {
+            nq: 0,
+            k: params.k,
+            ids: Vec::with_capacity(queries.len() * params.k),
+            dists: Vec::with_capacity(queries.len() * params.k),
+        };
+        jobs::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |_, n| {
+            all.nq += n.nq;
+            all.ids.extend_from_slice(&n.ids);
+            all.dists.extend_from_slice(&n.dists);
+            Ok(())
+        })?;
+        let out = a.output.as_deref().expect("invariant: checked above");
+        return render::write_binary(out, fmt == OutputFormat::Npy, &all);
+    }
+
+    let text = match fmt {
+        OutputFormat::Table => TextFormat::Table,
+        OutputFormat::Csv => TextFormat::Csv,
+        _ => TextFormat::Jsonl,
+    };
+    if let Some(path) = &a.output {
+        // Text to a file: render into memory, then write atomically.
+        let _ = path;
+    }
+    let mut w = HitWriter::new(text);
+    match a.radius {
+        Some(r) => {
+            // Range search has no per-call parameters in FAISS: set them on the index.
+            if let Some(np) = params.nprobe {
+                index.set_nprobe(np)?;
+            }
+            if let Some(ef) = params.ef_search {
+                index.set_ef_search(ef)?;
+            }
+            jobs::range_search_file(&index, &queries, r, batch, &progress, &ctx.stop, &mut |s, h| w.range(s, h))?
+        }
+        None => {
+            jobs::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |s, n| w.neighbors(s, n))?
+        }
+    }
+    w.finish()
+}

@@ -1,0 +1,451 @@
+//! The only file with `unsafe`: thin wrappers over FAISS's C API (`faiss-sys`) and faissx's C++
+//! shim (`shim.cpp`). Everything above this module is safe Rust.
+//!
+//! faiss-rs's `Index::search` takes `&mut self` although FAISS's search is const; here search,
+//! range search and reconstruct take `&self`, so one opened index can serve concurrent readers
+//! (the read/write split: mutation needs `&mut`).
+
+use crate::engine::error::{Error, Result};
+use faiss_sys::*;
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int};
+use std::path::Path;
+use std::ptr::NonNull;
+
+#[repr(C)]
+struct ShimInfo {
+    type_name: [c_char; 128],
+    inner_name: [c_char; 128],
+    nlist: i64,
+    nprobe: i64,
+    hnsw_m: i32,
+    ef_search: i32,
+    ef_construction: i32,
+    idmap: i32,
+    pretransform: i32,
+    ivf_quantizer_hnsw: i32,
+}
+
+extern "C" {
+    fn faissx_describe(p: *const FaissIndex, out: *mut ShimInfo, err: *mut c_char, errlen: usize) -> c_int;
+    fn faissx_set_param(p: *mut FaissIndex, which: c_int, value: i64, err: *mut c_char, errlen: usize) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn faissx_search(
+        p: *const FaissIndex,
+        n: i64,
+        x: *const f32,
+        k: i64,
+        nprobe: i64,
+        ef_search: i64,
+        d: *mut f32,
+        i: *mut i64,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn omp_set_num_threads(n: c_int);
+    fn omp_get_max_threads() -> c_int;
+}
+
+/// Set the number of OpenMP threads FAISS uses for parallel regions started by the calling
+/// thread (and, from the main thread, the process default).
+pub fn set_num_threads(n: usize) {
+    // SAFETY: plain libgomp call with a positive int.
+    unsafe { omp_set_num_threads(n.clamp(1, 4096) as c_int) }
+}
+
+/// OpenMP's current thread count for the calling thread.
+pub fn num_threads() -> usize {
+    // SAFETY: plain libgomp getter.
+    unsafe { omp_get_max_threads() as usize }
+}
+
+fn last_error() -> String {
+    // SAFETY: FAISS returns a pointer to a thread-local NUL-terminated string, or null.
+    unsafe {
+        let p = faiss_get_last_error();
+        if p.is_null() {
+            "unknown FAISS error".into()
+        } else {
+            clean_exception(&CStr::from_ptr(p).to_string_lossy())
+        }
+    }
+}
+
+/// FAISS exception texts look like "Error in <function> at <file>:<line>: <message>"; users
+/// need the message only.
+fn clean_exception(s: &str) -> String {
+    let s = s.trim();
+    match s.find(": ") {
+        Some(i) if s.starts_with("Error in ") => s[i + 2..].trim().to_string(),
+        _ => s.to_string(),
+    }
+}
+
+fn check(rc: c_int, what: impl FnOnce() -> String) -> Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Error::faiss(what(), last_error()))
+    }
+}
+
+fn shim_check(rc: c_int, err: &[c_char], what: impl FnOnce() -> String) -> Result<c_int> {
+    match rc {
+        0 | 2 => Ok(rc),
+        _ => {
+            // SAFETY: the shim always NUL-terminates `err` within its length.
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            Err(Error::faiss(what(), clean_exception(&msg)))
+        }
+    }
+}
+
+/// What the shim reports about an index.
+#[derive(Debug, Clone, Default)]
+pub struct RawInfo {
+    /// Outermost FAISS class name (`IndexIDMap2`, `IndexIVFFlat`, …).
+    pub type_name: String,
+    /// Innermost class after unwrapping IDMap / PreTransform / Refine.
+    pub inner_name: String,
+    /// IVF `nlist`.
+    pub nlist: Option<usize>,
+    /// IVF `nprobe`.
+    pub nprobe: Option<usize>,
+    /// HNSW `M`.
+    pub hnsw_m: Option<usize>,
+    /// HNSW `efSearch`.
+    pub ef_search: Option<usize>,
+    /// HNSW `efConstruction`.
+    pub ef_construction: Option<usize>,
+    /// 0: no id map, 1: IndexIDMap, 2: IndexIDMap2.
+    pub idmap: u8,
+    /// An IndexPreTransform (PCA, OPQ, …) is in the chain.
+    pub pretransform: bool,
+}
+
+/// An owned FAISS `Index*`.
+pub struct RawIndex(NonNull<FaissIndex>);
+
+// SAFETY: a FAISS index has no thread affinity. Mutation needs `&mut RawIndex`; the `&self`
+// methods call only const FAISS methods (search, range_search, reconstruct), which FAISS
+// documents as safe to call concurrently on CPU indices.
+unsafe impl Send for RawIndex {}
+// SAFETY: see above.
+unsafe impl Sync for RawIndex {}
+
+/// Parameters whose value [`RawIndex::set_param`] can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    /// IVF `nprobe`.
+    Nprobe = 0,
+    /// HNSW `efSearch`.
+    EfSearch = 1,
+    /// HNSW `efConstruction`.
+    EfConstruction = 2,
+}
+
+impl RawIndex {
+    fn from_ptr(p: *mut FaissIndex, what: &str) -> Result<RawIndex> {
+        NonNull::new(p).map(RawIndex).ok_or_else(|| Error::faiss(what.to_string(), "null index".into()))
+    }
+
+    /// `faiss::index_factory(d, description, metric)`.
+    pub fn factory(d: usize, description: &str, inner_product: bool) -> Result<RawIndex> {
+        let desc = CString::new(description).map_err(|_| Error::invalid("factory string contains a NUL byte"))?;
+        let metric = if inner_product { FaissMetricType_METRIC_INNER_PRODUCT } else { FaissMetricType_METRIC_L2 };
+        let mut p = std::ptr::null_mut();
+        // SAFETY: valid out-pointer and NUL-terminated description.
+        let rc = unsafe { faiss_index_factory(&mut p, d as c_int, desc.as_ptr(), metric) };
+        if rc != 0 {
+            return Err(Error::invalid(format!("bad factory string {description:?}: {}", last_error())));
+        }
+        RawIndex::from_ptr(p, "index_factory")
+    }
+
+    /// `faiss::read_index(path, io_flags)`.
+    pub fn read(path: &Path, io_flags: i32) -> Result<RawIndex> {
+        let c = path_cstr(path)?;
+        let mut p = std::ptr::null_mut();
+        // SAFETY: valid out-pointer and path.
+        let rc = unsafe { faiss_read_index_fname(c.as_ptr(), io_flags, &mut p) };
+        if rc != 0 {
+            return Err(Error::format(
+                path,
+                format!("not a FAISS index file that this build can read ({})", last_error()),
+            ));
+        }
+        RawIndex::from_ptr(p, "read_index")
+    }
+
+    /// `faiss::write_index(this, path)`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let c = path_cstr(path)?;
+        // SAFETY: valid index and path.
+        check(unsafe { faiss_write_index_fname(self.0.as_ptr(), c.as_ptr()) }, || {
+            format!("{}: writing index", path.display())
+        })
+    }
+
+    /// Deep copy (`faiss::clone_index`).
+    pub fn try_clone(&self) -> Result<RawIndex> {
+        let mut p = std::ptr::null_mut();
+        // SAFETY: valid index and out-pointer.
+        check(unsafe { faiss_clone_index(self.0.as_ptr(), &mut p) }, || "cloning index".into())?;
+        RawIndex::from_ptr(p, "clone_index")
+    }
+
+    /// Dimension `d`.
+    pub fn d(&self) -> usize {
+        // SAFETY: valid index.
+        unsafe { faiss_Index_d(self.0.as_ptr()) as usize }
+    }
+
+    /// Number of stored vectors.
+    pub fn ntotal(&self) -> usize {
+        // SAFETY: valid index.
+        unsafe { faiss_Index_ntotal(self.0.as_ptr()) as usize }
+    }
+
+    /// Whether training is done.
+    pub fn is_trained(&self) -> bool {
+        // SAFETY: valid index.
+        unsafe { faiss_Index_is_trained(self.0.as_ptr()) != 0 }
+    }
+
+    /// True for METRIC_INNER_PRODUCT, false for METRIC_L2 (other metrics are reported as L2).
+    pub fn is_inner_product(&self) -> bool {
+        // SAFETY: valid index.
+        unsafe { faiss_Index_metric_type(self.0.as_ptr()) == FaissMetricType_METRIC_INNER_PRODUCT }
+    }
+
+    /// Train on `x` (`n × d`).
+    pub fn train(&mut self, x: &[f32]) -> Result<()> {
+        let n = x.len() / self.d();
+        // SAFETY: x holds n × d floats.
+        check(unsafe { faiss_Index_train(self.0.as_ptr(), n as i64, x.as_ptr()) }, || {
+            format!("training on {n} vectors")
+        })
+    }
+
+    /// Add `x` (`n × d`) with sequential ids.
+    pub fn add(&mut self, x: &[f32]) -> Result<()> {
+        let n = x.len() / self.d();
+        // SAFETY: x holds n × d floats.
+        check(unsafe { faiss_Index_add(self.0.as_ptr(), n as i64, x.as_ptr()) }, || format!("adding {n} vectors"))
+    }
+
+    /// Add `x` (`n × d`) with ids (`n`).
+    pub fn add_with_ids(&mut self, x: &[f32], ids: &[i64]) -> Result<()> {
+        let n = x.len() / self.d();
+        assert_eq!(n, ids.len(), "invariant: one id per vector");
+        // SAFETY: x holds n × d floats and ids n ids.
+        check(unsafe { faiss_Index_add_with_ids(self.0.as_ptr(), n as i64, x.as_ptr(), ids.as_ptr()) }, || {
+            format!("adding {n} vectors with ids")
+        })
+    }
+
+    /// k-NN search of `x` (`nq × d`) with optional per-call nprobe / efSearch. Returns
+    /// `(distances, labels)`, each `nq × k`.
+    pub fn search(
+        &self,
+        x: &[f32],
+        k: usize,
+        nprobe: Option<usize>,
+        ef_search: Option<usize>,
+    ) -> Result<(Vec<f32>, Vec<i64>)> {
+        let nq = x.len() / self.d();
+        let mut dist = vec![0f32; nq * k];
+        let mut ids = vec![-1i64; nq * k];
+        let mut err = [0 as c_char; 512];
+        // SAFETY: buffers sized nq × d, nq × k; the shim calls the const Index::search.
+        let rc = unsafe {
+            faissx_search(
+                self.0.as_ptr(),
+                nq as i64,
+                x.as_ptr(),
+                k as i64,
+                nprobe.map_or(0, |v| v as i64),
+                ef_search.map_or(0, |v| v as i64),
+                dist.as_mut_ptr(),
+                ids.as_mut_ptr(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        shim_check(rc, &err, || format!("searching {nq} queries"))?;
+        Ok((dist, ids))
+    }
+
+    /// Range search of `x` (`nq × d`) within `radius`. Returns `(lims, labels, distances)`;
+    /// query `i`'s results are `lims[i]..lims[i+1]`.
+    pub fn range_search(&self, x: &[f32], radius: f32) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>)> {
+        let nq = x.len() / self.d();
+        let mut res = std::ptr::null_mut();
+        // SAFETY: out-pointer; freed below.
+        check(unsafe { faiss_RangeSearchResult_new(&mut res, nq as i64) }, || "range search".into())?;
+        struct Guard(*mut FaissRangeSearchResult);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                // SAFETY: allocated by faiss_RangeSearchResult_new.
+                unsafe { faiss_RangeSearchResult_free(self.0) }
+            }
+        }
+        let g = Guard(res);
+        // SAFETY: x holds nq × d floats; res is valid.
+        check(unsafe { faiss_Index_range_search(self.0.as_ptr(), nq as i64, x.as_ptr(), radius, g.0) }, || {
+            format!("range search of {nq} queries")
+        })?;
+        // SAFETY: after a successful search lims has nq + 1 entries and labels/distances lims[nq].
+        unsafe {
+            let mut lims = std::ptr::null_mut();
+            faiss_RangeSearchResult_lims(g.0, &mut lims);
+            let lims = std::slice::from_raw_parts(lims, nq + 1).to_vec();
+            let total = lims[nq];
+            let (mut l, mut d) = (std::ptr::null_mut(), std::ptr::null_mut());
+            faiss_RangeSearchResult_labels(g.0, &mut l, &mut d);
+            let (labels, dists) = if total == 0 {
+                (Vec::new(), Vec::new())
+            } else {
+                (std::slice::from_raw_parts(l, total).to_vec(), std::slice::from_raw_parts(d, total).to_vec())
+            };
+            Ok((lims, labels, dists))
+        }
+    }
+
+    /// Reconstruct the vector stored under `key` (a FAISS id; for IDMap2 the user id).
+    pub fn reconstruct(&self, key: i64) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.d()];
+        // SAFETY: out holds d floats.
+        check(unsafe { faiss_Index_reconstruct(self.0.as_ptr(), key, out.as_mut_ptr()) }, || {
+            format!("reconstructing id {key}")
+        })?;
+        Ok(out)
+    }
+
+    /// Reconstruct `n` vectors starting at internal position `i0`: `n × d`.
+    pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; n * self.d()];
+        // SAFETY: out holds n × d floats.
+        check(unsafe { faiss_Index_reconstruct_n(self.0.as_ptr(), i0 as i64, n as i64, out.as_mut_ptr()) }, || {
+            format!("reconstructing vectors {i0}..{}", i0 + n)
+        })?;
+        Ok(out)
+    }
+
+    /// Remove the given ids; returns how many were removed.
+    pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
+        let mut sel = std::ptr::null_mut();
+        // SAFETY: ids valid for the call; selector freed below.
+        check(unsafe { faiss_IDSelectorBatch_new(&mut sel, ids.len(), ids.as_ptr()) }, || {
+            "building id selector".into()
+        })?;
+        let mut removed = 0usize;
+        // SAFETY: valid index and selector.
+        let rc = unsafe { faiss_Index_remove_ids(self.0.as_ptr(), sel as *const FaissIDSelector, &mut removed) };
+        // SAFETY: created above.
+        unsafe { faiss_IDSelector_free(sel as *mut FaissIDSelector) };
+        check(rc, || format!("removing {} ids", ids.len()))?;
+        Ok(removed)
+    }
+
+    /// Remove all vectors (trained state is kept).
+    pub fn reset(&mut self) -> Result<()> {
+        // SAFETY: valid index.
+        check(unsafe { faiss_Index_reset(self.0.as_ptr()) }, || "resetting index".into())
+    }
+
+    /// Class names and parameters, via the shim.
+    pub fn describe(&self) -> Result<RawInfo> {
+        // SAFETY: ShimInfo is plain old data; the shim fills it.
+        let mut info: ShimInfo = unsafe { std::mem::zeroed() };
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index and buffers.
+        let rc = unsafe { faissx_describe(self.0.as_ptr(), &mut info, err.as_mut_ptr(), err.len()) };
+        shim_check(rc, &err, || "describing index".into())?;
+        let s = |a: &[c_char; 128]| {
+            // SAFETY: the shim NUL-terminates within 128 bytes (buffer zeroed first).
+            unsafe { CStr::from_ptr(a.as_ptr()) }.to_string_lossy().into_owned()
+        };
+        let opt = |v: i64| (v >= 0).then_some(v as usize);
+        Ok(RawInfo {
+            type_name: s(&info.type_name),
+            inner_name: s(&info.inner_name),
+            nlist: opt(info.nlist),
+            nprobe: opt(info.nprobe),
+            hnsw_m: opt(info.hnsw_m as i64),
+            ef_search: opt(info.ef_search as i64),
+            ef_construction: opt(info.ef_construction as i64),
+            idmap: info.idmap as u8,
+            pretransform: info.pretransform != 0,
+        })
+    }
+
+    /// Set a persistent search/build parameter. Returns false if the index has no such knob.
+    pub fn set_param(&mut self, p: Param, value: usize) -> Result<bool> {
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index and buffer.
+        let rc = unsafe { faissx_set_param(self.0.as_ptr(), p as c_int, value as i64, err.as_mut_ptr(), err.len()) };
+        Ok(shim_check(rc, &err, || format!("setting {p:?}"))? == 0)
+    }
+
+    /// `IndexIVF::merge_from(other, add_id)`: move all of `other`'s lists into this index.
+    /// Both must be IVF indices (possibly under IDMap/PreTransform: not supported here).
+    pub fn ivf_merge_from(&mut self, other: &mut RawIndex, add_id: i64) -> Result<bool> {
+        // SAFETY: the casts return null for non-IVF indices; both pointers are valid.
+        unsafe {
+            let a = faiss_IndexIVF_cast(self.0.as_ptr());
+            let b = faiss_IndexIVF_cast(other.0.as_ptr());
+            if a.is_null() || b.is_null() {
+                return Ok(false);
+            }
+            check(faiss_IndexIVF_merge_from(a, b, add_id), || "merging IVF lists".into())?;
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for RawIndex {
+    fn drop(&mut self) {
+        // SAFETY: we own the pointer.
+        unsafe { faiss_Index_free(self.0.as_ptr()) }
+    }
+}
+
+/// L2-normalize each row of `x` (`n × d`) in place (FAISS `fvec_renorm_L2`; zero rows stay 0).
+pub fn normalize_l2(x: &mut [f32], d: usize) {
+    if d == 0 || x.is_empty() {
+        return;
+    }
+    // SAFETY: x holds n × d floats.
+    unsafe { faiss_fvec_renorm_L2(d, x.len() / d, x.as_mut_ptr()) }
+}
+
+fn path_cstr(path: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("{}: path contains a NUL byte", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exception_text_is_trimmed() {
+        assert_eq!(
+            clean_exception("Error in void faiss::Foo() at /x/y.cpp:12: could not parse index string IVFx"),
+            "could not parse index string IVFx"
+        );
+    }
+
+    #[test]
+    fn flat_search_finds_itself() {
+        let mut idx = RawIndex::factory(2, "Flat", false).unwrap();
+        idx.add(&[0.0, 0.0, 1.0, 1.0, 5.0, 5.0]).unwrap();
+        let (d, i) = idx.search(&[1.1, 1.0], 2, None, None).unwrap();
+        assert_eq!(i, vec![1, 0]);
+        assert!((d[0] - 0.01).abs() < 1e-5);
+        let info = idx.describe().unwrap();
+        assert_eq!(info.type_name, "IndexFlat");
+    }
+}

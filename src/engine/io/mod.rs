@@ -1,0 +1,423 @@
+//! Vector files in, result files out.
+//!
+//! Owns the formats users feed faissx: `.npy` (NumPy format 1.0–3.0, 2-D, C order; dtypes f2,
+//! f4, f8, u1, i1 converted to f32), `.fvecs`/`.bvecs`/`.ivecs` (the texmex / ann-benchmarks
+//! formats: each record a little-endian `i32` dimension then `d` f32 / u8 / i32 values) and
+//! `.csv` (numeric columns, optional header, optional id column). Files are memory-mapped
+//! (`mmap.rs`) and decoded batch by batch into contiguous `rows × d` row-major f32 buffers, so
+//! a file larger than RAM streams through. It must not know about FAISS, clap or terminals.
+
+pub mod atomic;
+mod csvfile;
+pub mod mmap;
+mod npy;
+mod vecs;
+pub mod write;
+
+use crate::engine::error::{display_path, Error, ErrorKind, Result};
+use mmap::Source;
+use std::path::{Path, PathBuf};
+
+pub use csvfile::CsvOptions;
+
+/// A supported vector file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VecFormat {
+    /// NumPy `.npy`.
+    Npy,
+    /// texmex `.fvecs` (f32 records).
+    Fvecs,
+    /// texmex `.bvecs` (u8 records).
+    Bvecs,
+    /// texmex `.ivecs` (i32 records).
+    Ivecs,
+    /// Comma-separated numbers.
+    Csv,
+}
+
+impl VecFormat {
+    /// All format names, as accepted by `--input-format`.
+    pub const NAMES: [&'static str; 5] = ["npy", "fvecs", "bvecs", "ivecs", "csv"];
+
+    /// The format named `s` (`npy`, `fvecs`, `bvecs`, `ivecs`, `csv`).
+    pub fn parse(s: &str) -> Option<VecFormat> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "npy" => VecFormat::Npy,
+            "fvecs" => VecFormat::Fvecs,
+            "bvecs" => VecFormat::Bvecs,
+            "ivecs" => VecFormat::Ivecs,
+            "csv" => VecFormat::Csv,
+            _ => return None,
+        })
+    }
+
+    /// The format implied by a path's extension.
+    pub fn from_path(path: &Path) -> Option<VecFormat> {
+        path.extension().and_then(|e| e.to_str()).and_then(VecFormat::parse)
+    }
+
+    /// Decide the format of `path`: an explicit `hint` wins, then the extension. Standard input
+    /// (`-`) needs a hint.
+    pub fn resolve(path: &Path, hint: Option<VecFormat>) -> Result<VecFormat> {
+        if let Some(h) = hint {
+            return Ok(h);
+        }
+        if path.as_os_str() == "-" {
+            return Err(Error::invalid("reading vectors from stdin needs --input-format npy|fvecs|bvecs|ivecs|csv"));
+        }
+        VecFormat::from_path(path).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: unknown vector file extension (expected .npy, .fvecs, .bvecs, .ivecs or .csv; or pass --input-format)",
+                path.display()
+            ))
+        })
+    }
+}
+
+/// Element type stored in a file, converted to f32 on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elem {
+    F16,
+    F32,
+    F64,
+    U8,
+    I8,
+    I32,
+    I64,
+}
+
+impl Elem {
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Elem::U8 | Elem::I8 => 1,
+            Elem::F16 => 2,
+            Elem::F32 | Elem::I32 => 4,
+            Elem::F64 | Elem::I64 => 8,
+        }
+    }
+
+    /// Decode `src` (little-endian elements) and append them to `out` as f32.
+    pub(crate) fn extend_f32(self, src: &[u8], out: &mut Vec<f32>) {
+        match self {
+            Elem::F32 => out.extend(src.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Elem::U8 => out.extend(src.iter().map(|&b| b as f32)),
+            Elem::I8 => out.extend(src.iter().map(|&b| b as i8 as f32)),
+            Elem::F16 => out.extend(src.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            Elem::F64 => out.extend(
+                src.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("invariant: 8-byte chunk")) as f32),
+            ),
+            Elem::I32 => out.extend(src.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)),
+            Elem::I64 => out.extend(
+                src.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("invariant: 8-byte chunk")) as f32),
+            ),
+        }
+    }
+
+    /// Decode `src` as integers (ids, ground truth).
+    pub(crate) fn extend_i64(self, src: &[u8], out: &mut Vec<i64>) -> bool {
+        match self {
+            Elem::I32 => out.extend(src.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)),
+            Elem::I64 => out.extend(
+                src.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("invariant: 8-byte chunk"))),
+            ),
+            Elem::U8 => out.extend(src.iter().map(|&b| b as i64)),
+            Elem::I8 => out.extend(src.iter().map(|&b| b as i8 as i64)),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// How rows are laid out in the source bytes.
+#[derive(Debug)]
+enum Layout {
+    /// Fixed-size records starting at `offset`, each `header` bytes (the texmex dimension
+    /// prefix, 0 for npy) followed by `dim` elements.
+    Records { offset: usize, header: usize, elem: Elem },
+    /// Already decoded rows (CSV).
+    Decoded(Vec<f32>),
+}
+
+/// One batch of consecutive rows, decoded to f32: `rows × d`, row-major.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Index of the first row in the file.
+    pub start: usize,
+    /// Number of rows.
+    pub rows: usize,
+    /// `rows × d` values.
+    pub data: Vec<f32>,
+}
+
+/// An opened vector file: `len` rows of dimension `dim`, readable in batches without loading
+/// the whole file.
+pub struct VectorFile {
+    path: PathBuf,
+    format: VecFormat,
+    src: Source,
+    layout: Layout,
+    dim: usize,
+    len: usize,
+    ids: Option<Vec<i64>>,
+}
+
+impl VectorFile {
+    /// Open `path` (or `-` for stdin) in format `hint`, or the one its extension names.
+    ///
+    /// Checks the whole structure up front: texmex files must be a whole number of records of
+    /// the first record's dimension; `.npy` must be 2-D (or 1-D: one row), C order, of a
+    /// supported dtype. Errors name the file and, for texmex files, the record.
+    pub fn open(path: &Path, hint: Option<VecFormat>, csv: &CsvOptions) -> Result<VectorFile> {
+        let format = VecFormat::resolve(path, hint)?;
+        let src = mmap::open(path)?;
+        let shown = display_path(path);
+        let (layout, dim, len, ids) = match format {
+            VecFormat::Fvecs => vecs::layout(&shown, &src, Elem::F32).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Bvecs => vecs::layout(&shown, &src, Elem::U8).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Ivecs => vecs::layout(&shown, &src, Elem::I32).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Npy => npy::layout(&shown, &src).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Csv => {
+                let parsed = csvfile::parse(&shown, &src, csv)?;
+                (Layout::Decoded(parsed.data), parsed.dim, parsed.rows, parsed.ids)
+            }
+        };
+        Ok(VectorFile { path: shown, format, src, layout, dim, len, ids })
+    }
+
+    /// The path as given (`<stdin>` for `-`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> VecFormat {
+        self.format
+    }
+
+    /// Vector dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of vectors (rows).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the file holds no vectors.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Ids read from a CSV id column, if the file had one.
+    pub fn ids(&self) -> Option<&[i64]> {
+        self.ids.as_deref()
+    }
+
+    /// Decode rows `start .. start + count` (clamped to `len`) into `out` (cleared first) as
+    /// `count × d` f32. Fails on a texmex record whose dimension header differs, and on NaN or
+    /// infinite components (both naming file and record).
+    pub fn read_rows_into(&self, start: usize, count: usize, out: &mut Vec<f32>) -> Result<usize> {
+        let end = (start + count).min(self.len);
+        let count = end.saturating_sub(start);
+        out.clear();
+        out.reserve(count * self.dim);
+        match &self.layout {
+            Layout::Decoded(v) => out.extend_from_slice(&v[start * self.dim..end * self.dim]),
+            Layout::Records { offset, header, elem } => {
+                let rec = header + self.dim * elem.size();
+                let base = offset + start * rec;
+                let bytes = &self.src[base..base + count * rec];
+                if *header == 0 {
+                    elem.extend_f32(bytes, out);
+                } else {
+                    for (i, r) in bytes.chunks_exact(rec).enumerate() {
+                        vecs::check_header(&self.path, r, self.dim, start + i)?;
+                        elem.extend_f32(&r[*header..], out);
+                    }
+                }
+            }
+        }
+        if let Some(pos) = out.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(format!(
+                "{}: record {} component {} is {} (vectors must be finite)",
+                self.path.display(),
+                start + pos / self.dim.max(1),
+                pos % self.dim.max(1),
+                out[pos]
+            )));
+        }
+        Ok(count)
+    }
+
+    /// Rows `start .. start + count` as a new [`Batch`].
+    pub fn read_rows(&self, start: usize, count: usize) -> Result<Batch> {
+        let mut data = Vec::new();
+        let rows = self.read_rows_into(start, count, &mut data)?;
+        Ok(Batch { start, rows, data })
+    }
+
+    /// All rows, `len × d` f32. Only for inputs known to be small (queries, samples).
+    pub fn read_all(&self) -> Result<Vec<f32>> {
+        Ok(self.read_rows(0, self.len)?.data)
+    }
+
+    /// Iterate over the file in batches of at most `batch` rows.
+    pub fn batches(&self, batch: usize) -> Batches<'_> {
+        Batches { file: self, next: 0, batch: batch.max(1) }
+    }
+
+    /// A deterministic sample of `n` distinct rows (all rows when `n >= len`), in file order:
+    /// `n × d` f32. Rows are chosen by a seeded partial Fisher–Yates shuffle, so the same file,
+    /// `n` and `seed` always give the same sample.
+    pub fn sample(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        if n >= self.len {
+            return self.read_all();
+        }
+        let mut rows = sample_indices(self.len, n, seed);
+        rows.sort_unstable();
+        let mut out = Vec::with_capacity(n * self.dim);
+        let mut buf = Vec::new();
+        for r in rows {
+            self.read_rows_into(r, 1, &mut buf)?;
+            out.extend_from_slice(&buf);
+        }
+        Ok(out)
+    }
+
+    /// Read the file as an integer matrix (`len × d`): ground truth `.ivecs`, id `.npy`
+    /// (int32/int64). Fails for float data.
+    pub fn read_int_matrix(&self) -> Result<Vec<i64>> {
+        match &self.layout {
+            Layout::Records { offset, header, elem } => {
+                let rec = header + self.dim * elem.size();
+                let mut out = Vec::with_capacity(self.len * self.dim);
+                for (i, r) in self.src[*offset..offset + self.len * rec].chunks_exact(rec).enumerate() {
+                    if *header > 0 {
+                        vecs::check_header(&self.path, r, self.dim, i)?;
+                    }
+                    if !elem.extend_i64(&r[*header..], &mut out) {
+                        return Err(Error::invalid(format!(
+                            "{}: holds floating-point values, expected integers (ids)",
+                            self.path.display()
+                        )));
+                    }
+                }
+                Ok(out)
+            }
+            Layout::Decoded(v) => v
+                .iter()
+                .map(|&x| {
+                    if x.fract() == 0.0 {
+                        Ok(x as i64)
+                    } else {
+                        Err(Error::invalid(format!("{}: value {x} is not an integer id", self.path.display())))
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Iterator over a [`VectorFile`] in batches.
+pub struct Batches<'a> {
+    file: &'a VectorFile,
+    next: usize,
+    batch: usize,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.next >= self.file.len {
+            return None;
+        }
+        let start = self.next;
+        self.next += self.batch;
+        Some(self.file.read_rows(start, self.batch))
+    }
+}
+
+/// Read a list of ids (one per vector) from `.npy` (int32/int64, 1-D or n×1), `.ivecs` (n×1)
+/// or text/CSV (one integer per line).
+pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
+    let fmt = VecFormat::from_path(path).unwrap_or(VecFormat::Csv);
+    let csv = CsvOptions { header: None, id_column: None };
+    let f = VectorFile::open(path, Some(fmt), &csv)?;
+    if f.dim() != 1 && !f.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: ids file must hold one id per row, found {} columns",
+            path.display(),
+            f.dim()
+        )));
+    }
+    let ids = f.read_int_matrix()?;
+    if let Some(neg) = ids.iter().position(|&i| i < 0) {
+        return Err(Error::invalid(format!("{}: id at row {neg} is negative ({})", path.display(), ids[neg])));
+    }
+    Ok(ids)
+}
+
+/// `n` distinct indices from `0..len`, chosen by a seeded SplitMix64-driven partial
+/// Fisher–Yates shuffle (deterministic for a given seed).
+pub fn sample_indices(len: usize, n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = move || {
+        // SplitMix64 (Steele, Lea, Flood 2014).
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let n = n.min(len);
+    let mut swapped: std::collections::HashMap<usize, usize> = std::collections::HashMap::with_capacity(n * 2);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let j = i + (next() % (len - i) as u64) as usize;
+        let vj = *swapped.get(&j).unwrap_or(&j);
+        let vi = *swapped.get(&i).unwrap_or(&i);
+        swapped.insert(j, vi);
+        out.push(vj);
+    }
+    out
+}
+
+/// Check that `got` equals the expected dimension `d`, naming `what`.
+pub fn check_dim(what: &Path, got: usize, d: usize) -> Result<()> {
+    if got != d {
+        return Err(Error::new(
+            ErrorKind::DimensionMismatch,
+            format!("{}: vectors have d={got}, the index expects d={d}", what.display()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_is_deterministic_and_distinct() {
+        let a = sample_indices(1000, 100, 7);
+        let b = sample_indices(1000, 100, 7);
+        assert_eq!(a, b);
+        let mut s = a.clone();
+        s.sort_unstable();
+        s.dedup();
+        assert_eq!(s.len(), 100);
+        assert!(s.iter().all(|&x| x < 1000));
+        assert_ne!(a, sample_indices(1000, 100, 8));
+    }
+
+    #[test]
+    fn elem_conversions() {
+        let mut out = Vec::new();
+        Elem::I8.extend_f32(&[0xff, 2], &mut out);
+        assert_eq!(out, vec![-1.0, 2.0]);
+        out.clear();
+        Elem::F16.extend_f32(&half::f16::from_f32(1.5).to_le_bytes(), &mut out);
+        assert_eq!(out, vec![1.5]);
+    }
+}

@@ -1,0 +1,62 @@
+//! NumPy `.npy` input (format spec: numpy.lib.format, versions 1.0–3.0). The header is parsed
+//! by `npyz`; the data, which always ends the file, is then read in place from the map.
+
+use super::{Elem, Layout};
+use crate::engine::error::{Error, Result};
+use std::path::Path;
+
+/// Validate the header and return the layout, `d` and row count. 1-D arrays are one column
+/// (ids) — callers that need vectors check `d` themselves.
+pub(super) fn layout(path: &Path, bytes: &[u8]) -> Result<(Layout, usize, usize)> {
+    let header =
+        npyz::NpyHeader::from_reader(bytes).map_err(|e| Error::format(path, format!("not a valid .npy file ({e})")))?;
+    let descr = match header.dtype() {
+        npyz::DType::Plain(ty) => ty.to_string(),
+        other => return Err(Error::format(path, format!("structured dtype {} is not supported", other.descr()))),
+    };
+    let elem = match descr.trim_start_matches(['<', '|', '=']) {
+        "f2" => Elem::F16,
+        "f4" => Elem::F32,
+        "f8" => Elem::F64,
+        "u1" => Elem::U8,
+        "i1" => Elem::I8,
+        "i4" => Elem::I32,
+        "i8" => Elem::I64,
+        _ => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "dtype {descr} is not supported (use little-endian float16/32/64, uint8, int8, int32 or int64)"
+                ),
+            ))
+        }
+    };
+    if header.order() != npyz::Order::C {
+        return Err(Error::format(path, "array is in Fortran order; save it with np.ascontiguousarray first"));
+    }
+    let shape = header.shape();
+    let (n, d) = match shape {
+        [n] => (*n as usize, 1),
+        [n, d] => (*n as usize, *d as usize),
+        _ => return Err(Error::format(path, format!("array has shape {shape:?}; expected 2-D (n × d)"))),
+    };
+    let data_len = n
+        .checked_mul(d)
+        .and_then(|x| x.checked_mul(elem.size()))
+        .ok_or_else(|| Error::format(path, "shape overflows"))?;
+    if data_len > bytes.len() {
+        return Err(Error::format(
+            path,
+            format!("truncated: shape {shape:?} needs {data_len} data bytes, file has {}", bytes.len()),
+        ));
+    }
+    // The data always ends the file; the header (padded to 64 bytes) precedes it.
+    let offset = bytes.len() - data_len;
+    if offset < 10 {
+        return Err(Error::format(path, "truncated header"));
+    }
+    if d == 0 && n > 0 {
+        return Err(Error::format(path, "array has 0 columns"));
+    }
+    Ok((Layout::Records { offset, header: 0, elem }, d, n))
+}

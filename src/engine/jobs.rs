@@ -1,0 +1,212 @@
+//! Jobs over files: build an index from a vector file, add a file to an index, search a file
+//! of queries. These are what `build`, `add` and `search` run; the server and bench reuse the
+//! same [`Index`] methods underneath.
+//!
+//! Inputs stream through in batches (`--batch` rows), so a file larger than RAM can be added
+//! to an index type that does not need all vectors at once; training uses a deterministic
+//! sample (`--train-size`, seed `--seed`).
+
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::{Index, IndexSpec, InputInfo, Neighbors, RangeHits, SearchParams};
+use crate::engine::io::{check_dim, VectorFile};
+use crate::engine::Progress;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Options for [`build`].
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Rows in the training sample; `None`: automatic (all rows up to
+    /// max(100,000, 256 × nlist), FAISS's own k-means subsampling cap).
+    pub train_size: Option<usize>,
+    /// Seed of the training sample.
+    pub seed: u64,
+    /// Rows per `add` call.
+    pub batch: usize,
+    /// Ids, one per input row (wraps the index in IDMap2 unless it is IVF).
+    pub ids: Option<Vec<i64>>,
+    /// HNSW efConstruction to set before adding.
+    pub ef_construction: Option<usize>,
+    /// Default nprobe stored in the index (IVF).
+    pub nprobe: Option<usize>,
+    /// Default efSearch stored in the index (HNSW).
+    pub ef_search: Option<usize>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            train_size: None,
+            seed: 42,
+            batch: 65_536,
+            ids: None,
+            ef_construction: None,
+            nprobe: None,
+            ef_search: None,
+        }
+    }
+}
+
+fn stopped(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Build a new index from `input` per `spec` (whose `dim` must match the file): train on a
+/// sample if the index needs training, then add every row in batches.
+pub fn build(
+    input: &VectorFile,
+    spec: &IndexSpec,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<Index> {
+    check_dim(input.path(), input.dim(), spec.dim)?;
+    if input.is_empty() {
+        return Err(Error::invalid(format!("{}: no vectors to build from", input.path().display())));
+    }
+    let ids = opts.ids.as_deref().or(input.ids());
+    if let Some(ids) = ids {
+        if ids.len() != input.len() {
+            return Err(Error::invalid(format!(
+                "{} ids for {} vectors in {}: give exactly one id per vector",
+                ids.len(),
+                input.len(),
+                input.path().display()
+            )));
+        }
+    }
+    let mut index = Index::create(spec, ids.is_some()).map_err(|e| e.context("--factory"))?;
+    if let Some(ef) = opts.ef_construction {
+        index.set_ef_construction(ef)?;
+    }
+    if !index.is_trained() {
+        let nlist = index.describe()?.nlist.unwrap_or(0);
+        let n = opts.train_size.unwrap_or_else(|| input.len().min(100_000.max(256 * nlist))).min(input.len());
+        if n == 0 {
+            return Err(Error::invalid("--train-size must be at least 1"));
+        }
+        if n < nlist {
+            return Err(Error::invalid(format!(
+                "--factory {}: training {nlist} inverted lists needs at least {nlist} vectors, the training sample has {n} (from {})",
+                spec.factory,
+                input.path().display()
+            )));
+        }
+        progress.start("sample", n as u64);
+        let sample = input.sample(n, opts.seed)?;
+        progress.finish();
+        stopped(stop)?;
+        progress.start("train", 0);
+        let t = std::time::Instant::now();
+        index.train(&sample).map_err(|e| e.context(format!("training {} on {n} vectors", spec.factory)))?;
+        progress.finish();
+        progress.note(&format!("trained on {n} vectors in {:.1} s", t.elapsed().as_secs_f64()));
+    }
+    add_rows(&mut index, input, ids, opts.batch, progress, stop)?;
+    if let Some(np) = opts.nprobe {
+        index.set_nprobe(np)?;
+    }
+    if let Some(ef) = opts.ef_search {
+        index.set_ef_search(ef)?;
+    }
+    Ok(index)
+}
+
+/// Add every row of `input` (with `ids`, if given) to `index` in batches of `batch` rows.
+pub fn add_rows(
+    index: &mut Index,
+    input: &VectorFile,
+    ids: Option<&[i64]>,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<()> {
+    check_dim(input.path(), input.dim(), index.d())?;
+    let ids = ids.or(input.ids());
+    if let Some(ids) = ids {
+        if ids.len() != input.len() {
+            return Err(Error::invalid(format!(
+                "{} ids for {} vectors in {}: give exactly one id per vector",
+                ids.len(),
+                input.len(),
+                input.path().display()
+            )));
+        }
+    }
+    progress.start("add", input.len() as u64);
+    let mut buf = Vec::new();
+    let mut start = 0;
+    while start < input.len() {
+        stopped(stop)?;
+        let rows = input.read_rows_into(start, batch, &mut buf)?;
+        let id_slice = ids.map(|ids| &ids[start..start + rows]);
+        index
+            .add(&buf, id_slice)
+            .map_err(|e| e.context(format!("{}: rows {start}..{}", input.path().display(), start + rows)))?;
+        progress.inc(rows as u64);
+        start += rows;
+    }
+    progress.finish();
+    index.meta_mut().inputs.push(InputInfo {
+        path: input.path().display().to_string(),
+        format: format!("{:?}", input.format()).to_lowercase(),
+        rows: input.len(),
+    });
+    Ok(())
+}
+
+/// Search every row of `queries` in batches of `batch`, handing each batch's results (with
+/// the index of its first query) to `sink` as soon as it is ready.
+pub fn search_file(
+    index: &Index,
+    queries: &VectorFile,
+    params: &SearchParams,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(usize, &Neighbors) -> Result<()>,
+) -> Result<()> {
+    check_dim(queries.path(), queries.dim(), index.d())?;
+    progress.start("search", queries.len() as u64);
+    let mut buf = Vec::new();
+    let mut start = 0;
+    while start < queries.len() {
+        stopped(stop)?;
+        let rows = queries.read_rows_into(start, batch, &mut buf)?;
+        let res = index.search(&buf, params)?;
+        sink(start, &res)?;
+        progress.inc(rows as u64);
+        start += rows;
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Range-search every row of `queries` in batches, like [`search_file`].
+pub fn range_search_file(
+    index: &Index,
+    queries: &VectorFile,
+    radius: f32,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(usize, &RangeHits) -> Result<()>,
+) -> Result<()> {
+    check_dim(queries.path(), queries.dim(), index.d())?;
+    progress.start("search", queries.len() as u64);
+    let mut buf = Vec::new();
+    let mut start = 0;
+    while start < queries.len() {
+        stopped(stop)?;
+        let rows = queries.read_rows_into(start, batch, &mut buf)?;
+        let res = index.range_search(&buf, radius)?;
+        sink(start, &res)?;
+        progress.inc(rows as u64);
+        start += rows;
+    }
+    progress.finish();
+    Ok(())
+}
