@@ -60,9 +60,9 @@ pub enum OutputFormat {
     Jsonl,
     /// CSV: query,rank,id,distance.
     Csv,
-    /// NumPy: ids (int64, nq × k) to -o, distances (float32) to <stem>.distances.npy.
+    /// NumPy: ids (int64, nq × k) to -o, distances (float32) to STEM.distances.npy.
     Npy,
-    /// texmex: ids (int32) to -o (.ivecs), distances to <stem>.fvecs.
+    /// texmex: ids (int32) to -o (.ivecs), distances to STEM.fvecs.
     Ivecs,
 }
 

@@ -29,7 +29,7 @@ Examples:
 /// faissx reads vectors from .npy, .fvecs, .bvecs, .ivecs and .csv files (or stdin), builds
 /// any FAISS index from a factory string, and writes FAISS's own index format, so Python's
 /// faiss.read_index opens what faissx writes and the other way round. faissx's own facts
-/// about an index (metric, normalization, ids, inputs) live in a sidecar <INDEX>.meta.json.
+/// about an index (metric, normalization, ids, inputs) live in a sidecar INDEX.meta.json.
 #[derive(Debug, Parser)]
 #[command(name = "faissx", version, propagate_version = true, after_long_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {

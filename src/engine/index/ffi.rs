@@ -71,7 +71,7 @@ fn last_error() -> String {
     }
 }
 
-/// FAISS exception texts look like "Error in <function> at <file>:<line>: <message>"; users
+/// FAISS exception texts look like `Error in <function> at <file>:<line>: <message>`; users
 /// need the message only.
 fn clean_exception(s: &str) -> String {
     let s = s.trim();

@@ -1,5 +1,5 @@
 //! texmex vector formats (`.fvecs`, `.bvecs`, `.ivecs`), as defined by the INRIA TEXMEX corpus
-//! (Jégou et al., http://corpus-texmex.irisa.fr/) and used by ann-benchmarks: each record is a
+//! (Jégou et al., <http://corpus-texmex.irisa.fr/>) and used by ann-benchmarks: each record is a
 //! little-endian i32 dimension `d` followed by `d` elements (f32, u8 or i32).
 
 use super::{Elem, Layout};
