@@ -3,7 +3,7 @@
 use super::common::{BatchArgs, InputArgs, MetricArg};
 use super::render::{note, StderrProgress};
 use super::Ctx;
-use crate::engine::index::IndexSpec;
+use crate::engine::index::{storage, IndexSpec};
 use crate::engine::jobs::{self, BuildOptions};
 use crate::engine::{io, Result};
 use clap::Args;
@@ -17,6 +17,9 @@ Examples:
 
   # HNSW with cosine similarity, from NumPy, with explicit ids
   faissx build emb.npy -o emb.index --factory HNSW32 --metric cosine --ids emb_ids.npy
+
+  # IVF-PQ whose lists live in huge.index.ivfdata, built in bounded memory
+  faissx build huge.fvecs -o huge.index --factory IVF65536,PQ32 --on-disk --train-size 1000000
 
   # From a pipe
   python make_vectors.py | faissx build - --input-format npy -o x.index --factory Flat";
@@ -71,6 +74,12 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
     pub ef_construction: Option<u64>,
 
+    /// IVF only: keep the inverted lists in OUTPUT.ivfdata instead of the index file, built
+    /// shard by shard in bounded memory; the index is then searched with its lists mapped
+    /// from disk (read-only).
+    #[arg(long)]
+    pub on_disk: bool,
+
     /// Replace OUTPUT if it exists.
     #[arg(short, long)]
     pub force: bool,
@@ -103,11 +112,12 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         ef_construction: a.ef_construction.map(|v| v as usize),
         nprobe: a.nprobe.map(|v| v as usize),
         ef_search: a.ef_search.map(|v| v as usize),
+        on_disk: a.on_disk.then(|| storage::ivfdata_path(&a.output)),
     };
     let progress = StderrProgress::new(ctx.quiet);
     let t = Instant::now();
     let mut index = jobs::build(&input, &spec, &opts, &progress, &ctx.stop)?;
-    index.save(&a.output)?;
+    jobs::save(&mut index, &a.output)?;
     note(
         ctx.quiet,
         &format!(

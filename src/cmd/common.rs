@@ -94,3 +94,24 @@ pub struct OutputPathArg {
     #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
 }
+
+/// How to open an index file (`--mmap`, `--warm`).
+#[derive(Debug, Clone, Args)]
+pub struct OpenArgs {
+    /// Memory-map the index instead of loading it: resident memory stays a small fraction of
+    /// the file, and the index is read-only. Read flags are chosen by index type.
+    #[arg(long)]
+    pub mmap: bool,
+
+    /// With --mmap: read the file once sequentially first, so the first queries on a cold
+    /// page cache do not fault in random order.
+    #[arg(long, requires = "mmap")]
+    pub warm: bool,
+}
+
+impl OpenArgs {
+    /// The engine's open options.
+    pub fn options(&self) -> crate::engine::index::OpenOptions {
+        crate::engine::index::OpenOptions { mmap: self.mmap, warm: self.warm }
+    }
+}

@@ -3,11 +3,16 @@
 //! No FAISS call appears here.
 
 pub mod add;
+pub mod bench;
 pub mod build;
 pub mod common;
 pub mod info;
+pub mod merge;
+pub mod query_remote;
 pub mod render;
 pub mod search;
+pub mod serve;
+pub mod split;
 
 use crate::engine::Result;
 use clap::{Parser, Subcommand};
@@ -61,6 +66,16 @@ pub enum Command {
     Search(search::SearchArgs),
     /// Describe an index: type, d, ntotal, metric, parameters, size.
     Info(info::InfoArgs),
+    /// Merge indices of the same type, d and metric into one.
+    Merge(merge::MergeArgs),
+    /// Split an index into N shards that keep the original ids.
+    Split(split::SplitArgs),
+    /// Measure recall, QPS, latency, build cost and memory of indices (sweeps, plots).
+    Bench(bench::BenchArgs),
+    /// Serve indices over ZeroMQ to many clients (FAISSx-compatible protocol).
+    Serve(serve::ServeArgs),
+    /// Talk to a running `faissx serve`: create, add, search, inspect remote indices.
+    QueryRemote(query_remote::QueryRemoteArgs),
 }
 
 /// What every command gets besides its own arguments.
@@ -87,6 +102,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Add(a) => add::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
         Command::Info(a) => info::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
+        Command::QueryRemote(a) => query_remote::run(&ctx, a),
+        Command::Merge(a) => merge::run(&ctx, a),
+        Command::Split(a) => split::run(&ctx, a),
+        Command::Bench(a) => bench::run(&ctx, a),
     }
 }
 

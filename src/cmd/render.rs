@@ -170,12 +170,33 @@ pub fn jsonl_row(w: &mut dyn Write, query: usize, ids: &[i64], dists: &[f32]) ->
     w.write_all(b"\n").map_err(stdout_err)
 }
 
-/// Streaming writer of search results to stdout in a text format.
+/// Streaming writer of search results in a text format, to stdout or (atomically) to a file.
 pub struct HitWriter {
     fmt: TextFormat,
-    out: std::io::BufWriter<std::io::Stdout>,
+    out: Sink,
     table: Option<Table>,
     wrote_header: bool,
+}
+
+/// Where text results go.
+enum Sink {
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    File(vwrite::AtomicFile),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(f) => f.flush(),
+        }
+    }
 }
 
 /// Text result formats.
@@ -192,12 +213,21 @@ pub enum TextFormat {
 impl HitWriter {
     /// A writer to stdout.
     pub fn new(fmt: TextFormat) -> HitWriter {
+        HitWriter::with_sink(fmt, Sink::Stdout(std::io::BufWriter::new(std::io::stdout())))
+    }
+
+    /// A writer to `path`, written to a temp file and renamed into place by [`HitWriter::finish`].
+    pub fn to_file(fmt: TextFormat, path: &Path) -> Result<HitWriter> {
+        Ok(HitWriter::with_sink(fmt, Sink::File(vwrite::AtomicFile::create(path)?)))
+    }
+
+    fn with_sink(fmt: TextFormat, out: Sink) -> HitWriter {
         let table = (fmt == TextFormat::Table).then(|| {
             let mut t = Table::new();
             t.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["query", "rank", "id", "distance"]);
             t
         });
-        HitWriter { fmt, out: std::io::BufWriter::new(std::io::stdout()), table, wrote_header: false }
+        HitWriter { fmt, out, table, wrote_header: false }
     }
 
     /// Write the hits of query number `query`.
@@ -242,12 +272,15 @@ impl HitWriter {
         Ok(())
     }
 
-    /// Flush (and print the table).
+    /// Flush (and print the table); a file output is renamed into place.
     pub fn finish(mut self) -> Result<()> {
         if let Some(t) = self.table.take() {
             writeln!(self.out, "{t}").map_err(stdout_err)?;
         }
-        self.out.flush().map_err(stdout_err)
+        match self.out {
+            Sink::Stdout(mut w) => w.flush().map_err(stdout_err),
+            Sink::File(f) => f.commit(),
+        }
     }
 }
 

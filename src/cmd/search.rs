@@ -1,11 +1,13 @@
 //! `faissx search`: k-NN or range search of a query file.
 
-use super::common::{BatchArgs, InputArgs, OutputFormat, SearchParamArgs};
+use super::common::{BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
-use crate::engine::{jobs, Error, Index, Neighbors, Result, SearchParams};
+use crate::engine::shards::{self, ShardSet};
+use crate::engine::{Error, Index, Neighbors, Result, SearchParams};
 use clap::Args;
 use std::path::PathBuf;
+use std::time::Instant;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -15,8 +17,14 @@ Examples:
   # ids to hits.npy (int64) and distances to hits.distances.npy (float32)
   faissx search fm.index query.bvecs -k 100 --format npy -o hits.npy
 
+  # search a large index in place, memory-mapped, with a sequential warm-up read
+  faissx search big.index queries.fvecs -k 10 --mmap --warm
+
   # every base vector within squared L2 distance 50000 of each query
-  faissx search fm.index query.bvecs --radius 50000 --format csv";
+  faissx search fm.index query.bvecs --radius 50000 --format csv
+
+  # scatter-gather over shards written by `faissx split` (the last path is the queries)
+  faissx search shards/fm.0.index shards/fm.1.index query.bvecs -k 10";
 
 /// Search an index for the nearest neighbours of query vectors.
 ///
@@ -28,9 +36,10 @@ Examples:
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct SearchArgs {
-    /// Index file to search.
-    #[arg(value_name = "INDEX")]
-    pub index: PathBuf,
+    /// Index file to search; several files (shards, e.g. from `faissx split`) are searched
+    /// as one index, their top-k merged by distance. The last path is the queries.
+    #[arg(value_name = "INDEX", required = true, num_args = 1..)]
+    pub index: Vec<PathBuf>,
 
     /// Query vectors (- for stdin).
     #[arg(value_name = "QUERIES")]
@@ -59,11 +68,35 @@ pub struct SearchArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub open: OpenArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub input_args: InputArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
     pub batch: BatchArgs,
+}
+
+fn verbose(ctx: &Ctx, msg: &str) {
+    if ctx.verbose > 0 && !ctx.quiet {
+        render::note(false, msg);
+    }
+}
+
+/// With `-v`, report search time and this process's memory while the index is still open
+/// (RssAnon is what a loaded index costs; a mapped one shows up in RssFile instead).
+fn report_search(ctx: &Ctx, nq: usize, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    verbose(ctx, &format!("searched {nq} queries in {secs:.3} s ({:.0} QPS)", nq as f64 / secs.max(1e-9)));
+    if ctx.verbose > 0 && !ctx.quiet {
+        let m = crate::engine::index::MemStats::current();
+        render::note(
+            false,
+            &format!("memory: RssAnon {} bytes, RssFile {} bytes, peak RSS {} bytes", m.rss_anon, m.rss_file, m.vm_hwm),
+        );
+    }
 }
 
 /// Run `faissx search`.
@@ -87,7 +120,11 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     if binary && a.radius.is_some() {
         return Err(Error::invalid("range search results are ragged: use --format jsonl, csv or table"));
     }
-    let mut index = Index::open(&a.index)?;
+    let open_opts = a.open.options();
+    let t_open = Instant::now();
+    let mut index = ShardSet::open_with(&a.index, |p| Index::open_with(p, &open_opts))?;
+    verbose(ctx, &format!("opened {} index file(s) in {:.3} s", a.index.len(), t_open.elapsed().as_secs_f64()));
+    let t_search = Instant::now();
     let queries = a.input_args.open(&a.queries)?;
     let params = SearchParams {
         k: a.k as usize,
@@ -104,13 +141,14 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
             ids: Vec::with_capacity(queries.len() * params.k),
             dists: Vec::with_capacity(queries.len() * params.k),
         };
-        jobs::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |_, n| {
+        shards::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |_, n| {
             all.nq += n.nq;
             all.ids.extend_from_slice(&n.ids);
             all.dists.extend_from_slice(&n.dists);
             Ok(())
         })?;
         let out = a.output.as_deref().expect("invariant: checked above");
+        report_search(ctx, queries.len(), t_search);
         return render::write_binary(out, fmt == OutputFormat::Npy, &all);
     }
 
@@ -119,11 +157,10 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
         OutputFormat::Csv => TextFormat::Csv,
         _ => TextFormat::Jsonl,
     };
-    if let Some(path) = &a.output {
-        // Text to a file: render into memory, then write atomically.
-        let _ = path;
-    }
-    let mut w = HitWriter::new(text);
+    let mut w = match &a.output {
+        Some(path) => HitWriter::to_file(text, path)?,
+        None => HitWriter::new(text),
+    };
     match a.radius {
         Some(r) => {
             // Range search has no per-call parameters in FAISS: set them on the index.
@@ -133,11 +170,12 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
             if let Some(ef) = params.ef_search {
                 index.set_ef_search(ef)?;
             }
-            jobs::range_search_file(&index, &queries, r, batch, &progress, &ctx.stop, &mut |s, h| w.range(s, h))?
+            shards::range_search_file(&index, &queries, r, batch, &progress, &ctx.stop, &mut |s, h| w.range(s, h))?
         }
         None => {
-            jobs::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |s, n| w.neighbors(s, n))?
+            shards::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |s, n| w.neighbors(s, n))?
         }
     }
+    report_search(ctx, queries.len(), t_search);
     w.finish()
 }

@@ -7,9 +7,11 @@
 //! sample (`--train-size`, seed `--seed`).
 
 use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::storage;
 use crate::engine::index::{Index, IndexSpec, InputInfo, Neighbors, RangeHits, SearchParams};
-use crate::engine::io::{check_dim, VectorFile};
+use crate::engine::io::{atomic, check_dim, VectorFile};
 use crate::engine::Progress;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Options for [`build`].
@@ -30,6 +32,9 @@ pub struct BuildOptions {
     pub nprobe: Option<usize>,
     /// Default efSearch stored in the index (HNSW).
     pub ef_search: Option<usize>,
+    /// Build IVF lists on disk in this `.ivfdata` file (written as `<file>.tmp` until
+    /// [`save`] renames it), adding shard by shard in bounded memory.
+    pub on_disk: Option<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -42,6 +47,7 @@ impl Default for BuildOptions {
             ef_construction: None,
             nprobe: None,
             ef_search: None,
+            on_disk: None,
         }
     }
 }
@@ -82,6 +88,13 @@ pub fn build(
     if let Some(ef) = opts.ef_construction {
         index.set_ef_construction(ef)?;
     }
+    if opts.on_disk.is_some() && index.describe()?.nlist.is_none() {
+        let t = index.describe()?.type_name;
+        return Err(Error::invalid(format!(
+            "--on-disk needs an IVF factory string (e.g. IVF65536,PQ32); {} gives {t}",
+            spec.factory
+        )));
+    }
     if !index.is_trained() {
         let nlist = index.describe()?.nlist.unwrap_or(0);
         let n = opts.train_size.unwrap_or_else(|| input.len().min(100_000.max(256 * nlist))).min(input.len());
@@ -105,7 +118,16 @@ pub fn build(
         progress.finish();
         progress.note(&format!("trained on {n} vectors in {:.1} s", t.elapsed().as_secs_f64()));
     }
-    add_rows(&mut index, input, ids, opts.batch, progress, stop)?;
+    match &opts.on_disk {
+        None => add_rows(&mut index, input, ids, opts.batch, progress, stop)?,
+        Some(data) => {
+            let res = add_rows_on_disk(&mut index, input, ids, data, opts.batch, progress, stop);
+            if res.is_err() {
+                let _ = std::fs::remove_file(atomic::tmp_path(data));
+            }
+            res?
+        }
+    }
     if let Some(np) = opts.nprobe {
         index.set_nprobe(np)?;
     }
@@ -113,6 +135,75 @@ pub fn build(
         index.set_ef_search(ef)?;
     }
     Ok(index)
+}
+
+/// Vectors per in-memory shard of an on-disk build: about 256 MiB of f32 input.
+fn shard_rows(d: usize, batch: usize) -> usize {
+    ((256usize << 20) / (4 * d.max(1))).max(batch).max(10_000)
+}
+
+/// Add `input` to a trained, empty IVF `index` whose lists go to `<data>.tmp`: rows are added
+/// shard by shard to in-memory clones of the trained index (with their final ids) and each
+/// shard's lists are appended to the on-disk lists, so memory stays bounded by one shard.
+fn add_rows_on_disk(
+    index: &mut Index,
+    input: &VectorFile,
+    ids: Option<&[i64]>,
+    data: &Path,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let template = index.try_clone()?;
+    let tmp = atomic::tmp_path(data);
+    let _ = std::fs::remove_file(&tmp);
+    index.lists_to_disk(&tmp)?;
+    let per_shard = shard_rows(input.dim(), batch);
+    progress.start("add", input.len() as u64);
+    let mut buf = Vec::new();
+    let mut start = 0;
+    while start < input.len() {
+        let end = (start + per_shard).min(input.len());
+        let mut shard = template.try_clone()?;
+        let mut pos = start;
+        while pos < end {
+            stopped(stop)?;
+            let rows = input.read_rows_into(pos, batch.min(end - pos), &mut buf)?;
+            let shard_ids: Vec<i64> = match ids {
+                Some(ids) => ids[pos..pos + rows].to_vec(),
+                None => (pos as i64..(pos + rows) as i64).collect(),
+            };
+            shard
+                .add(&buf, Some(&shard_ids))
+                .map_err(|e| e.context(format!("{}: rows {pos}..{}", input.path().display(), pos + rows)))?;
+            progress.inc(rows as u64);
+            pos += rows;
+        }
+        index.merge_shard_to_disk(&mut shard)?;
+        start = end;
+    }
+    progress.finish();
+    index.meta_mut().inputs.push(InputInfo {
+        path: input.path().display().to_string(),
+        format: format!("{:?}", input.format()).to_lowercase(),
+        rows: input.len(),
+    });
+    if ids.is_some() {
+        index.meta_mut().ids = crate::engine::index::IdMode::Explicit;
+    }
+    Ok(())
+}
+
+/// Write a built index to `out` (and its sidecar). For an on-disk build, the list data is
+/// first moved from `<out>.ivfdata.tmp` to `<out>.ivfdata` and the index pointed at it.
+pub fn save(index: &mut Index, out: &Path) -> Result<()> {
+    if index.lists_on_disk() {
+        let data = storage::ivfdata_path(out);
+        atomic::commit_tmp(&atomic::tmp_path(&data), &data)?;
+        let abs = std::fs::canonicalize(&data).unwrap_or(data);
+        index.set_lists_file(&abs)?;
+    }
+    index.save(out)
 }
 
 /// Add every row of `input` (with `ids`, if given) to `index` in batches of `batch` rows.

@@ -3,11 +3,18 @@
 //! the engine and render its results. The engine never imports clap, indicatif or
 //! comfy-table; long jobs report through [`Progress`] and stop when their stop flag is set.
 
+pub mod bench;
+pub mod client;
 pub mod error;
 pub mod index;
 pub mod io;
 pub mod jobs;
+pub mod merge;
 pub mod metrics;
+pub mod protocol;
+pub mod server;
+pub mod shards;
+pub mod split;
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::{Index, IndexInfo, IndexMeta, IndexSpec, Metric, Neighbors, RangeHits, SearchParams};

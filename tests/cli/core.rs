@@ -216,6 +216,11 @@ fn output_formats_agree() {
     let csv_ids: Vec<i64> = lines.map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect();
     let json_ids: Vec<i64> = jsonl.iter().flat_map(|r| r.1.clone()).collect();
     assert_eq!(csv_ids, json_ids);
+    // Text formats with -o go to the file (atomically), not stdout.
+    let to_file = env.ok(&["search", "x.index", "q.fvecs", "-k", "5", "--format", "csv", "-o", "hits.csv"]);
+    assert!(to_file.is_empty());
+    assert_eq!(std::fs::read_to_string(env.path("hits.csv")).unwrap(), csv);
+    assert!(!env.path("hits.csv.tmp").exists());
     let table = env.ok(&["search", "x.index", "q.fvecs", "-k", "5", "--format", "table"]);
     assert!(table.contains("distance") && table.contains(&json_ids[0].to_string()));
 

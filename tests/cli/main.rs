@@ -2,7 +2,12 @@
 
 mod util;
 
+mod bench;
 mod core;
 mod errors;
 mod man_pages;
+mod merge_split;
+mod mmap;
 mod python_compat;
+mod serve;
+mod serve_python;

@@ -42,6 +42,28 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
+    fn faissx_ondisk_create(p: *mut FaissIndex, path: *const c_char, err: *mut c_char, errlen: usize) -> c_int;
+    fn faissx_ondisk_merge_shard(
+        dst: *mut FaissIndex,
+        shard: *mut FaissIndex,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_ondisk_configure(
+        p: *mut FaissIndex,
+        path: *const c_char,
+        prefetch_threads: c_int,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_is_ondisk(p: *const FaissIndex) -> c_int;
+    fn faissx_read_index(
+        fname: *const c_char,
+        io_flags: c_int,
+        out: *mut *mut FaissIndex,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
     fn omp_set_num_threads(n: c_int);
     fn omp_get_max_threads() -> c_int;
 }
@@ -166,12 +188,15 @@ impl RawIndex {
     pub fn read(path: &Path, io_flags: i32) -> Result<RawIndex> {
         let c = path_cstr(path)?;
         let mut p = std::ptr::null_mut();
-        // SAFETY: valid out-pointer and path.
-        let rc = unsafe { faiss_read_index_fname(c.as_ptr(), io_flags, &mut p) };
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid out-pointer, path and error buffer; the shim wraps faiss::read_index.
+        let rc = unsafe { faissx_read_index(c.as_ptr(), io_flags, &mut p, err.as_mut_ptr(), err.len()) };
         if rc != 0 {
+            // SAFETY: the shim NUL-terminates `err`.
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
             return Err(Error::format(
                 path,
-                format!("not a FAISS index file that this build can read ({})", last_error()),
+                format!("not a FAISS index file that this build can read ({})", clean_exception(&msg)),
             ));
         }
         RawIndex::from_ptr(p, "read_index")
@@ -404,6 +429,72 @@ impl RawIndex {
     }
 }
 
+/// On-disk inverted lists (FAISS `OnDiskInvertedLists`), which the C API lacks.
+impl RawIndex {
+    /// Replace the empty lists of this trained IVF index with on-disk lists in `path`.
+    /// Returns false if the index is not IVF.
+    pub fn ondisk_create(&mut self, path: &Path) -> Result<bool> {
+        let c = path_cstr(path)?;
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index, path and buffer.
+        let rc = unsafe { faissx_ondisk_create(self.0.as_ptr(), c.as_ptr(), err.as_mut_ptr(), err.len()) };
+        Ok(shim_check(rc, &err, || format!("{}: creating on-disk inverted lists", path.display()))? == 0)
+    }
+
+    /// Append the lists of `shard` (same trained quantizer) to this index's on-disk lists.
+    pub fn ondisk_merge_shard(&mut self, shard: &mut RawIndex) -> Result<bool> {
+        let mut err = [0 as c_char; 512];
+        // SAFETY: both indices valid; the shim checks their types.
+        let rc = unsafe { faissx_ondisk_merge_shard(self.0.as_ptr(), shard.0.as_ptr(), err.as_mut_ptr(), err.len()) };
+        Ok(shim_check(rc, &err, || "merging a shard into on-disk lists".into())? == 0)
+    }
+
+    /// Re-point the on-disk lists at `path` and/or set their prefetch thread count.
+    pub fn ondisk_configure(&mut self, path: Option<&Path>, prefetch_threads: Option<usize>) -> Result<bool> {
+        let c = path.map(path_cstr).transpose()?;
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index; path null or NUL-terminated.
+        let rc = unsafe {
+            faissx_ondisk_configure(
+                self.0.as_ptr(),
+                c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                prefetch_threads.map_or(-1, |n| n as c_int),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        Ok(shim_check(rc, &err, || "configuring on-disk lists".into())? == 0)
+    }
+
+    /// Whether the inverted lists live on disk.
+    pub fn is_ondisk(&self) -> bool {
+        // SAFETY: valid index.
+        unsafe { faissx_is_ondisk(self.0.as_ptr()) != 0 }
+    }
+}
+
+impl RawIndex {
+    /// Wrap this (empty) index in `IndexIDMap` (or `IndexIDMap2` when `v2`), which takes
+    /// ownership of it. Added for the server's `IDMap:<base>` index type.
+    pub fn wrap_idmap(self, v2: bool) -> Result<RawIndex> {
+        let base = self.0.as_ptr();
+        let mut p = std::ptr::null_mut();
+        // SAFETY: base is a valid index we own; on success the wrapper owns it (own_fields set
+        // below), so we forget `self` instead of freeing it.
+        unsafe {
+            let rc = if v2 { faiss_IndexIDMap2_new(&mut p, base) } else { faiss_IndexIDMap_new(&mut p, base) };
+            check(rc, || "wrapping index in IDMap".into())?;
+            if v2 {
+                faiss_IndexIDMap2_set_own_fields(p, 1);
+            } else {
+                faiss_IndexIDMap_set_own_fields(p, 1);
+            }
+        }
+        std::mem::forget(self);
+        RawIndex::from_ptr(p, "IndexIDMap_new")
+    }
+}
+
 impl Drop for RawIndex {
     fn drop(&mut self) {
         // SAFETY: we own the pointer.
@@ -425,6 +516,83 @@ fn path_cstr(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::invalid(format!("{}: path contains a NUL byte", path.display())))
 }
+
+// ---- merge / split / bench support (issue 4) ----------------------------------------------
+
+extern "C" {
+    fn faissx_merge_from(
+        dst: *mut FaissIndex,
+        src: *mut FaissIndex,
+        add_id: i64,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_extract(
+        p: *const FaissIndex,
+        i0: i64,
+        n: i64,
+        ids: *mut i64,
+        x: *mut f32,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_renumber(p: *mut FaissIndex, base: i64, err: *mut c_char, errlen: usize) -> c_int;
+    fn faissx_wrap_idmap2(p: *mut FaissIndex, err: *mut c_char, errlen: usize) -> *mut FaissIndex;
+}
+
+impl RawIndex {
+    /// FAISS's generic `merge_from(other, add_id)` (Flat and other flat-code indices, IVF with
+    /// the same trained quantizer, IDMap/IDMap2, PreTransform). `other` is emptied. FAISS
+    /// checks compatibility first, so on error `self` is unchanged.
+    pub fn merge_from(&mut self, other: &mut RawIndex, add_id: i64) -> Result<()> {
+        let mut err = [0 as c_char; 512];
+        // SAFETY: two distinct valid indices (`&mut` on both) and an error buffer.
+        let rc = unsafe { faissx_merge_from(self.0.as_ptr(), other.0.as_ptr(), add_id, err.as_mut_ptr(), err.len()) };
+        shim_check(rc, &err, || "merging indices".into()).map(|_| ())
+    }
+
+    /// Ids, and with `vectors` the reconstructed vectors (`n × d`), of the stored vectors at
+    /// positions `i0..i0+n` (IVF: inverted lists in order; IDMap: the wrapped index's
+    /// positions; otherwise 0..ntotal, where the id is the position).
+    pub fn extract(&self, i0: usize, n: usize, vectors: bool) -> Result<(Vec<i64>, Vec<f32>)> {
+        let mut ids = vec![-1i64; n];
+        let mut x = if vectors { vec![0f32; n * self.d()] } else { Vec::new() };
+        let xp = if vectors { x.as_mut_ptr() } else { std::ptr::null_mut() };
+        let mut err = [0 as c_char; 512];
+        // SAFETY: ids holds n ids, x (if requested) n × d floats; the shim checks the range.
+        let rc = unsafe {
+            faissx_extract(self.0.as_ptr(), i0 as i64, n as i64, ids.as_mut_ptr(), xp, err.as_mut_ptr(), err.len())
+        };
+        shim_check(rc, &err, || format!("reading stored vectors {i0}..{}", i0 + n))?;
+        Ok((ids, x))
+    }
+
+    /// Renumber the stored vectors `base..base+ntotal`: IDMap in insertion order, IVF in the
+    /// order of the old ids; position-numbered indices accept only `base` 0.
+    pub fn renumber(&mut self, base: i64) -> Result<()> {
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index and buffer.
+        let rc = unsafe { faissx_renumber(self.0.as_ptr(), base, err.as_mut_ptr(), err.len()) };
+        shim_check(rc, &err, || "renumbering ids".into()).map(|_| ())
+    }
+
+    /// Wrap this index in an `IndexIDMap2` whose ids are the positions `0..ntotal`.
+    pub fn wrap_idmap2(self) -> Result<RawIndex> {
+        let mut err = [0 as c_char; 512];
+        let p = self.0.as_ptr();
+        // SAFETY: on success the wrapper owns `p`, so `self` must not free it (forget below);
+        // on failure (null) `p` is still ours and `self` drops it normally.
+        let w = unsafe { faissx_wrap_idmap2(p, err.as_mut_ptr(), err.len()) };
+        if w.is_null() {
+            shim_check(1, &err, || "wrapping index in IDMap2".into())?;
+            return Err(Error::faiss("wrapping index in IDMap2", "failed".into()));
+        }
+        std::mem::forget(self);
+        RawIndex::from_ptr(w, "wrap_idmap2")
+    }
+}
+
+// ---- end merge / split / bench support ------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@
 pub mod ffi;
 pub mod meta;
 pub mod spec;
+pub mod storage;
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::io::atomic;
@@ -18,6 +19,7 @@ pub use meta::{IdMode, IndexMeta, InputInfo};
 use serde::Serialize;
 pub use spec::{IndexSpec, Metric};
 use std::path::{Path, PathBuf};
+pub use storage::{FileKind, MemStats, Storage};
 
 /// Per-search parameters. `None` keeps the index's own setting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,9 +115,30 @@ pub struct IndexInfo {
     pub explicit_ids: bool,
     /// File size in bytes (0 if not on disk).
     pub size_bytes: u64,
+    /// How this index is held: loaded, mapped, or with on-disk lists.
+    pub storage: Storage,
+    /// What the file header says (type fourcc, IVF, on-disk lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileKind>,
+    /// FAISS read flags `--mmap` uses for this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmap_flags: Option<String>,
+    /// Size of the `.ivfdata` file of on-disk lists, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ivfdata_bytes: Option<u64>,
     /// The sidecar, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<IndexMeta>,
+}
+
+/// How to open an index file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Memory-map the index instead of loading it (read-only; flags chosen by index type).
+    pub mmap: bool,
+    /// Read the file once sequentially first, so a cold mapped index does not fault page by
+    /// page in random order.
+    pub warm: bool,
 }
 
 /// An index and its sidecar facts.
@@ -123,6 +146,7 @@ pub struct Index {
     raw: RawIndex,
     meta: IndexMeta,
     has_sidecar: bool,
+    storage: Storage,
 }
 
 impl Index {
@@ -147,13 +171,20 @@ impl Index {
         if explicit_ids {
             meta.ids = IdMode::Explicit;
         }
-        Ok(Index { raw, meta, has_sidecar: true })
+        Ok(Index { raw, meta, has_sidecar: true, storage: Storage::Loaded })
     }
 
-    /// Open an index file written by faissx or by FAISS itself (Python `faiss.write_index`).
+    /// Open an index file written by faissx or by FAISS itself (Python `faiss.write_index`),
+    /// loading it into memory (indices with on-disk lists are always opened read-only).
     /// Without a sidecar the metric is taken from the index (l2 or ip) and nothing is
     /// normalized.
     pub fn open(path: &Path) -> Result<Index> {
+        Index::open_with(path, &OpenOptions::default())
+    }
+
+    /// Open an index file, loaded or memory-mapped per `opts` (see [`storage`]). A mapped
+    /// index, or one with on-disk lists, is read-only: mutations return `Unsupported`.
+    pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Index> {
         match std::fs::metadata(path) {
             Err(e) => return Err(Error::io(path, e)),
             Ok(m) if m.is_dir() => {
@@ -161,7 +192,30 @@ impl Index {
             }
             Ok(_) => {}
         }
-        let raw = RawIndex::read(path, 0)?;
+        let mut kind = storage::probe(path)?;
+        let (mut flags, mut storage, _) = storage::read_flags(&kind, opts.mmap);
+        if opts.warm && storage != Storage::Loaded {
+            storage::warm(path)?;
+            let data = storage::ivfdata_path(path);
+            if storage == Storage::OnDisk && data.exists() {
+                storage::warm(&data)?;
+            }
+        }
+        let mut raw = RawIndex::read(path, flags)?;
+        // IO_FLAG_MMAP itself turns IVF lists into OnDiskInvertedLists over the index file;
+        // only an index read without it can reveal lists that live in another file.
+        if storage == Storage::Loaded && raw.is_ondisk() {
+            // On-disk lists whose data file is not named <index>.ivfdata: read again the way
+            // such indices must be read (mapped with IO_FLAG_MMAP they crash on search).
+            kind.on_disk = true;
+            (flags, storage, _) = storage::read_flags(&kind, opts.mmap);
+            drop(raw);
+            raw = RawIndex::read(path, flags)?;
+        }
+        if raw.is_ondisk() {
+            // FAISS's 32 prefetch threads cost ~1.1 ms per query; the page cache does better.
+            raw.ondisk_configure(None, Some(0))?;
+        }
         let sidecar = IndexMeta::load(path)?;
         let has_sidecar = sidecar.is_some();
         let meta = match sidecar {
@@ -184,7 +238,28 @@ impl Index {
                 m
             }
         };
-        Ok(Index { raw, meta, has_sidecar })
+        Ok(Index { raw, meta, has_sidecar, storage })
+    }
+
+    /// How the index is held (loaded, mapped, on-disk lists).
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Refuse changes to a mapped or on-disk index before FAISS sees them (FAISS aborts the
+    /// process when asked to change read-only mapped data).
+    fn writable(&self, what: &str) -> Result<()> {
+        match self.storage {
+            Storage::Loaded => Ok(()),
+            Storage::Mapped => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("cannot {what}: the index is memory-mapped (read-only); open it without --mmap to change it"),
+            )),
+            Storage::OnDisk => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("cannot {what}: the index has on-disk inverted lists (read-only); rebuild it to change it"),
+            )),
+        }
     }
 
     /// Write the index (FAISS's own format) and its sidecar, each atomically (temp file,
@@ -284,6 +359,7 @@ impl Index {
 
     /// Train on `x` (`n × d`, row-major). A no-op for indices that need no training.
     pub fn train(&mut self, x: &[f32]) -> Result<()> {
+        self.writable("train")?;
         let x = self.prepare(x, "training vectors")?;
         if x.is_empty() {
             return Err(Error::invalid("training needs at least one vector"));
@@ -298,6 +374,7 @@ impl Index {
     /// Errors: `NotTrained` for an untrained index, `InvalidInput` when ids are required but
     /// missing, given to an index that cannot store them, or of the wrong count.
     pub fn add(&mut self, x: &[f32], ids: Option<&[i64]>) -> Result<()> {
+        self.writable("add vectors")?;
         if !self.raw.is_trained() {
             return Err(Error::new(
                 ErrorKind::NotTrained,
@@ -425,29 +502,58 @@ impl Index {
 
     /// Remove ids; returns how many were removed.
     pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
+        self.writable("remove ids")?;
         self.raw.remove_ids(ids)
     }
 
     /// Remove all vectors, keep training.
     pub fn reset(&mut self) -> Result<()> {
+        self.writable("reset")?;
         self.raw.reset()
     }
 
     /// Deep copy, sidecar included.
     pub fn try_clone(&self) -> Result<Index> {
-        Ok(Index { raw: self.raw.try_clone()?, meta: self.meta.clone(), has_sidecar: self.has_sidecar })
+        self.writable("clone")?;
+        Ok(Index {
+            raw: self.raw.try_clone()?,
+            meta: self.meta.clone(),
+            has_sidecar: self.has_sidecar,
+            storage: self.storage,
+        })
     }
 
     /// Move all of `other`'s vectors into this index with FAISS's IVF `merge_from` (same
     /// trained quantizer required). Returns false when either is not a bare IVF index.
     pub fn ivf_merge_from(&mut self, other: &mut Index, add_id: i64) -> Result<bool> {
+        self.writable("merge into")?;
         self.raw.ivf_merge_from(&mut other.raw, add_id)
+    }
+
+    /// Wrap this index in `IndexIDMap` (`IndexIDMap2` when `v2`) so it takes user ids; the
+    /// index must be empty. Added for the server's `IDMap:<base>` index type.
+    pub fn wrap_idmap(self, v2: bool) -> Result<Index> {
+        if self.ntotal() > 0 {
+            return Err(Error::invalid("only an empty index can be wrapped in an IDMap"));
+        }
+        let Index { raw, mut meta, has_sidecar, storage } = self;
+        let raw = raw.wrap_idmap(v2)?;
+        let prefix = if v2 { "IDMap2" } else { "IDMap" };
+        meta.factory = if meta.factory.is_empty() { String::new() } else { format!("{prefix},{}", meta.factory) };
+        meta.ids = IdMode::Explicit;
+        Ok(Index { raw, meta, has_sidecar, storage })
     }
 
     /// Facts for `info` / status replies. `path` adds the on-disk size.
     pub fn info(&self, path: Option<&Path>) -> Result<IndexInfo> {
         let r = self.raw.describe()?;
         let size_bytes = path.and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+        let file = path.map(storage::probe).transpose()?;
+        let mmap_flags = file.as_ref().map(|k| storage::read_flags(k, true).2.to_string());
+        let ivfdata_bytes = path
+            .filter(|_| self.storage == Storage::OnDisk)
+            .and_then(|p| std::fs::metadata(storage::ivfdata_path(p)).ok())
+            .map(|m| m.len());
         Ok(IndexInfo {
             path: path.map(|p| p.display().to_string()),
             index_type: r.type_name,
@@ -463,10 +569,113 @@ impl Index {
             ef_construction: r.ef_construction,
             explicit_ids: r.idmap > 0 || self.meta.ids == IdMode::Explicit,
             size_bytes,
+            storage: self.storage,
+            file,
+            mmap_flags,
+            ivfdata_bytes,
             meta: self.has_sidecar.then(|| self.meta.clone()),
         })
     }
 }
+
+/// On-disk inverted lists (`build --on-disk`): lists in a separate `.ivfdata` file, built
+/// shard by shard in bounded memory (FAISS's `OnDiskInvertedLists::merge_from`).
+impl Index {
+    /// Move this trained, empty IVF index's lists to on-disk lists in `data`.
+    pub fn lists_to_disk(&mut self, data: &Path) -> Result<()> {
+        self.writable("move lists to disk")?;
+        if self.ntotal() != 0 || !self.is_trained() {
+            return Err(Error::invalid("on-disk lists start from a trained, empty index"));
+        }
+        if !self.raw.ondisk_create(data)? {
+            let t = self.raw.describe()?.type_name;
+            return Err(Error::invalid(format!(
+                "--on-disk needs an IVF index (e.g. IVF65536,PQ32); this factory gives {t}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Append a shard (an in-memory IVF index cloned from the same trained index, holding
+    /// vectors added with their final ids) to this index's on-disk lists.
+    pub fn merge_shard_to_disk(&mut self, shard: &mut Index) -> Result<()> {
+        if !self.raw.ondisk_merge_shard(&mut shard.raw)? {
+            return Err(Error::invalid("merging a shard needs an index with on-disk lists and an IVF shard"));
+        }
+        Ok(())
+    }
+
+    /// Record the final location of the `.ivfdata` file (after it was renamed into place).
+    pub fn set_lists_file(&mut self, data: &Path) -> Result<()> {
+        if !self.raw.ondisk_configure(Some(data), None)? {
+            return Err(Error::invalid("index has no on-disk lists"));
+        }
+        Ok(())
+    }
+
+    /// Whether the inverted lists live on disk.
+    pub fn lists_on_disk(&self) -> bool {
+        self.raw.is_ondisk()
+    }
+}
+
+// ---- merge / split / bench support (issue 4) ----------------------------------------------
+
+impl Index {
+    /// Whether the index stores ids of its own (IDMap/IDMap2, or IVF, whose inverted lists
+    /// hold ids) rather than numbering vectors by position.
+    pub fn stores_ids(&self) -> Result<bool> {
+        self.takes_ids()
+    }
+
+    /// FAISS's own `merge_from`: move all of `other`'s vectors into this index, adding
+    /// `add_id` to the ids of `other` (IVF, IDMap; must be 0 for Flat-like indices). Works
+    /// for Flat and other flat-code indices, IVF with the same trained quantizer,
+    /// IDMap/IDMap2 and PreTransform over those. On error (FAISS cannot merge these) `self`
+    /// is unchanged.
+    pub fn merge_from(&mut self, other: &mut Index, add_id: i64) -> Result<()> {
+        self.writable("merge into")?;
+        other.writable("merge from")?;
+        self.raw.merge_from(&mut other.raw, add_id)
+    }
+
+    /// Ids of positions `i0..i0+n` in storage order (IVF: list by list; IDMap: the wrapped
+    /// index's order; otherwise the id is the position).
+    pub fn stored_ids(&self, i0: usize, n: usize) -> Result<Vec<i64>> {
+        Ok(self.raw.extract(i0, n, false)?.0)
+    }
+
+    /// Ids and reconstructed vectors (`n × d`, as stored: normalized for cosine, decoded for
+    /// compressed indices) of positions `i0..i0+n`, in the order of [`Index::stored_ids`].
+    ///
+    /// Errors: `Faiss` when the index cannot reconstruct its vectors.
+    pub fn extract(&self, i0: usize, n: usize) -> Result<(Vec<i64>, Vec<f32>)> {
+        self.raw.extract(i0, n, true)
+    }
+
+    /// Renumber the vectors `base..base+ntotal`: IDMap in insertion order, IVF in the order
+    /// of the old ids (for an IVF built without ids, insertion order); position-numbered
+    /// indices accept only `base` 0.
+    pub fn renumber_ids(&mut self, base: i64) -> Result<()> {
+        self.writable("renumber")?;
+        self.raw.renumber(base)
+    }
+
+    /// Wrap a position-numbered index in `IDMap2` with ids `0..ntotal`, so that removing
+    /// vectors keeps the other vectors' ids. The sidecar's factory gains the `IDMap2,` prefix.
+    pub fn into_idmap2(self) -> Result<Index> {
+        self.writable("wrap")?;
+        let Index { raw, mut meta, has_sidecar, storage } = self;
+        let raw = raw.wrap_idmap2()?;
+        if !meta.factory.is_empty() && !meta.factory.starts_with("IDMap") {
+            meta.factory = format!("IDMap2,{}", meta.factory);
+        }
+        meta.ids = IdMode::Explicit;
+        Ok(Index { raw, meta, has_sidecar, storage })
+    }
+}
+
+// ---- end merge / split / bench support ------------------------------------------------------
 
 /// A path plus its sidecar path, for messages and cleanup.
 pub fn sidecar_path(index: &Path) -> PathBuf {

@@ -13,12 +13,21 @@
 #include <faiss/IndexPreTransform.h>
 #include <faiss/IndexRefine.h>
 #include <faiss/impl/HNSW.h>
+#include <faiss/invlists/InvertedLists.h>
+#include <faiss/invlists/OnDiskInvertedLists.h>
+
+#include <algorithm>
+#include <faiss/index_io.h>
 
 #include <cxxabi.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <memory>
 #include <string>
 #include <typeinfo>
@@ -198,4 +207,248 @@ int faissx_search(const void* p, int64_t n, const float* x, int64_t k, int64_t n
     }
 }
 
+}  // extern "C"
+
+// ---- On-disk inverted lists (issue 5). FAISS's C API has no OnDiskInvertedLists. ----
+namespace {
+// OnDiskInvertedLists printf()s progress ("resizing …", "IO_FLAG_ONDISK_SAME_DIR: updating
+// ondisk filename …") to stdout, which carries faissx's results. Send fd 1 to /dev/null for
+// the duration of such calls.
+struct QuietStdout {
+    int saved = -1;
+    QuietStdout() {
+        fflush(stdout);
+        int null_fd = open("/dev/null", O_WRONLY);
+        if (null_fd < 0) return;
+        saved = dup(1);
+        if (saved >= 0) dup2(null_fd, 1);
+        close(null_fd);
+    }
+    ~QuietStdout() {
+        if (saved < 0) return;
+        fflush(stdout);
+        dup2(saved, 1);
+        close(saved);
+    }
+};
+
+faiss::IndexIVF* ivf_of(void* p) {
+    auto inner = const_cast<faiss::Index*>(unwrap(static_cast<faiss::Index*>(p), nullptr));
+    return dynamic_cast<faiss::IndexIVF*>(inner);
+}
+}  // namespace
+
+extern "C" {
+
+// Replace the (empty) inverted lists of a trained IVF index with on-disk lists stored in
+// `path`. Returns 2 if the index is not IVF.
+int faissx_ondisk_create(void* p, const char* path, char* err, size_t errlen) {
+    try {
+        auto ivf = ivf_of(p);
+        if (!ivf) return 2;
+        QuietStdout quiet;
+        auto il = new faiss::OnDiskInvertedLists(ivf->nlist, ivf->code_size, path);
+        ivf->replace_invlists(il, true);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Append every list of `shard` (an IVF index with the same quantizer, in-memory lists) to the
+// on-disk lists of `dst`, and count its vectors in dst->ntotal.
+int faissx_ondisk_merge_shard(void* dst, void* shard, char* err, size_t errlen) {
+    try {
+        auto a = ivf_of(dst);
+        auto b = ivf_of(shard);
+        if (!a || !b) return 2;
+        auto od = dynamic_cast<faiss::OnDiskInvertedLists*>(a->invlists);
+        if (!od) return 2;
+        QuietStdout quiet;
+        od->merge_from_1(b->invlists, false);
+        a->ntotal += b->ntotal;
+        static_cast<faiss::Index*>(dst)->ntotal = a->ntotal;
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Point the on-disk lists at `path` (after renaming the data file) and/or set the number of
+// prefetch threads (< 0: leave). Returns 2 if the lists are not on disk.
+int faissx_ondisk_configure(void* p, const char* path, int prefetch_threads, char* err, size_t errlen) {
+    try {
+        auto ivf = ivf_of(p);
+        if (!ivf) return 2;
+        auto od = dynamic_cast<faiss::OnDiskInvertedLists*>(ivf->invlists);
+        if (!od) return 2;
+        if (path) od->filename = path;
+        if (prefetch_threads >= 0) od->prefetch_nthread = prefetch_threads;
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// 1 if the index's inverted lists are on disk (OnDiskInvertedLists), else 0.
+int faissx_is_ondisk(const void* p) {
+    auto inner = unwrap(static_cast<const faiss::Index*>(p), nullptr);
+    auto ivf = dynamic_cast<const faiss::IndexIVF*>(inner);
+    return ivf && dynamic_cast<const faiss::OnDiskInvertedLists*>(ivf->invlists) ? 1 : 0;
+}
+
+}  // extern "C"
+
+// ---- merge / split / bench support (issue 4) ------------------------------------------------
+// "Positions" order the stored vectors: for IVF the concatenation of the inverted lists, for
+// IDMap/IDMap2 and PreTransform the positions of the wrapped index, for everything else
+// 0..ntotal. faissx_extract uses this order; faissx_renumber numbers IDMap vectors in
+// insertion order and IVF vectors in the order of their old ids.
+namespace {
+
+void extract_rec(const faiss::Index* idx, faiss::idx_t i0, faiss::idx_t n, faiss::idx_t* ids, float* x) {
+    if (n <= 0) return;
+    if (auto m = dynamic_cast<const faiss::IndexIDMap*>(idx)) {
+        std::vector<faiss::idx_t> inner(n);
+        extract_rec(m->index, i0, n, inner.data(), x);
+        for (faiss::idx_t j = 0; j < n; j++) ids[j] = m->id_map.at(inner[j]);
+    } else if (auto pt = dynamic_cast<const faiss::IndexPreTransform*>(idx)) {
+        if (x) {
+            std::vector<float> xt((size_t)n * pt->index->d);
+            extract_rec(pt->index, i0, n, ids, xt.data());
+            pt->reverse_chain(n, xt.data(), x);
+        } else {
+            extract_rec(pt->index, i0, n, ids, nullptr);
+        }
+    } else if (auto ivf = dynamic_cast<const faiss::IndexIVF*>(idx)) {
+        faiss::idx_t pos = 0, end = i0 + n;
+        for (size_t l = 0; l < ivf->nlist && pos < end; l++) {
+            faiss::idx_t sz = ivf->invlists->list_size(l);
+            if (pos + sz <= i0) {
+                pos += sz;
+                continue;
+            }
+            faiss::InvertedLists::ScopedIds sids(ivf->invlists, l);
+            for (faiss::idx_t o = (i0 > pos ? i0 - pos : 0); o < sz && pos + o < end; o++) {
+                faiss::idx_t j = pos + o - i0;
+                ids[j] = sids[o];
+                if (x) ivf->reconstruct_from_offset(l, o, x + (size_t)j * ivf->d);
+            }
+            pos += sz;
+        }
+        if (pos < end) throw std::runtime_error("inverted lists hold fewer vectors than ntotal");
+    } else {
+        for (faiss::idx_t j = 0; j < n; j++) ids[j] = i0 + j;
+        if (x) idx->reconstruct_n(i0, n, x);
+    }
+}
+
+void renumber_rec(faiss::Index* idx, faiss::idx_t base) {
+    if (auto m = dynamic_cast<faiss::IndexIDMap*>(idx)) {
+        // Insertion order: the id map's own order.
+        for (size_t i = 0; i < m->id_map.size(); i++) m->id_map[i] = base + (faiss::idx_t)i;
+        if (auto m2 = dynamic_cast<faiss::IndexIDMap2*>(idx)) m2->construct_rev_map();
+    } else if (auto pt = dynamic_cast<faiss::IndexPreTransform*>(idx)) {
+        renumber_rec(pt->index, base);
+    } else if (auto ivf = dynamic_cast<faiss::IndexIVF*>(idx)) {
+        auto al = dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists);
+        if (!al) throw std::runtime_error("renumbering ids needs in-memory inverted lists");
+        auto dm = ivf->direct_map.type;
+        if (dm != faiss::DirectMap::NoMap) ivf->set_direct_map_type(faiss::DirectMap::NoMap);
+        // Id order (for ids 0..n given by add(), that is insertion order): new = base + rank.
+        std::vector<std::pair<faiss::idx_t, std::pair<size_t, size_t>>> all;
+        for (size_t l = 0; l < ivf->nlist; l++)
+            for (size_t o = 0; o < al->ids[l].size(); o++) all.push_back({al->ids[l][o], {l, o}});
+        std::stable_sort(all.begin(), all.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (size_t r = 0; r < all.size(); r++)
+            al->ids[all[r].second.first][all[r].second.second] = base + (faiss::idx_t)r;
+        if (dm != faiss::DirectMap::NoMap) ivf->set_direct_map_type(dm);
+    } else if (base != 0) {
+        throw std::runtime_error("this index numbers its vectors by position and cannot store other ids");
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// Generic `dst->merge_from(*src, add_id)` (Flat codes, IVF, IDMap/IDMap2, PreTransform). FAISS
+// checks compatibility before changing anything, so on error `dst` is unchanged.
+int faissx_merge_from(void* dst, void* src, int64_t add_id, char* err, size_t errlen) {
+    try {
+        static_cast<faiss::Index*>(dst)->merge_from(*static_cast<faiss::Index*>(src), add_id);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Ids (and, if x is non-null, reconstructed vectors, n × d) of positions i0 .. i0 + n.
+int faissx_extract(const void* p, int64_t i0, int64_t n, int64_t* ids, float* x, char* err, size_t errlen) {
+    try {
+        auto idx = static_cast<const faiss::Index*>(p);
+        if (i0 < 0 || n < 0 || i0 + n > idx->ntotal) throw std::runtime_error("position range out of bounds");
+        extract_rec(idx, i0, n, ids, x);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Give every stored vector the id base + position (IDMap, IDMap2, IVF; others only base 0).
+int faissx_renumber(void* p, int64_t base, char* err, size_t errlen) {
+    try {
+        renumber_rec(static_cast<faiss::Index*>(p), base);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Wrap `p` (ownership passes to the wrapper) in an IndexIDMap2 whose ids are the positions
+// 0..ntotal, so that removing vectors keeps the others' ids. Returns null on error (and
+// then `p` is still the caller's).
+void* faissx_wrap_idmap2(void* p, char* err, size_t errlen) {
+    auto idx = static_cast<faiss::Index*>(p);
+    faiss::idx_t n = idx->ntotal;
+    try {
+        idx->ntotal = 0;  // IndexIDMap2's constructor insists on an empty index
+        auto m = new faiss::IndexIDMap2(idx);
+        idx->ntotal = n;
+        m->own_fields = true;
+        m->ntotal = n;
+        m->id_map.resize(n);
+        for (faiss::idx_t i = 0; i < n; i++) m->id_map[i] = i;
+        m->construct_rev_map();
+        return m;
+    } catch (const std::exception& e) {
+        idx->ntotal = n;
+        copy_str(err, errlen, e.what());
+        return nullptr;
+    }
+}
+
+}  // extern "C"
+// ---- end merge / split / bench support ------------------------------------------------------
+
+
+extern "C" {
+// faiss::read_index with stdout silenced (see QuietStdout). *out owns the result.
+int faissx_read_index(const char* fname, int io_flags, void** out, char* err, size_t errlen) {
+    try {
+        QuietStdout quiet;
+        *out = faiss::read_index(fname, io_flags);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
 }  // extern "C"

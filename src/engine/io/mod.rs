@@ -96,6 +96,11 @@ impl Elem {
         }
     }
 
+    /// Whether decoded values can be NaN or infinite (float types; integers never are).
+    pub(crate) fn may_be_nonfinite(self) -> bool {
+        matches!(self, Elem::F16 | Elem::F32 | Elem::F64)
+    }
+
     /// Decode `src` (little-endian elements) and append them to `out` as f32.
     pub(crate) fn extend_f32(self, src: &[u8], out: &mut Vec<f32>) {
         match self {
@@ -223,31 +228,59 @@ impl VectorFile {
         out.clear();
         out.reserve(count * self.dim);
         match &self.layout {
-            Layout::Decoded(v) => out.extend_from_slice(&v[start * self.dim..end * self.dim]),
+            Layout::Decoded(v) => {
+                out.extend_from_slice(&v[start * self.dim..end * self.dim]);
+                if let Some(pos) = first_nonfinite(out) {
+                    return Err(self.nonfinite(start, pos, out[pos]));
+                }
+            }
             Layout::Records { offset, header, elem } => {
+                let (header, elem) = (*header, *elem);
                 let rec = header + self.dim * elem.size();
                 let base = offset + start * rec;
                 let bytes = &self.src[base..base + count * rec];
-                if *header == 0 {
-                    elem.extend_f32(bytes, out);
-                } else {
-                    for (i, r) in bytes.chunks_exact(rec).enumerate() {
-                        vecs::check_header(&self.path, r, self.dim, start + i)?;
-                        elem.extend_f32(&r[*header..], out);
+                if bytes.is_empty() {
+                    return Ok(count);
+                }
+                if header > 0 {
+                    // Every record's dimension header, in one tight pass before decoding.
+                    let want = (self.dim as i32).to_le_bytes();
+                    if let Some(i) = bytes.chunks_exact(rec).position(|r| r[..4] != want) {
+                        vecs::check_header(&self.path, &bytes[i * rec..(i + 1) * rec], self.dim, start + i)?;
+                    }
+                }
+                // Decode blocks of whole rows (about 16 KiB of f32) and check each block for
+                // NaN/inf while it is still in L1, instead of a second pass over the batch.
+                let block_rows = (DECODE_BLOCK / (4 * self.dim).max(1)).max(1);
+                for (b, block) in bytes.chunks(block_rows * rec).enumerate() {
+                    let from = out.len();
+                    if header == 0 {
+                        elem.extend_f32(block, out);
+                    } else {
+                        for r in block.chunks_exact(rec) {
+                            elem.extend_f32(&r[header..], out);
+                        }
+                    }
+                    if elem.may_be_nonfinite() {
+                        if let Some(pos) = first_nonfinite(&out[from..]) {
+                            return Err(self.nonfinite(start + b * block_rows, pos, out[from + pos]));
+                        }
                     }
                 }
             }
         }
-        if let Some(pos) = out.iter().position(|x| !x.is_finite()) {
-            return Err(Error::invalid(format!(
-                "{}: record {} component {} is {} (vectors must be finite)",
-                self.path.display(),
-                start + pos / self.dim.max(1),
-                pos % self.dim.max(1),
-                out[pos]
-            )));
-        }
         Ok(count)
+    }
+
+    /// The error for a NaN/inf `value` at position `pos` of rows decoded from row `first`.
+    fn nonfinite(&self, first: usize, pos: usize, value: f32) -> Error {
+        Error::invalid(format!(
+            "{}: record {} component {} is {} (vectors must be finite)",
+            self.path.display(),
+            first + pos / self.dim.max(1),
+            pos % self.dim.max(1),
+            value
+        ))
     }
 
     /// Rows `start .. start + count` as a new [`Batch`].
@@ -317,6 +350,24 @@ impl VectorFile {
                 .collect(),
         }
     }
+}
+
+/// Bytes of f32 output decoded (and checked for NaN/inf) at a time by `read_rows_into`.
+const DECODE_BLOCK: usize = 16 << 10;
+
+/// Position of the first NaN or infinite value in `v`. Scans blocks with a branch-free
+/// integer test that the compiler vectorizes (the exponent bits of a NaN/inf are all ones),
+/// and only locates the value inside a block that has one.
+fn first_nonfinite(v: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 256;
+    for (b, block) in v.chunks(BLOCK).enumerate() {
+        // (e + 2^23) has bit 31 set exactly when e == 0x7f80_0000 (exponent all ones).
+        let bad = block.iter().fold(0u32, |acc, x| acc | ((x.to_bits() & 0x7f80_0000) + 0x0080_0000));
+        if bad & 0x8000_0000 != 0 {
+            return block.iter().position(|x| !x.is_finite()).map(|p| b * BLOCK + p);
+        }
+    }
+    None
 }
 
 /// Iterator over a [`VectorFile`] in batches.
@@ -409,6 +460,18 @@ mod tests {
         assert_eq!(s.len(), 100);
         assert!(s.iter().all(|&x| x < 1000));
         assert_ne!(a, sample_indices(1000, 100, 8));
+    }
+
+    #[test]
+    fn first_nonfinite_finds_the_first() {
+        let mut v = vec![1.0f32; 1000];
+        assert_eq!(first_nonfinite(&v), None);
+        v[700] = f32::NEG_INFINITY;
+        v[900] = f32::NAN;
+        assert_eq!(first_nonfinite(&v), Some(700));
+        v[3] = f32::NAN;
+        assert_eq!(first_nonfinite(&v), Some(3));
+        assert_eq!(first_nonfinite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE, 0.0, -0.0]), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Result writers: `.npy` (via npyz), `.fvecs`/`.ivecs` (texmex), CSV and JSON Lines. File
 //! outputs go through [`super::atomic::AtomicFile`], so a failure leaves no partial file.
 
-use super::atomic::AtomicFile;
+pub use super::atomic::AtomicFile;
 use crate::engine::error::{Error, IoContext, Result};
 use npyz::WriterBuilder;
 use std::io::Write;

@@ -1,0 +1,543 @@
+//! `faissx query-remote`: the shell client of `faissx serve`. Each subcommand turns its flags
+//! into a [`Client`] call (vectors travel as binary payloads) and renders the reply: search
+//! results through `render.rs` like `faissx search`, everything else as one JSON line.
+
+use super::common::{InputArgs, OutputFormat, SearchParamArgs};
+use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
+use super::Ctx;
+use crate::engine::client::{Client, ClientConfig};
+use crate::engine::io::{self, check_dim};
+use crate::engine::protocol::{Msg, Value};
+use crate::engine::{Error, Neighbors, Progress, Result};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  faissx query-remote --server tcp://127.0.0.1:45678 --api-key k1 create docs --dimension 784 --index-type \"IVF256,Flat\"
+  faissx query-remote --server tcp://127.0.0.1:45678 --api-key k1 add docs base.bvecs
+  faissx query-remote --server tcp://127.0.0.1:45678 --api-key k1 search docs query.bvecs -k 10 --format jsonl
+
+Environment: FAISSX_SERVER, FAISSX_API_KEY, FAISSX_TENANT_ID and FAISSX_TIMEOUT set the flags of the same name.";
+
+/// Talk to a running `faissx serve`.
+///
+/// Creates, fills, trains, searches and inspects indices held by a server. Vectors are read
+/// from the same files as `faissx build` (.npy, .fvecs, .bvecs, .ivecs, .csv or stdin) and
+/// sent in batches as binary payloads; search results are printed in the same formats as
+/// `faissx search`. Other replies are printed as one JSON object. A server that does not
+/// answer within --timeout is an error, never a hang.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct QueryRemoteArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: RemoteArgs,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub op: RemoteOp,
+}
+
+/// Where the server is and who we are.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Server endpoint.
+    #[arg(long, value_name = "URL", default_value = "tcp://127.0.0.1:45678", env = "FAISSX_SERVER", global = true)]
+    pub server: String,
+
+    /// API key (servers started with --enable-auth).
+    #[arg(long, value_name = "KEY", env = "FAISSX_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Tenant whose indices to use (servers without auth; with auth the key decides).
+    #[arg(long, value_name = "ID", env = "FAISSX_TENANT_ID", global = true)]
+    pub tenant: Option<String>,
+
+    /// Seconds to wait for each reply.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, env = "FAISSX_TIMEOUT", global = true)]
+    pub timeout: f64,
+}
+
+/// `query-remote` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RemoteOp {
+    /// Check that the server answers.
+    #[command(
+        after_long_help = "Examples:\n  faissx query-remote ping\n  faissx query-remote --server tcp://10.0.0.5:45678 ping"
+    )]
+    Ping,
+    /// Server status: uptime, indices and vectors of this tenant.
+    #[command(after_long_help = "Examples:\n  faissx query-remote health")]
+    Health,
+    /// Request counters and latency percentiles per action.
+    #[command(after_long_help = "Examples:\n  faissx query-remote metrics")]
+    Metrics,
+    /// List this tenant's indices.
+    #[command(after_long_help = "Examples:\n  faissx query-remote --api-key k1 list")]
+    List,
+    /// Create an index.
+    #[command(
+        after_long_help = "Examples:\n  faissx query-remote create docs --dimension 784 --index-type \"IVF256,Flat\"\n  faissx query-remote create small --dimension 128 --index-type HNSW32 --metric ip"
+    )]
+    Create(CreateArgs),
+    /// Add vectors (and ids, metadata) from a file, in batches.
+    #[command(
+        after_long_help = "Examples:\n  faissx query-remote add docs base.bvecs\n  faissx query-remote add docs more.npy --ids more_ids.npy --metadata more.jsonl"
+    )]
+    Add(AddArgs),
+    /// Train an index on vectors from a file.
+    #[command(after_long_help = "Examples:\n  faissx query-remote train docs base.bvecs --train-size 50000")]
+    Train(TrainArgs),
+    /// k-NN search of a query file.
+    #[command(
+        after_long_help = "Examples:\n  faissx query-remote search docs query.bvecs -k 10 --format jsonl\n  faissx query-remote search docs query.bvecs -k 100 --format npy -o hits.npy"
+    )]
+    Search(SearchArgs),
+    /// Range search: every vector within a radius of each query.
+    #[command(after_long_help = "Examples:\n  faissx query-remote range-search docs query.bvecs --radius 50000")]
+    RangeSearch(RangeArgs),
+    /// Describe an index: type, d, ntotal, metric, parameters, storage.
+    #[command(after_long_help = "Examples:\n  faissx query-remote info docs")]
+    Info(IndexArg),
+    /// Remove vectors by id.
+    #[command(
+        after_long_help = "Examples:\n  faissx query-remote remove docs 3 17 42\n  faissx query-remote remove docs --ids gone.npy"
+    )]
+    Remove(IdsArgs),
+    /// Print the stored vectors of the given ids.
+    #[command(after_long_help = "Examples:\n  faissx query-remote reconstruct docs 0 1 2")]
+    Reconstruct(IdsArgs),
+    /// Print the metadata stored with the given ids.
+    #[command(after_long_help = "Examples:\n  faissx query-remote metadata docs 0 1 2")]
+    Metadata(IdsArgs),
+    /// Delete an index.
+    #[command(after_long_help = "Examples:\n  faissx query-remote delete docs")]
+    Delete(IndexArg),
+    /// Checkpoint one index (or all of this tenant's) to disk now.
+    #[command(after_long_help = "Examples:\n  faissx query-remote snapshot docs\n  faissx query-remote snapshot")]
+    Snapshot(OptIndexArg),
+}
+
+/// Just an index id.
+#[derive(Debug, Args)]
+pub struct IndexArg {
+    /// Index id on the server.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+}
+
+/// An optional index id.
+#[derive(Debug, Args)]
+pub struct OptIndexArg {
+    /// Index id on the server (default: all of this tenant's).
+    #[arg(value_name = "INDEX")]
+    pub index: Option<String>,
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Index id to create.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+    /// Vector dimension.
+    #[arg(long, short = 'd', value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub dimension: u64,
+    /// FAISS factory string or FAISSx type name (L2, IP, HNSW32, IVF256, IDMap2:Flat, …).
+    #[arg(long, value_name = "STR", default_value = "Flat", alias = "factory")]
+    pub index_type: String,
+    /// Metric (default: l2, or ip for FAISSx *_IP types).
+    #[arg(long, value_name = "METRIC", value_parser = ["l2", "ip", "cosine"])]
+    pub metric: Option<String>,
+}
+
+/// `add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Index id on the server.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+    /// Vector file to add (- for stdin).
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+    /// Ids file, one per vector (.npy int32/int64, .ivecs, or text).
+    #[arg(long, value_name = "PATH")]
+    pub ids: Option<PathBuf>,
+    /// JSON Lines file: one JSON value per vector, stored with it as metadata.
+    #[arg(long, value_name = "PATH")]
+    pub metadata: Option<PathBuf>,
+    /// Vectors per request.
+    #[arg(long, value_name = "NUM", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+}
+
+/// `train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Index id on the server.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+    /// Vector file to train on (- for stdin).
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+    /// Train on a deterministic sample of this many rows (default: all, up to 100,000).
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub train_size: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+}
+
+/// `search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Index id on the server.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+    /// Query vectors (- for stdin).
+    #[arg(value_name = "QUERIES")]
+    pub queries: PathBuf,
+    /// Neighbours per query.
+    #[arg(short, value_name = "NUM", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub k: u64,
+    /// Output format (default: table on a terminal, jsonl otherwise).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
+    /// Output file (required for npy and ivecs).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Add each hit's metadata to JSON Lines output ("metadata":[…]).
+    #[arg(long)]
+    pub include_metadata: bool,
+    /// Queries per request.
+    #[arg(long, value_name = "NUM", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub params: SearchParamArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+}
+
+/// `range-search`.
+#[derive(Debug, Args)]
+pub struct RangeArgs {
+    /// Index id on the server.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+    /// Query vectors (- for stdin).
+    #[arg(value_name = "QUERIES")]
+    pub queries: PathBuf,
+    /// Radius (squared L2; for ip/cosine, similarity above RADIUS).
+    #[arg(long, value_name = "RADIUS", allow_negative_numbers = true)]
+    pub radius: f32,
+    /// Output format: table, jsonl or csv (default: table on a terminal, jsonl otherwise).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+}
+
+/// An index and ids.
+#[derive(Debug, Args)]
+pub struct IdsArgs {
+    /// Index id on the server.
+    #[arg(value_name = "INDEX")]
+    pub index: String,
+    /// Vector ids.
+    #[arg(value_name = "ID", allow_negative_numbers = true)]
+    pub id_list: Vec<i64>,
+    /// Read the ids from a file instead (.npy, .ivecs or one per line).
+    #[arg(long, value_name = "PATH")]
+    pub ids: Option<PathBuf>,
+}
+
+impl IdsArgs {
+    fn resolve(&self) -> Result<Vec<i64>> {
+        let mut v = self.id_list.clone();
+        if let Some(p) = &self.ids {
+            v.extend(io::read_ids(p)?);
+        }
+        if v.is_empty() {
+            return Err(Error::invalid("give ids as arguments or with --ids PATH"));
+        }
+        Ok(v)
+    }
+}
+
+/// A msgpack value as JSON (bytes become arrays of numbers; non-finite floats null).
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => i.as_i64().map(J::from).or_else(|| i.as_u64().map(J::from)).unwrap_or(J::Null),
+        Value::F32(f) => serde_json::Number::from_f64(*f as f64).map_or(J::Null, J::Number),
+        Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::String(s) => J::String(s.as_str().unwrap_or("").to_string()),
+        Value::Binary(b) => J::Array(b.iter().map(|&x| J::from(x)).collect()),
+        Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
+        Value::Map(m) => J::Object(
+            m.iter().map(|(k, v)| (k.as_str().map_or_else(|| k.to_string(), str::to_string), to_json(v))).collect(),
+        ),
+        Value::Ext(..) => J::Null,
+    }
+}
+
+/// A JSON value as msgpack (metadata from JSON Lines).
+pub fn from_json(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => n
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| n.as_u64().map(Value::from))
+            .unwrap_or_else(|| Value::F64(n.as_f64().unwrap_or(0.0))),
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::Array(a.iter().map(from_json).collect()),
+        J::Object(o) => Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect()),
+    }
+}
+
+/// Print a reply as one JSON line, without the envelope fields.
+fn print_reply(mut m: Msg) -> Result<()> {
+    for k in ["success", "timestamp", "version"] {
+        m.take(k);
+    }
+    println_out(&to_json(&m.into_value()).to_string())
+}
+
+fn read_metadata(p: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .map(|j| from_json(&j))
+                .map_err(|e| Error::format(p, format!("line {}: invalid JSON ({e})", i + 1)))
+        })
+        .collect()
+}
+
+/// Run `faissx query-remote`.
+pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
+    if !(a.conn.timeout > 0.0 && a.conn.timeout.is_finite()) {
+        return Err(Error::invalid("--timeout must be a positive number of seconds"));
+    }
+    let mut c = Client::connect(ClientConfig {
+        server: a.conn.server.clone(),
+        api_key: a.conn.api_key.clone().filter(|s| !s.is_empty()),
+        tenant: a.conn.tenant.clone().filter(|s| !s.is_empty()),
+        timeout: Duration::from_secs_f64(a.conn.timeout),
+    })?;
+    match a.op {
+        RemoteOp::Ping => print_reply(c.ping()?),
+        RemoteOp::Health => print_reply(c.call("health", vec![])?),
+        RemoteOp::Metrics => print_reply(c.call("metrics", vec![])?),
+        RemoteOp::List => print_reply(c.call("list_indices", vec![])?),
+        RemoteOp::Create(x) => {
+            print_reply(c.create(&x.index, x.dimension as usize, &x.index_type, x.metric.as_deref())?)
+        }
+        RemoteOp::Info(x) => print_reply(c.call("get_index_info", vec![("index_id", Value::from(x.index.as_str()))])?),
+        RemoteOp::Delete(x) => print_reply(c.call("delete_index", vec![("index_id", Value::from(x.index.as_str()))])?),
+        RemoteOp::Snapshot(x) => {
+            let f = x.index.as_deref().map(|i| vec![("index_id", Value::from(i))]).unwrap_or_default();
+            print_reply(c.call("snapshot", f)?)
+        }
+        RemoteOp::Remove(x) => {
+            let ids = x.resolve()?;
+            print_reply(c.call(
+                "remove_ids",
+                vec![("index_id", Value::from(x.index.as_str())), ("ids", crate::engine::protocol::ints_value(&ids))],
+            )?)
+        }
+        RemoteOp::Metadata(x) => {
+            let ids = x.resolve()?;
+            print_reply(c.call(
+                "get_metadata",
+                vec![("index_id", Value::from(x.index.as_str())), ("ids", crate::engine::protocol::ints_value(&ids))],
+            )?)
+        }
+        RemoteOp::Reconstruct(x) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            for id in x.resolve()? {
+                let r =
+                    c.call("reconstruct", vec![("index_id", Value::from(x.index.as_str())), ("id", Value::from(id))])?;
+                let v = r.get("vector").map(to_json).unwrap_or(serde_json::Value::Null);
+                writeln!(out, "{}", serde_json::json!({"id": id, "vector": v}))
+                    .map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+            }
+            out.flush().map_err(|e| Error::io(Path::new("<stdout>"), e))
+        }
+        RemoteOp::Add(x) => add(ctx, &mut c, x),
+        RemoteOp::Train(x) => {
+            let d = c.dimension(&x.index)?;
+            let f = x.input_args.open(&x.input)?;
+            check_dim(f.path(), f.dim(), d)?;
+            let n = x.train_size.map_or(f.len().min(100_000), |n| n as usize);
+            let sample = f.sample(n, 42)?;
+            print_reply(c.train(&x.index, &sample, d)?)
+        }
+        RemoteOp::Search(x) => search(ctx, &mut c, x),
+        RemoteOp::RangeSearch(x) => {
+            let d = c.dimension(&x.index)?;
+            let f = x.input_args.open(&x.queries)?;
+            check_dim(f.path(), f.dim(), d)?;
+            let mut w = HitWriter::new(text_format(x.format)?);
+            for b in f.batches(1024) {
+                let b = b?;
+                let h = c.range_search(&x.index, &b.data, d, x.radius)?;
+                w.range(b.start, &h)?;
+            }
+            w.finish()
+        }
+    }
+}
+
+fn text_format(f: Option<OutputFormat>) -> Result<TextFormat> {
+    Ok(match f {
+        Some(OutputFormat::Table) => TextFormat::Table,
+        Some(OutputFormat::Csv) => TextFormat::Csv,
+        Some(OutputFormat::Jsonl) => TextFormat::Jsonl,
+        Some(_) => return Err(Error::invalid("range search results are ragged: use --format jsonl, csv or table")),
+        None if render::stdout_is_tty() => TextFormat::Table,
+        None => TextFormat::Jsonl,
+    })
+}
+
+fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
+    let d = c.dimension(&x.index)?;
+    let f = x.input_args.open(&x.input)?;
+    check_dim(f.path(), f.dim(), d)?;
+    let ids = match &x.ids {
+        Some(p) => Some(io::read_ids(p)?),
+        None => f.ids().map(<[i64]>::to_vec),
+    };
+    if let Some(ids) = &ids {
+        if ids.len() != f.len() {
+            return Err(Error::invalid(format!(
+                "{} ids for {} vectors: give exactly one id per vector",
+                ids.len(),
+                f.len()
+            )));
+        }
+    }
+    let md = x.metadata.as_deref().map(read_metadata).transpose()?;
+    if let Some(md) = &md {
+        if md.len() != f.len() {
+            return Err(Error::invalid(format!(
+                "{} metadata lines for {} vectors: give exactly one per vector",
+                md.len(),
+                f.len()
+            )));
+        }
+    }
+    let progress = StderrProgress::new(ctx.quiet);
+    progress.start("add", f.len() as u64);
+    let mut last = None;
+    for b in f.batches(x.batch as usize) {
+        let b = b?;
+        let r = b.start..b.start + b.rows;
+        let bid = ids.as_ref().map(|v| &v[r.clone()]);
+        let bmd = md.as_ref().map(|m| m[r].to_vec());
+        last = Some(c.add(&x.index, &b.data, d, bid, bmd)?);
+        progress.inc(b.rows as u64);
+    }
+    progress.finish();
+    let ntotal = last.as_ref().and_then(|m| m.uint("ntotal").ok().flatten());
+    println_out(&serde_json::json!({"index_id": x.index, "added": f.len(), "ntotal": ntotal}).to_string())
+}
+
+fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
+    let fmt = x.format.unwrap_or(match x.output.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+        Some("npy") => OutputFormat::Npy,
+        Some("ivecs") => OutputFormat::Ivecs,
+        _ if render::stdout_is_tty() => OutputFormat::Table,
+        _ => OutputFormat::Jsonl,
+    });
+    let binary = matches!(fmt, OutputFormat::Npy | OutputFormat::Ivecs);
+    if binary && x.output.is_none() {
+        return Err(Error::invalid("--format npy/ivecs writes files: give -o PATH"));
+    }
+    if x.include_metadata && fmt != OutputFormat::Jsonl {
+        return Err(Error::invalid("--include-metadata needs --format jsonl"));
+    }
+    let d = c.dimension(&x.index)?;
+    let f = x.input_args.open(&x.queries)?;
+    check_dim(f.path(), f.dim(), d)?;
+    let k = x.k as usize;
+    let mut params = Vec::new();
+    if let Some(n) = x.params.nprobe {
+        params.push(("nprobe", Value::from(n)));
+    }
+    if let Some(e) = x.params.ef_search {
+        params.push(("efSearch", Value::from(e)));
+    }
+    let progress = StderrProgress::new(ctx.quiet || !binary);
+    progress.start("search", f.len() as u64);
+    let mut all = Neighbors { nq: 0, k, ids: Vec::new(), dists: Vec::new() };
+    let mut w = (!binary).then(|| {
+        HitWriter::new(match fmt {
+            OutputFormat::Table => TextFormat::Table,
+            OutputFormat::Csv => TextFormat::Csv,
+            _ => TextFormat::Jsonl,
+        })
+    });
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    for b in f.batches(x.batch as usize) {
+        let b = b?;
+        let (n, md) = c.search(&x.index, &b.data, d, k, params.clone(), x.include_metadata)?;
+        if binary {
+            all.nq += n.nq;
+            all.ids.extend_from_slice(&n.ids);
+            all.dists.extend_from_slice(&n.dists);
+        } else if x.include_metadata {
+            let md = md.unwrap_or_default();
+            for q in 0..n.nq {
+                let (ids, ds) = n.row(q);
+                let rec = serde_json::json!({
+                    "query": b.start + q,
+                    "ids": ids,
+                    "distances": ds.iter().map(|&v| (v.is_finite() && v.abs() != f32::MAX).then_some(v)).collect::<Vec<_>>(),
+                    "metadata": md.get(q).map(to_json).unwrap_or(serde_json::Value::Null),
+                });
+                writeln!(out, "{rec}").map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+            }
+        } else if let Some(w) = w.as_mut() {
+            w.neighbors(b.start, &n)?;
+        }
+        progress.inc(b.rows as u64);
+    }
+    progress.finish();
+    out.flush().map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+    if binary {
+        let path = x.output.as_deref().expect("invariant: checked above");
+        return render::write_binary(path, fmt == OutputFormat::Npy, &all);
+    }
+    match w {
+        Some(w) => w.finish(),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_msgpack_round_trip() {
+        let j = serde_json::json!({"a": [1, 2.5, "x", null, true], "b": {"c": -3}});
+        assert_eq!(to_json(&from_json(&j)), j);
+    }
+}

@@ -1,0 +1,196 @@
+//! `faissx serve`: the ZeroMQ daemon. Turns flags and `FAISSX_*` variables into a
+//! [`ServerConfig`], installs SIGINT/SIGTERM handling, prints the bound endpoint as the first
+//! stdout line and runs the engine's server until a signal arrives.
+
+use super::render::println_out;
+use super::Ctx;
+use crate::engine::server::{self, ServerConfig};
+use crate::engine::{Error, ErrorKind, Result};
+use clap::Args;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const EXAMPLES: &str = "\
+Examples:
+  # in memory, no auth, on the default port 45678
+  faissx serve
+
+  # persistent, two tenants with their own API keys
+  faissx serve --port 45678 --data-dir /var/lib/faissx --enable-auth --auth-keys \"k1:acme,k2:globex\"
+
+  # any free loopback port; the first stdout line is the endpoint (tcp://127.0.0.1:NNNNN)
+  faissx serve --bind-address 127.0.0.1 --port 0
+
+From Python (PyPI faissx): from faissx import client as faiss; faiss.configure(server=\"tcp://127.0.0.1:45678\")";
+
+/// Serve indices over ZeroMQ to many clients at once.
+///
+/// Speaks the FAISSx protocol (MessagePack over a ZeroMQ ROUTER socket), so the official
+/// FAISSx Python client works unchanged, plus faissx's extensions (binary vector payloads,
+/// health, metrics, per-vector metadata, snapshot) used by `faissx query-remote`. Each
+/// tenant's indices are isolated from every other tenant's. With --data-dir every
+/// acknowledged change is on disk (write-ahead log, fsync) and a restart restores every
+/// index. The first line on stdout is the bound endpoint. SIGINT/SIGTERM stop the server
+/// after in-flight requests.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct ServeArgs {
+    /// TCP port to listen on (0: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 45678, env = "FAISSX_PORT")]
+    pub port: u16,
+
+    /// Address to bind to.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0", env = "FAISSX_BIND_ADDRESS")]
+    pub bind_address: String,
+
+    /// Bind this ZeroMQ endpoint instead of --bind-address/--port (e.g. ipc:///tmp/faissx.sock).
+    #[arg(long, value_name = "URL", env = "FAISSX_ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// Persist indices, metadata and parameters here (default: in memory only).
+    #[arg(long, value_name = "DIR", env = "FAISSX_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Require an API key on every request but ping (keys from --auth-keys or --auth-file).
+    #[arg(long, env = "FAISSX_ENABLE_AUTH")]
+    pub enable_auth: bool,
+
+    /// API keys and their tenants: "key1:tenant1,key2:tenant2".
+    #[arg(long, value_name = "LIST", env = "FAISSX_AUTH_KEYS")]
+    pub auth_keys: Option<String>,
+
+    /// JSON file of API keys: {"key1": "tenant1", ...}.
+    #[arg(long, value_name = "PATH", env = "FAISSX_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// DEBUG logs one line per request on stderr (as -v does); INFO, WARNING, ERROR log less.
+    #[arg(long, value_name = "LEVEL", default_value = "WARNING", env = "FAISSX_LOG_LEVEL",
+          value_parser = clap::builder::PossibleValuesParser::new(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
+          ignore_case = true)]
+    pub log_level: String,
+
+    /// Largest accepted request in bytes; larger ones get a TOO_LARGE error.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20, env = "FAISSX_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: usize,
+
+    /// Threads that decode requests and run searches (default: max(4, 2 × cores)).
+    #[arg(long, value_name = "NUM", env = "FAISSX_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub workers: Option<u64>,
+}
+
+/// Parse `--auth-keys "k1:t1,k2:t2"`.
+pub fn parse_auth_keys(s: &str) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, t) =
+            part.split_once(':').ok_or_else(|| Error::invalid(format!("--auth-keys: {part:?} is not KEY:TENANT")))?;
+        let (k, t) = (k.trim(), t.trim());
+        if k.is_empty() {
+            return Err(Error::invalid(format!("--auth-keys: empty key in {part:?}")));
+        }
+        server::valid_id("tenant", t).map_err(|e| e.context("--auth-keys"))?;
+        out.insert(k.to_string(), t.to_string());
+    }
+    Ok(out)
+}
+
+fn auth_from_file(p: &std::path::Path) -> Result<HashMap<String, String>> {
+    let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+    let map: HashMap<String, String> = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(p, format!("expected a JSON object {{\"key\": \"tenant\"}} ({e})")))?;
+    for t in map.values() {
+        server::valid_id("tenant", t).map_err(|e| e.context(p.display()))?;
+    }
+    Ok(map)
+}
+
+impl ServeArgs {
+    /// The engine's configuration for these flags.
+    pub fn config(&self, verbose: bool) -> Result<ServerConfig> {
+        let mut keys = HashMap::new();
+        if let Some(s) = &self.auth_keys {
+            keys.extend(parse_auth_keys(s)?);
+        }
+        if let Some(p) = &self.auth_file {
+            keys.extend(auth_from_file(p)?);
+        }
+        if self.enable_auth && keys.is_empty() {
+            return Err(Error::invalid("--enable-auth needs API keys: give --auth-keys or --auth-file"));
+        }
+        let endpoint = match &self.endpoint {
+            Some(e) => e.clone(),
+            None => format!("tcp://{}:{}", self.bind_address, self.port),
+        };
+        if self.max_request_bytes < 64 {
+            return Err(Error::invalid("--max-request-bytes must be at least 64"));
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Ok(ServerConfig {
+            endpoint,
+            data_dir: self.data_dir.clone(),
+            auth_keys: self.enable_auth.then_some(keys),
+            max_request_bytes: self.max_request_bytes,
+            workers: self.workers.map_or((2 * cores).max(4), |w| w as usize),
+            verbose: verbose || self.log_level.eq_ignore_ascii_case("DEBUG"),
+        })
+    }
+}
+
+/// Set by SIGINT/SIGTERM; the server's poll loop checks it every 100 ms.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Route SIGINT and SIGTERM to [`STOP`], whichever thread receives them (FAISS/OpenMP may
+/// have started threads before we run, so masking signals is not enough).
+fn install_signal_stop() -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a plain handler that only stores to an atomic.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(Error::new(ErrorKind::Io, "installing the SIGINT/SIGTERM handler failed"));
+        }
+    }
+    Ok(())
+}
+
+/// Run `faissx serve`.
+pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
+    let cfg = a.config(ctx.verbose > 0)?;
+    install_signal_stop()?;
+    let quiet = ctx.quiet;
+    let auth = cfg.auth_keys.is_some();
+    let dir = cfg.data_dir.clone();
+    let mut ready = |ep: &str| -> Result<()> {
+        println_out(ep)?;
+        if !quiet {
+            let store = dir.as_ref().map_or("in memory".to_string(), |d| format!("data in {}", d.display()));
+            eprintln!("faissx: serving on {ep} ({store}, auth {})", if auth { "on" } else { "off" });
+        }
+        Ok(())
+    };
+    server::serve(&cfg, &mut ready, &STOP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_keys_parse() {
+        let m = parse_auth_keys("k1:acme, k2:globex").unwrap();
+        assert_eq!(m["k1"], "acme");
+        assert_eq!(m["k2"], "globex");
+        assert!(parse_auth_keys("k1").is_err());
+        assert!(parse_auth_keys("k1:../x").is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! Merging several indices of the same kind into one (`faissx merge`).
+//!
+//! FAISS's own `merge_from` is used where it exists: Flat and other flat-code indices, IVF
+//! indices that share their trained coarse quantizer, IDMap/IDMap2 and PreTransform over
+//! those. Where FAISS refuses (HNSW, IVF with different quantizers, …) but the vectors can be
+//! reconstructed, they are re-added to the first index in batches, which reports a `rebuild`
+//! progress stage and a note. Otherwise the error says why. This module owns the id policy
+//! (keep or renumber, refusing colliding ids) and the merged sidecar; it does not write files.
+
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::{IdMode, Index};
+use crate::engine::Progress;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What happens to ids when indices are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdPolicy {
+    /// Keep ids when every input stores its own ids (IDMap, IVF built with ids), renumber
+    /// otherwise.
+    #[default]
+    Auto,
+    /// Keep every vector's id; refuse when two inputs share an id.
+    Keep,
+    /// Number vectors 0..N in input order (first input's vectors first).
+    Renumber,
+}
+
+/// How the inputs were combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeMethod {
+    /// FAISS's `merge_from` for every input.
+    Native,
+    /// At least one input's vectors were reconstructed and re-added.
+    Rebuilt,
+}
+
+/// The outcome of [`merge_into`].
+#[derive(Debug, Clone)]
+pub struct MergeReport {
+    /// Vectors in the merged index.
+    pub ntotal: usize,
+    /// Whether ids were kept (true) or renumbered 0..N (false).
+    pub kept_ids: bool,
+    /// How the inputs were combined.
+    pub method: MergeMethod,
+}
+
+fn stopped(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether an index's ids were chosen by the user (IDMap, or IVF built with ids) rather than
+/// being positions.
+fn explicit_ids(index: &Index) -> Result<bool> {
+    Ok(index.requires_ids()? || (index.stores_ids()? && index.meta().ids == IdMode::Explicit))
+}
+
+/// Check that the inputs can be merged at all: same class (after and before wrappers), `d`,
+/// metric and normalization, all trained.
+pub fn check_compatible(inputs: &[(PathBuf, Index)]) -> Result<()> {
+    let Some((p0, first)) = inputs.first() else {
+        return Err(Error::invalid("merge needs at least two indices"));
+    };
+    let t0 = first.describe()?;
+    for (p, idx) in inputs {
+        if !idx.is_trained() {
+            return Err(Error::new(ErrorKind::NotTrained, format!("{}: index is not trained", p.display())));
+        }
+    }
+    for (p, idx) in &inputs[1..] {
+        if idx.d() != first.d() {
+            return Err(Error::new(
+                ErrorKind::DimensionMismatch,
+                format!(
+                    "{}: d={}, but {} has d={}: only indices of the same d merge",
+                    p.display(),
+                    idx.d(),
+                    p0.display(),
+                    first.d()
+                ),
+            ));
+        }
+        if idx.metric() != first.metric() || idx.meta().normalize != first.meta().normalize {
+            return Err(Error::invalid(format!(
+                "{}: metric {}, but {} has metric {}: only indices of the same metric merge",
+                p.display(),
+                idx.metric(),
+                p0.display(),
+                first.metric()
+            )));
+        }
+        let t = idx.describe()?;
+        if t.type_name != t0.type_name || t.inner_name != t0.inner_name {
+            let name = |a: &str, b: &str| if a == b { a.to_string() } else { format!("{a} over {b}") };
+            return Err(Error::invalid(format!(
+                "{}: is {}, but {} is {}: only indices of the same type merge",
+                p.display(),
+                name(&t.type_name, &t.inner_name),
+                p0.display(),
+                name(&t0.type_name, &t0.inner_name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuse ids that occur in more than one input (or twice in one).
+fn check_unique_ids(inputs: &[(PathBuf, Index)]) -> Result<()> {
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for (i, (p, idx)) in inputs.iter().enumerate() {
+        for id in idx.stored_ids(0, idx.ntotal())? {
+            if let Some(&j) = seen.get(&id) {
+                let hint = if explicit_ids(idx)? { "" } else { " (this index numbers its vectors from 0)" };
+                return Err(Error::invalid(format!(
+                    "{}: id {id} is also in {}{hint}: ids collide, so they cannot be kept; use --ids renumber",
+                    p.display(),
+                    inputs[j].0.display()
+                )));
+            }
+            seen.insert(id, i);
+        }
+    }
+    Ok(())
+}
+
+/// Merge `inputs` (at least two; opened, so they can be checked before anything is written)
+/// into the first of them and return it with a report. The inputs are consumed: FAISS's
+/// merge moves their vectors.
+///
+/// Errors: `DimensionMismatch`/`InvalidInput` for incompatible inputs or colliding ids
+/// (nothing is merged then), `InvalidInput` when FAISS cannot merge the type and the vectors
+/// cannot be reconstructed.
+pub fn merge_into(
+    mut inputs: Vec<(PathBuf, Index)>,
+    policy: IdPolicy,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<(Index, MergeReport)> {
+    if inputs.len() < 2 {
+        return Err(Error::invalid("merge needs at least two indices"));
+    }
+    check_compatible(&inputs)?;
+    let all_explicit = inputs.iter().map(|(_, i)| explicit_ids(i)).collect::<Result<Vec<_>>>()?.iter().all(|&e| e);
+    let keep = match policy {
+        IdPolicy::Keep => true,
+        IdPolicy::Renumber => false,
+        IdPolicy::Auto => all_explicit,
+    };
+    if keep {
+        check_unique_ids(&inputs)?;
+    }
+    let total: usize = inputs.iter().map(|(_, i)| i.ntotal()).sum();
+    let batch = batch.max(1);
+    let rest = inputs.split_off(1);
+    let (p0, mut dst) = inputs.pop().expect("invariant: two or more inputs");
+    let mut inputs_meta = dst.meta().inputs.clone();
+    if !keep && dst.stores_ids()? {
+        dst.renumber_ids(0)?;
+    }
+    let mut method = MergeMethod::Native;
+    progress.start("merge", total as u64);
+    progress.inc(dst.ntotal() as u64);
+    for (p, mut src) in rest {
+        stopped(stop)?;
+        inputs_meta.extend(src.meta().inputs.iter().cloned());
+        let base = dst.ntotal() as i64;
+        let n = src.ntotal();
+        if !keep && src.stores_ids()? {
+            src.renumber_ids(base)?;
+        }
+        let native = dst.merge_from(&mut src, 0);
+        let cause = match native {
+            Ok(()) => {
+                progress.inc(n as u64);
+                continue;
+            }
+            Err(e) => e.chain(),
+        };
+        // FAISS cannot merge these: reconstruct src's vectors and add them to dst.
+        let type_name = src.describe()?.type_name;
+        let cause = cause.trim_start_matches("merging indices: ").to_string();
+        if n > 0 {
+            if let Err(e) = src.extract(0, 1) {
+                return Err(Error::invalid(format!(
+                    "{}: cannot merge into {}: FAISS cannot merge {type_name} indices ({cause}) and cannot reconstruct their vectors to rebuild ({})",
+                    p.display(),
+                    p0.display(),
+                    e.chain().trim_start_matches("reading stored vectors 0..1: ")
+                )));
+            }
+        }
+        progress.note(&format!(
+            "FAISS cannot merge {type_name} indices ({cause}): rebuilding from {n} vectors of {} reconstructed",
+            p.display()
+        ));
+        method = MergeMethod::Rebuilt;
+        let takes_ids = dst.takes_ids()?;
+        let mut start = 0;
+        while start < n {
+            stopped(stop)?;
+            let rows = batch.min(n - start);
+            let (ids, x) = src.extract(start, rows)?;
+            // Renumbered inputs that store ids were renumbered above; the others append.
+            let ids = takes_ids.then_some(ids);
+            dst.add(&x, ids.as_deref()).map_err(|e| e.context(format!("{}: re-adding vectors", p.display())))?;
+            progress.inc(rows as u64);
+            start += rows;
+        }
+    }
+    progress.finish();
+    let meta = dst.meta_mut();
+    meta.inputs = inputs_meta;
+    meta.ids = if keep && all_explicit { IdMode::Explicit } else { IdMode::Sequential };
+    let ntotal = dst.ntotal();
+    if ntotal != total {
+        return Err(Error::new(
+            ErrorKind::Faiss,
+            format!("merge produced {ntotal} vectors, expected {total}: refusing to write it"),
+        ));
+    }
+    Ok((dst, MergeReport { ntotal, kept_ids: keep, method }))
+}

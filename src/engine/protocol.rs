@@ -1,0 +1,622 @@
+//! The wire format of `faissx serve` (../shared/protocol.md): one MessagePack map per frame,
+//! FAISSx-compatible, with binary vector payloads as our extension.
+//!
+//! This is the only file that knows bytes: it decodes requests and replies into [`Msg`] maps
+//! with typed, field-naming accessors, encodes replies, and maps [`Error`] to a wire
+//! [`ErrorCode`] (and back, for the client) in exactly one place. It must not know about
+//! sockets, indices or tenants.
+
+use crate::engine::error::{Error, ErrorKind, Result};
+pub use rmpv::Value;
+
+/// Version of this protocol (sent in `health` replies).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The server's version string, sent in every reply's `version` field.
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest accepted dimension.
+pub const MAX_DIMENSION: usize = 65_536;
+
+/// Largest accepted `k`.
+pub const MAX_K: usize = 10_000;
+
+/// The `error_code` of a failed reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Missing or unknown API key.
+    Auth,
+    /// No such index (in the caller's tenant) or id.
+    NotFound,
+    /// The index exists already.
+    AlreadyExists,
+    /// The request is malformed or a field is out of range.
+    InvalidArgument,
+    /// Vector width differs from the index dimension.
+    DimensionMismatch,
+    /// The index needs training first.
+    NotTrained,
+    /// Unknown action or an operation the index cannot do.
+    Unsupported,
+    /// The request exceeds `--max-request-bytes`.
+    TooLarge,
+    /// The operation timed out.
+    Timeout,
+    /// Anything else (FAISS exceptions, I/O failures on the server).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling (`AUTH_ERROR`, `NOT_FOUND`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Auth => "AUTH_ERROR",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::DimensionMismatch => "DIMENSION_MISMATCH",
+            ErrorCode::NotTrained => "NOT_TRAINED",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// Parse the wire spelling.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        Some(match s {
+            "AUTH_ERROR" => ErrorCode::Auth,
+            "NOT_FOUND" => ErrorCode::NotFound,
+            "ALREADY_EXISTS" => ErrorCode::AlreadyExists,
+            "INVALID_ARGUMENT" => ErrorCode::InvalidArgument,
+            "DIMENSION_MISMATCH" => ErrorCode::DimensionMismatch,
+            "NOT_TRAINED" => ErrorCode::NotTrained,
+            "UNSUPPORTED" => ErrorCode::Unsupported,
+            "TOO_LARGE" => ErrorCode::TooLarge,
+            "TIMEOUT" => ErrorCode::Timeout,
+            "INTERNAL" => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+
+    /// The one mapping from engine errors to wire codes.
+    pub fn of(e: &Error) -> ErrorCode {
+        match e.kind() {
+            ErrorKind::InvalidInput | ErrorKind::Protocol | ErrorKind::Format => ErrorCode::InvalidArgument,
+            ErrorKind::DimensionMismatch => ErrorCode::DimensionMismatch,
+            ErrorKind::NotTrained => ErrorCode::NotTrained,
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::AlreadyExists => ErrorCode::AlreadyExists,
+            ErrorKind::Unsupported => ErrorCode::Unsupported,
+            ErrorKind::TooLarge => ErrorCode::TooLarge,
+            ErrorKind::Auth => ErrorCode::Auth,
+            ErrorKind::Timeout => ErrorCode::Timeout,
+            ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted => ErrorCode::Internal,
+        }
+    }
+
+    /// The engine error kind a client reports for a remote error with this code.
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            ErrorCode::Auth => ErrorKind::Auth,
+            ErrorCode::NotFound => ErrorKind::NotFound,
+            ErrorCode::AlreadyExists => ErrorKind::AlreadyExists,
+            ErrorCode::InvalidArgument => ErrorKind::InvalidInput,
+            ErrorCode::DimensionMismatch => ErrorKind::DimensionMismatch,
+            ErrorCode::NotTrained => ErrorKind::NotTrained,
+            ErrorCode::Unsupported => ErrorKind::Unsupported,
+            ErrorCode::TooLarge => ErrorKind::TooLarge,
+            ErrorCode::Timeout => ErrorKind::Timeout,
+            ErrorCode::Internal => ErrorKind::Remote,
+        }
+    }
+}
+
+/// A protocol error (malformed request or reply).
+fn bad(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Protocol, msg)
+}
+
+/// Server time: seconds since the Unix epoch.
+pub fn now_f64() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// A decoded MessagePack map with string keys: a request or a reply.
+#[derive(Debug, Clone, Default)]
+pub struct Msg {
+    map: Vec<(Value, Value)>,
+}
+
+/// How vectors travel: nested arrays (FAISSx) or one `bin` of little-endian f32 (ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Arrays of rows of numbers.
+    Nested,
+    /// A `bin` of f32 LE, row-major.
+    Binary,
+}
+
+impl Msg {
+    /// Decode one frame; it must be a single msgpack map.
+    pub fn decode(bytes: &[u8]) -> Result<Msg> {
+        let mut rd = bytes;
+        let v =
+            rmpv::decode::read_value(&mut rd).map_err(|e| bad(format!("request is not valid MessagePack ({e})")))?;
+        match v {
+            Value::Map(map) => Ok(Msg { map }),
+            other => Err(bad(format!("request must be a MessagePack map, got {}", type_name(&other)))),
+        }
+    }
+
+    /// A map from key/value pairs.
+    pub fn from_pairs(pairs: Vec<(&str, Value)>) -> Msg {
+        Msg { map: pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect() }
+    }
+
+    /// Encode as one msgpack map.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        // Writing to a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut out, &Value::Map(self.map.clone()));
+        out
+    }
+
+    /// Encode, consuming the map (no copy).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        let _ = rmpv::encode::write_value(&mut out, &Value::Map(self.map));
+        out
+    }
+
+    /// This map as a msgpack value.
+    pub fn into_value(self) -> Value {
+        Value::Map(self.map)
+    }
+
+    /// Set `key` (replacing an existing value).
+    pub fn set(&mut self, key: &str, v: impl Into<Value>) {
+        let v = v.into();
+        match self.map.iter_mut().find(|(k, _)| k.as_str() == Some(key)) {
+            Some(e) => e.1 = v,
+            None => self.map.push((Value::from(key), v)),
+        }
+    }
+
+    /// Builder form of [`Msg::set`].
+    pub fn with(mut self, key: &str, v: impl Into<Value>) -> Msg {
+        self.set(key, v);
+        self
+    }
+
+    /// The raw value of `key` (nil counts as absent).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v).filter(|v| !v.is_nil())
+    }
+
+    /// Remove and return `key`.
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        let i = self.map.iter().position(|(k, _)| k.as_str() == Some(key))?;
+        Some(self.map.swap_remove(i).1).filter(|v| !v.is_nil())
+    }
+
+    /// Whether `key` is present.
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// An optional string field.
+    pub fn str(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| wrong(key, "a string", v)),
+        }
+    }
+
+    /// A required string field.
+    pub fn req_str(&self, key: &str) -> Result<&str> {
+        self.str(key)?.ok_or_else(|| missing(key))
+    }
+
+    /// An optional non-negative integer field (integral floats accepted).
+    pub fn uint(&self, key: &str) -> Result<Option<u64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                if let Some(u) = v.as_u64() {
+                    return Ok(Some(u));
+                }
+                match v.as_f64() {
+                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(Some(f as u64)),
+                    _ => Err(wrong(key, "a non-negative integer", v)),
+                }
+            }
+        }
+    }
+
+    /// An optional integer field.
+    pub fn int(&self, key: &str) -> Result<Option<i64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                if let Some(i) = v.as_i64() {
+                    return Ok(Some(i));
+                }
+                match v.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                    _ => Err(wrong(key, "an integer", v)),
+                }
+            }
+        }
+    }
+
+    /// A required integer field.
+    pub fn req_int(&self, key: &str) -> Result<i64> {
+        self.int(key)?.ok_or_else(|| missing(key))
+    }
+
+    /// An optional number field.
+    pub fn float(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                v.as_f64().or_else(|| v.as_i64().map(|i| i as f64)).map(Some).ok_or_else(|| wrong(key, "a number", v))
+            }
+        }
+    }
+
+    /// An optional boolean field (default false).
+    pub fn flag(&self, key: &str) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(Value::Boolean(b)) => Ok(*b),
+            Some(v) => v.as_u64().map(|u| u != 0).ok_or_else(|| wrong(key, "a boolean", v)),
+        }
+    }
+
+    /// An optional nested map field.
+    pub fn map(&self, key: &str) -> Result<Option<Msg>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Map(m)) => Ok(Some(Msg { map: m.clone() })),
+            Some(v) => Err(wrong(key, "a map", v)),
+        }
+    }
+
+    /// An optional array-of-strings field.
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| wrong(key, "an array of strings", v)))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(v) => Err(wrong(key, "an array of strings", v)),
+        }
+    }
+
+    /// Vectors of width `d` in field `key`, in either encoding, as `n × d` row-major f32.
+    /// Checks the width (`DIMENSION_MISMATCH`) and finiteness (`INVALID_ARGUMENT`).
+    pub fn vectors(&self, key: &str, d: usize) -> Result<Vec<f32>> {
+        let v = self.get(key).ok_or_else(|| missing(key))?;
+        let out = decode_vectors(key, v, d)?;
+        if let Some(pos) = out.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(format!(
+                "{key}: vector {} component {} is {} (must be finite)",
+                pos / d.max(1),
+                pos % d.max(1),
+                out[pos]
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Which encoding field `key` uses (nested when absent).
+    pub fn encoding(&self, key: &str) -> Encoding {
+        match self.get(key) {
+            Some(Value::Binary(_)) => Encoding::Binary,
+            _ => Encoding::Nested,
+        }
+    }
+
+    /// An optional id list: an array of integers or a `bin` of i64 LE.
+    pub fn ids(&self, key: &str) -> Result<Option<Vec<i64>>> {
+        let v = match self.get(key) {
+            None => return Ok(None),
+            Some(v) => v,
+        };
+        match v {
+            Value::Binary(b) => {
+                if !b.len().is_multiple_of(8) {
+                    return Err(Error::invalid(format!("{key}: {} bytes is not a whole number of int64 ids", b.len())));
+                }
+                Ok(Some(
+                    b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("invariant: 8 bytes"))).collect(),
+                ))
+            }
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .map(|(i, x)| match x.as_i64() {
+                    Some(v) => Ok(v),
+                    None => match x.as_f64() {
+                        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+                        _ => Err(Error::invalid(format!("{key}[{i}]: expected an integer id, got {}", type_name(x)))),
+                    },
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Value::Integer(_) => Ok(Some(vec![v.as_i64().ok_or_else(|| wrong(key, "an integer id", v))?])),
+            v => Err(wrong(key, "an array of ids or a bin of int64", v)),
+        }
+    }
+
+    /// If this is an error reply, the error it carries.
+    pub fn error(&self) -> Option<Error> {
+        if matches!(self.get("success"), Some(Value::Boolean(true))) {
+            return None;
+        }
+        let msg = self.str("error").ok().flatten().unwrap_or("server reported failure without a message");
+        let code = self.str("error_code").ok().flatten().and_then(ErrorCode::parse).unwrap_or(ErrorCode::Internal);
+        Some(Error::new(code.kind(), format!("server: {msg}")))
+    }
+}
+
+fn missing(key: &str) -> Error {
+    Error::invalid(format!("missing field {key:?}"))
+}
+
+fn wrong(key: &str, want: &str, got: &Value) -> Error {
+    Error::invalid(format!("field {key:?} must be {want}, got {}", type_name(got)))
+}
+
+/// A short name of a msgpack value's type, for messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Boolean(_) => "a boolean",
+        Value::Integer(_) => "an integer",
+        Value::F32(_) | Value::F64(_) => "a float",
+        Value::String(_) => "a string",
+        Value::Binary(_) => "binary data",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+        Value::Ext(..) => "an extension value",
+    }
+}
+
+fn number(key: &str, row: usize, col: usize, v: &Value) -> Result<f32> {
+    match v {
+        Value::F64(f) => Ok(*f as f32),
+        Value::F32(f) => Ok(*f),
+        Value::Integer(i) => Ok(i.as_f64().unwrap_or(f64::NAN) as f32),
+        other => {
+            Err(Error::invalid(format!("{key}: row {row} component {col} is {}, expected a number", type_name(other))))
+        }
+    }
+}
+
+fn width_error(key: &str, d: usize, got: usize, row: usize) -> Error {
+    Error::new(ErrorKind::DimensionMismatch, format!("{key}: row {row}: expected d={d}, got {got}"))
+}
+
+fn decode_vectors(key: &str, v: &Value, d: usize) -> Result<Vec<f32>> {
+    match v {
+        Value::Binary(b) => {
+            if d == 0 || b.len() % (4 * d) != 0 {
+                return Err(Error::new(
+                    ErrorKind::DimensionMismatch,
+                    format!("{key}: {} bytes is not a whole number of d={d} float32 vectors (expected d={d})", b.len()),
+                ));
+            }
+            Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        Value::Array(rows) => {
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            if !matches!(rows[0], Value::Array(_)) {
+                // A flat array of numbers is one row.
+                if rows.len() != d {
+                    return Err(width_error(key, d, rows.len(), 0));
+                }
+                return rows.iter().enumerate().map(|(j, x)| number(key, 0, j, x)).collect();
+            }
+            let mut out = Vec::with_capacity(rows.len() * d);
+            for (i, r) in rows.iter().enumerate() {
+                match r {
+                    Value::Array(cols) => {
+                        if cols.len() != d {
+                            return Err(width_error(key, d, cols.len(), i));
+                        }
+                        for (j, x) in cols.iter().enumerate() {
+                            out.push(number(key, i, j, x)?);
+                        }
+                    }
+                    other => {
+                        return Err(Error::invalid(format!(
+                            "{key}: row {i} is {}, expected an array",
+                            type_name(other)
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        other => Err(wrong(key, "an array of vectors or a bin of float32", other)),
+    }
+}
+
+/// Vectors (`n × d`) as msgpack: nested arrays of floats or one `bin` of f32 LE.
+pub fn vectors_value(x: &[f32], d: usize, enc: Encoding) -> Value {
+    match enc {
+        Encoding::Binary => Value::Binary(f32_bytes(x)),
+        Encoding::Nested => Value::Array(
+            x.chunks(d.max(1)).map(|r| Value::Array(r.iter().map(|&f| Value::F64(f as f64)).collect())).collect(),
+        ),
+    }
+}
+
+/// One vector as a flat array of floats.
+pub fn vector_value(x: &[f32]) -> Value {
+    Value::Array(x.iter().map(|&f| Value::F64(f as f64)).collect())
+}
+
+/// f32 values as little-endian bytes.
+pub fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(x.len() * 4);
+    for v in x {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// i64 values as little-endian bytes.
+pub fn i64_bytes(x: &[i64]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(x.len() * 8);
+    for v in x {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// Decode a `bin` of f32 LE (reply side).
+pub fn f32_from_bytes(b: &[u8]) -> Result<Vec<f32>> {
+    if !b.len().is_multiple_of(4) {
+        return Err(bad("float32 payload length is not a multiple of 4"));
+    }
+    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Decode a `bin` of i64 LE (reply side).
+pub fn i64_from_bytes(b: &[u8]) -> Result<Vec<i64>> {
+    if !b.len().is_multiple_of(8) {
+        return Err(bad("int64 payload length is not a multiple of 8"));
+    }
+    Ok(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("invariant: 8 bytes"))).collect())
+}
+
+/// An array of i64 as msgpack.
+pub fn ints_value(x: &[i64]) -> Value {
+    Value::Array(x.iter().map(|&i| Value::from(i)).collect())
+}
+
+/// An array of f32 as msgpack floats.
+pub fn floats_value(x: &[f32]) -> Value {
+    Value::Array(x.iter().map(|&f| Value::F64(f as f64)).collect())
+}
+
+/// A successful reply: `success`, `timestamp`, `version`, then the payload fields flat.
+pub fn ok_reply(payload: Msg) -> Vec<u8> {
+    let mut m = Msg::from_pairs(vec![
+        ("success", Value::Boolean(true)),
+        ("timestamp", Value::F64(now_f64())),
+        ("version", Value::from(SERVER_VERSION)),
+    ]);
+    m.map.extend(payload.map);
+    m.into_bytes()
+}
+
+/// A failed reply for `e`: `success: false`, one-line `error`, `error_code`.
+pub fn error_reply(e: &Error) -> Vec<u8> {
+    Msg::from_pairs(vec![
+        ("success", Value::Boolean(false)),
+        ("error", Value::from(e.chain())),
+        ("error_code", Value::from(ErrorCode::of(e).as_str())),
+        ("timestamp", Value::F64(now_f64())),
+        ("version", Value::from(SERVER_VERSION)),
+    ])
+    .into_bytes()
+}
+
+/// Decode a reply frame on the client; an error reply becomes an [`Error`] of the kind its
+/// `error_code` names.
+pub fn decode_reply(bytes: &[u8]) -> Result<Msg> {
+    let m = Msg::decode(bytes).map_err(|e| bad(format!("invalid reply from server: {}", e.message())))?;
+    match m.error() {
+        Some(e) => Err(e),
+        None => Ok(m),
+    }
+}
+
+/// Encode a request: `action` plus fields.
+pub fn encode_request(action: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
+    let mut m = Msg::from_pairs(vec![("action", Value::from(action))]);
+    m.map.extend(fields.into_iter().map(|(k, v)| (Value::from(k), v)));
+    m.into_bytes()
+}
+
+/// Encode an arbitrary msgpack value (metadata persistence).
+pub fn encode_value(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = rmpv::encode::write_value(&mut out, v);
+    out
+}
+
+/// Decode one msgpack value from the front of `rd`, advancing it.
+pub fn decode_value(rd: &mut &[u8]) -> Result<Value> {
+    rmpv::decode::read_value(rd).map_err(|e| bad(format!("invalid MessagePack ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip_both_encodings() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        for enc in [Encoding::Nested, Encoding::Binary] {
+            let b = encode_request(
+                "add_vectors",
+                vec![("index_id", Value::from("a")), ("vectors", vectors_value(&x, 3, enc))],
+            );
+            let m = Msg::decode(&b).unwrap();
+            assert_eq!(m.req_str("action").unwrap(), "add_vectors");
+            assert_eq!(m.encoding("vectors"), enc);
+            assert_eq!(m.vectors("vectors", 3).unwrap(), x.to_vec());
+            let e = m.vectors("vectors", 4).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DimensionMismatch, "{e}");
+        }
+    }
+
+    #[test]
+    fn flat_row_ints_and_nan() {
+        let m = Msg::from_pairs(vec![("v", Value::Array(vec![Value::from(1), Value::F32(2.0)]))]);
+        assert_eq!(m.vectors("v", 2).unwrap(), vec![1.0, 2.0]);
+        let m = Msg::from_pairs(vec![("v", Value::Array(vec![Value::F64(f64::NAN), Value::F32(2.0)]))]);
+        assert_eq!(m.vectors("v", 2).unwrap_err().kind(), ErrorKind::InvalidInput);
+        let m = Msg::from_pairs(vec![("v", Value::from("x"))]);
+        assert_eq!(m.vectors("v", 2).unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn malformed_frames_are_protocol_errors() {
+        assert_eq!(Msg::decode(&[0xc1]).unwrap_err().kind(), ErrorKind::Protocol);
+        assert_eq!(Msg::decode(&encode_value(&Value::from(3))).unwrap_err().kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn error_reply_round_trip() {
+        let e = Error::new(ErrorKind::DimensionMismatch, "expected d=4, got 3");
+        let r = decode_reply(&error_reply(&e)).unwrap_err();
+        assert_eq!(r.kind(), ErrorKind::DimensionMismatch);
+        assert!(r.to_string().contains("expected d=4"));
+        let ok = decode_reply(&ok_reply(Msg::default().with("message", "pong"))).unwrap();
+        assert_eq!(ok.str("message").unwrap(), Some("pong"));
+        for c in ["AUTH_ERROR", "NOT_FOUND", "TOO_LARGE", "INTERNAL"] {
+            assert_eq!(ErrorCode::parse(c).unwrap().as_str(), c);
+        }
+    }
+
+    #[test]
+    fn ids_both_encodings() {
+        let m = Msg::from_pairs(vec![("ids", Value::Binary(i64_bytes(&[5, -1])))]);
+        assert_eq!(m.ids("ids").unwrap(), Some(vec![5, -1]));
+        let m = Msg::from_pairs(vec![("ids", ints_value(&[7, 8]))]);
+        assert_eq!(m.ids("ids").unwrap(), Some(vec![7, 8]));
+        let m = Msg::from_pairs(vec![("ids", Value::from("x"))]);
+        assert!(m.ids("ids").is_err());
+    }
+}

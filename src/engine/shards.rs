@@ -1,0 +1,261 @@
+//! Scatter-gather over shards: several index files searched as one.
+//!
+//! A [`ShardSet`] holds opened indices of the same `d` and metric; a k-NN search asks every
+//! shard for its top-k and merges them by distance (smaller is closer for l2, larger for
+//! ip/cosine), a range search concatenates and sorts. With one shard it is the index itself.
+//! Shards made by `faissx split` keep the original ids, so searching them equals searching
+//! the whole (exactly, for Flat). This module must not open files or know about clap.
+
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::{Index, Metric, Neighbors, RangeHits, SearchParams};
+use crate::engine::io::{check_dim, VectorFile};
+use crate::engine::Progress;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Opened shards searched as one index.
+pub struct ShardSet {
+    shards: Vec<(PathBuf, Index)>,
+}
+
+impl ShardSet {
+    /// A set of opened shards (at least one). All must have the same `d` and metric.
+    ///
+    /// Errors: `DimensionMismatch` naming the odd shard; `InvalidInput` for a metric mismatch.
+    pub fn new(shards: Vec<(PathBuf, Index)>) -> Result<ShardSet> {
+        let Some((p0, first)) = shards.first() else {
+            return Err(Error::invalid("no index given"));
+        };
+        for (p, s) in &shards[1..] {
+            if s.d() != first.d() {
+                return Err(Error::new(
+                    ErrorKind::DimensionMismatch,
+                    format!(
+                        "{}: shard has d={}, but {} has d={}: shards must have the same d",
+                        p.display(),
+                        s.d(),
+                        p0.display(),
+                        first.d()
+                    ),
+                ));
+            }
+            if s.metric() != first.metric() || s.meta().normalize != first.meta().normalize {
+                return Err(Error::invalid(format!(
+                    "{}: shard has metric {}, but {} has metric {}: shards must share the metric",
+                    p.display(),
+                    s.metric(),
+                    p0.display(),
+                    first.metric()
+                )));
+            }
+        }
+        Ok(ShardSet { shards })
+    }
+
+    /// Open every path with `open` and check them as [`ShardSet::new`] does.
+    pub fn open_with(paths: &[PathBuf], open: impl Fn(&Path) -> Result<Index>) -> Result<ShardSet> {
+        let shards = paths.iter().map(|p| Ok((p.clone(), open(p)?))).collect::<Result<Vec<_>>>()?;
+        ShardSet::new(shards)
+    }
+
+    /// The shards.
+    pub fn shards(&self) -> &[(PathBuf, Index)] {
+        &self.shards
+    }
+
+    /// Mutable shards (to set persistent parameters).
+    pub fn shards_mut(&mut self) -> &mut [(PathBuf, Index)] {
+        &mut self.shards
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Always false: a set has at least one shard.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Dimension `d`.
+    pub fn d(&self) -> usize {
+        self.shards[0].1.d()
+    }
+
+    /// The shared metric.
+    pub fn metric(&self) -> Metric {
+        self.shards[0].1.metric()
+    }
+
+    /// Vectors over all shards.
+    pub fn ntotal(&self) -> usize {
+        self.shards.iter().map(|(_, s)| s.ntotal()).sum()
+    }
+
+    /// A name for messages: the path, or `a.index+b.index+…`.
+    pub fn name(&self) -> String {
+        self.shards.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join("+")
+    }
+
+    /// k-NN search of every shard, merged into the overall top-k.
+    pub fn search(&self, queries: &[f32], params: &SearchParams) -> Result<Neighbors> {
+        if self.shards.len() == 1 {
+            return self.shards[0].1.search(queries, params);
+        }
+        let parts = self
+            .shards
+            .iter()
+            .map(|(p, s)| s.search(queries, params).map_err(|e| e.context(p.display())))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(merge_neighbors(&parts, params.k, self.metric().faiss_inner_product()))
+    }
+
+    /// Range search of every shard, hits of each query merged and sorted closest first.
+    pub fn range_search(&self, queries: &[f32], radius: f32) -> Result<RangeHits> {
+        if self.shards.len() == 1 {
+            return self.shards[0].1.range_search(queries, radius);
+        }
+        let parts = self
+            .shards
+            .iter()
+            .map(|(p, s)| s.range_search(queries, radius).map_err(|e| e.context(p.display())))
+            .collect::<Result<Vec<_>>>()?;
+        let ip = self.metric().faiss_inner_product();
+        let nq = parts[0].nq();
+        let mut out = RangeHits { lims: vec![0], ids: Vec::new(), dists: Vec::new() };
+        for q in 0..nq {
+            let mut hits: Vec<(f32, i64)> = Vec::new();
+            for part in &parts {
+                let (ids, d) = part.row(q);
+                hits.extend(d.iter().copied().zip(ids.iter().copied()));
+            }
+            sort_hits(&mut hits, ip);
+            out.ids.extend(hits.iter().map(|h| h.1));
+            out.dists.extend(hits.iter().map(|h| h.0));
+            out.lims.push(out.ids.len());
+        }
+        Ok(out)
+    }
+
+    /// Set a persistent nprobe on every shard (range search has no per-call parameters).
+    pub fn set_nprobe(&mut self, nprobe: usize) -> Result<()> {
+        self.shards.iter_mut().try_for_each(|(_, s)| s.set_nprobe(nprobe))
+    }
+
+    /// Set a persistent efSearch on every shard.
+    pub fn set_ef_search(&mut self, ef: usize) -> Result<()> {
+        self.shards.iter_mut().try_for_each(|(_, s)| s.set_ef_search(ef))
+    }
+}
+
+/// Sort hits closest first (ascending distance for l2, descending similarity for ip); ties
+/// keep their order (shard order, then rank within the shard).
+fn sort_hits(hits: &mut [(f32, i64)], ip: bool) {
+    hits.sort_by(|a, b| if ip { b.0.total_cmp(&a.0) } else { a.0.total_cmp(&b.0) });
+}
+
+/// Merge per-shard top-k lists (each `nq × k`) into the overall top-k; ids of −1 (missing
+/// neighbours) are dropped and the result padded like FAISS pads (−1, ±f32::MAX).
+pub fn merge_neighbors(parts: &[Neighbors], k: usize, inner_product: bool) -> Neighbors {
+    let nq = parts.first().map_or(0, |p| p.nq);
+    let pad = if inner_product { -f32::MAX } else { f32::MAX };
+    let mut out = Neighbors { nq, k, ids: Vec::with_capacity(nq * k), dists: Vec::with_capacity(nq * k) };
+    let mut hits: Vec<(f32, i64)> = Vec::new();
+    for q in 0..nq {
+        hits.clear();
+        for part in parts {
+            let (ids, d) = part.row(q);
+            hits.extend(d.iter().copied().zip(ids.iter().copied()).filter(|h| h.1 >= 0));
+        }
+        sort_hits(&mut hits, inner_product);
+        hits.truncate(k);
+        out.ids.extend(hits.iter().map(|h| h.1));
+        out.dists.extend(hits.iter().map(|h| h.0));
+        for _ in hits.len()..k {
+            out.ids.push(-1);
+            out.dists.push(pad);
+        }
+    }
+    out
+}
+
+fn stopped(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+    } else {
+        Ok(())
+    }
+}
+
+/// [`crate::engine::jobs::search_file`] over a shard set: search every row of `queries` in
+/// batches, handing each batch's merged results to `sink`.
+pub fn search_file(
+    set: &ShardSet,
+    queries: &VectorFile,
+    params: &SearchParams,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(usize, &Neighbors) -> Result<()>,
+) -> Result<()> {
+    check_dim(queries.path(), queries.dim(), set.d())?;
+    progress.start("search", queries.len() as u64);
+    let mut buf = Vec::new();
+    let mut start = 0;
+    while start < queries.len() {
+        stopped(stop)?;
+        let rows = queries.read_rows_into(start, batch, &mut buf)?;
+        let res = set.search(&buf, params)?;
+        sink(start, &res)?;
+        progress.inc(rows as u64);
+        start += rows;
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// [`crate::engine::jobs::range_search_file`] over a shard set.
+pub fn range_search_file(
+    set: &ShardSet,
+    queries: &VectorFile,
+    radius: f32,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(usize, &RangeHits) -> Result<()>,
+) -> Result<()> {
+    check_dim(queries.path(), queries.dim(), set.d())?;
+    progress.start("search", queries.len() as u64);
+    let mut buf = Vec::new();
+    let mut start = 0;
+    while start < queries.len() {
+        stopped(stop)?;
+        let rows = queries.read_rows_into(start, batch, &mut buf)?;
+        let res = set.range_search(&buf, radius)?;
+        sink(start, &res)?;
+        progress.inc(rows as u64);
+        start += rows;
+    }
+    progress.finish();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_takes_global_top_k_and_pads() {
+        let a = Neighbors { nq: 1, k: 3, ids: vec![1, 5, -1], dists: vec![0.5, 2.0, f32::MAX] };
+        let b = Neighbors { nq: 1, k: 3, ids: vec![7, 8, 9], dists: vec![0.1, 1.0, 3.0] };
+        let m = merge_neighbors(&[a.clone(), b.clone()], 3, false);
+        assert_eq!(m.ids, vec![7, 1, 8]);
+        let m = merge_neighbors(&[a, b], 6, false);
+        assert_eq!(m.ids, vec![7, 1, 8, 5, 9, -1]);
+        assert_eq!(m.dists[5], f32::MAX);
+        let c = Neighbors { nq: 1, k: 2, ids: vec![1, 2], dists: vec![0.9, 0.2] };
+        let d = Neighbors { nq: 1, k: 2, ids: vec![3, 4], dists: vec![0.5, 0.4] };
+        assert_eq!(merge_neighbors(&[c, d], 2, true).ids, vec![1, 3]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Cutting an index into shards (`faissx split`).
+//!
+//! Every shard is an index of the same kind that keeps the original ids: indices that store
+//! ids (IDMap/IDMap2, IVF) are cloned and the other shards' ids removed; indices that number
+//! vectors by position (Flat, HNSW, PQ, …) are first wrapped in `IDMap2` with ids
+//! `0..ntotal`. Where FAISS cannot remove ids (HNSW), a shard is rebuilt from the
+//! reconstructed vectors into an emptied copy that keeps the training. Searching all shards
+//! and merging the top-k therefore equals searching the whole (exactly, for Flat). This
+//! module decides which vector goes where and produces shards one at a time; it does not
+//! write files.
+
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::Index;
+use crate::engine::Progress;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How vectors are assigned to shards. All three look at ids, so the assignment does not
+/// depend on FAISS's storage order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitBy {
+    /// Contiguous ranges of ids: shard `s` holds the `s`-th of N equal slices of the sorted
+    /// ids (for position-numbered indices, ranges of positions).
+    #[default]
+    Range,
+    /// Round robin over the sorted ids: the `r`-th smallest id goes to shard `r mod N`.
+    RoundRobin,
+    /// A hash of the id (SplitMix64) modulo N: stable when more vectors are added later.
+    Hash,
+}
+
+/// SplitMix64's finalizer: a well-mixed 64-bit hash of an id.
+pub fn hash_id(id: i64) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The shard of each of `ids` (by position) under `by` with `shards` shards.
+pub fn assign(ids: &[i64], shards: usize, by: SplitBy) -> Vec<usize> {
+    let n = ids.len();
+    let shards = shards.max(1);
+    match by {
+        SplitBy::Hash => ids.iter().map(|&id| (hash_id(id) % shards as u64) as usize).collect(),
+        SplitBy::Range | SplitBy::RoundRobin => {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&p| (ids[p], p));
+            let mut out = vec![0usize; n];
+            for (rank, &p) in order.iter().enumerate() {
+                out[p] = match by {
+                    SplitBy::Range => rank * shards / n.max(1),
+                    _ => rank % shards,
+                };
+            }
+            out
+        }
+    }
+}
+
+fn stopped(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Split `index` into `shards` shards by `by`, handing each finished shard (number, index)
+/// to `sink` before the next is made, so only one copy is in memory at a time. Returns the
+/// number of vectors per shard.
+///
+/// Errors: `InvalidInput` for `shards` < 1; `Faiss`/`InvalidInput` when the index can
+/// neither remove ids nor reconstruct its vectors.
+pub fn split_by(
+    index: &Index,
+    shards: usize,
+    by: SplitBy,
+    batch: usize,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    sink: &mut dyn FnMut(usize, Index) -> Result<()>,
+) -> Result<Vec<usize>> {
+    if shards == 0 {
+        return Err(Error::invalid("--shards must be at least 1"));
+    }
+    let n = index.ntotal();
+    let ids = index.stored_ids(0, n)?;
+    let owner = assign(&ids, shards, by);
+    let mut counts = vec![0usize; shards];
+    for &s in &owner {
+        counts[s] += 1;
+    }
+    // The template every shard starts from: a copy that stores ids.
+    let template = if index.stores_ids()? { index.try_clone()? } else { index.try_clone()?.into_idmap2()? };
+    let batch = batch.max(1);
+    progress.start("split", n as u64);
+    for (s, &want) in counts.iter().enumerate() {
+        stopped(stop)?;
+        let remove: Vec<i64> = ids.iter().zip(&owner).filter(|(_, &o)| o != s).map(|(&id, _)| id).collect();
+        let mut shard = template.try_clone()?;
+        let removed = if remove.is_empty() { Ok(0) } else { shard.remove_ids(&remove) };
+        match removed {
+            Ok(r) if r == remove.len() => {}
+            Ok(r) => {
+                return Err(Error::new(
+                    ErrorKind::Faiss,
+                    format!(
+                        "shard {s}: FAISS removed {r} of {} vectors; refusing to write a wrong shard",
+                        remove.len()
+                    ),
+                ))
+            }
+            Err(e) => {
+                // FAISS cannot remove from this type (HNSW): rebuild the shard from the
+                // reconstructed vectors in an emptied copy that keeps the training.
+                if s == 0 {
+                    progress.note(&format!(
+                        "FAISS cannot remove vectors from this index ({}): rebuilding each shard from reconstructed vectors",
+                        e.chain()
+                    ));
+                }
+                shard = template.try_clone()?;
+                shard.reset()?;
+                let mut start = 0;
+                while start < n {
+                    stopped(stop)?;
+                    let rows = batch.min(n - start);
+                    let (bids, x) = index.extract(start, rows).map_err(|e2| {
+                        Error::invalid(format!(
+                            "cannot split: FAISS can neither remove vectors from this index ({}) nor reconstruct them ({})",
+                            e.chain(),
+                            e2.chain()
+                        ))
+                    })?;
+                    let d = index.d();
+                    let mut keep_x = Vec::new();
+                    let mut keep_ids = Vec::new();
+                    for j in 0..rows {
+                        if owner[start + j] == s {
+                            keep_ids.push(bids[j]);
+                            keep_x.extend_from_slice(&x[j * d..(j + 1) * d]);
+                        }
+                    }
+                    if !keep_ids.is_empty() {
+                        shard.add(&keep_x, Some(&keep_ids))?;
+                    }
+                    start += rows;
+                }
+            }
+        }
+        if shard.ntotal() != want {
+            return Err(Error::new(
+                ErrorKind::Faiss,
+                format!("shard {s} holds {} vectors, expected {want}; refusing to write it", shard.ntotal()),
+            ));
+        }
+        progress.inc(want as u64);
+        sink(s, shard)?;
+    }
+    progress.finish();
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_cover_every_shard_evenly() {
+        let ids: Vec<i64> = (0..10).rev().collect();
+        let r = assign(&ids, 3, SplitBy::Range);
+        // ids 9..0 by position; sorted ranks 0..9 → shards 0,0,0,0,1,1,1,2,2,2 by rank.
+        assert_eq!(r, vec![2, 2, 2, 1, 1, 1, 0, 0, 0, 0]);
+        let rr = assign(&ids, 3, SplitBy::RoundRobin);
+        assert_eq!(rr[9], 0); // id 0 has rank 0
+        assert_eq!(rr[8], 1);
+        assert_eq!(rr[7], 2);
+        let h = assign(&ids, 3, SplitBy::Hash);
+        assert!(h.iter().all(|&s| s < 3));
+        assert_eq!(h, assign(&ids, 3, SplitBy::Hash));
+        let big: Vec<i64> = (0..3000).collect();
+        let mut c = [0usize; 3];
+        for s in assign(&big, 3, SplitBy::Hash) {
+            c[s] += 1;
+        }
+        assert!(c.iter().all(|&x| x > 900), "hash spreads ids: {c:?}");
+    }
+}
