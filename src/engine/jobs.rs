@@ -8,7 +8,7 @@
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::storage;
-use crate::engine::index::{Index, IndexSpec, InputInfo, Neighbors, RangeHits, SearchParams};
+use crate::engine::index::{Index, IndexSpec, InputInfo};
 use crate::engine::io::{atomic, check_dim, VectorFile};
 use crate::engine::Progress;
 use std::path::{Path, PathBuf};
@@ -52,7 +52,8 @@ impl Default for BuildOptions {
     }
 }
 
-fn stopped(stop: &AtomicBool) -> Result<()> {
+/// `Err(Interrupted)` once the stop flag is set.
+pub(crate) fn stopped(stop: &AtomicBool) -> Result<()> {
     if stop.load(Ordering::Relaxed) {
         Err(Error::new(ErrorKind::Interrupted, "interrupted"))
     } else {
@@ -74,16 +75,7 @@ pub fn build(
         return Err(Error::invalid(format!("{}: no vectors to build from", input.path().display())));
     }
     let ids = opts.ids.as_deref().or(input.ids());
-    if let Some(ids) = ids {
-        if ids.len() != input.len() {
-            return Err(Error::invalid(format!(
-                "{} ids for {} vectors in {}: give exactly one id per vector",
-                ids.len(),
-                input.len(),
-                input.path().display()
-            )));
-        }
-    }
+    check_ids(input, ids)?;
     let mut index = Index::create(spec, ids.is_some()).map_err(|e| e.context("--factory"))?;
     if let Some(ef) = opts.ef_construction {
         index.set_ef_construction(ef)?;
@@ -137,6 +129,28 @@ pub fn build(
     Ok(index)
 }
 
+/// Ids, when given, must be one per input row.
+fn check_ids(input: &VectorFile, ids: Option<&[i64]>) -> Result<()> {
+    match ids {
+        Some(ids) if ids.len() != input.len() => Err(Error::invalid(format!(
+            "{} ids for {} vectors in {}: give exactly one id per vector",
+            ids.len(),
+            input.len(),
+            input.path().display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Note `input` in the index's sidecar.
+fn record_input(index: &mut Index, input: &VectorFile) {
+    index.meta_mut().inputs.push(InputInfo {
+        path: input.path().display().to_string(),
+        format: format!("{:?}", input.format()).to_lowercase(),
+        rows: input.len(),
+    });
+}
+
 /// Vectors per in-memory shard of an on-disk build: about 256 MiB of f32 input.
 fn shard_rows(d: usize, batch: usize) -> usize {
     ((256usize << 20) / (4 * d.max(1))).max(batch).max(10_000)
@@ -183,11 +197,7 @@ fn add_rows_on_disk(
         start = end;
     }
     progress.finish();
-    index.meta_mut().inputs.push(InputInfo {
-        path: input.path().display().to_string(),
-        format: format!("{:?}", input.format()).to_lowercase(),
-        rows: input.len(),
-    });
+    record_input(index, input);
     if ids.is_some() {
         index.meta_mut().ids = crate::engine::index::IdMode::Explicit;
     }
@@ -217,84 +227,37 @@ pub fn add_rows(
 ) -> Result<()> {
     check_dim(input.path(), input.dim(), index.d())?;
     let ids = ids.or(input.ids());
-    if let Some(ids) = ids {
-        if ids.len() != input.len() {
-            return Err(Error::invalid(format!(
-                "{} ids for {} vectors in {}: give exactly one id per vector",
-                ids.len(),
-                input.len(),
-                input.path().display()
-            )));
-        }
-    }
-    progress.start("add", input.len() as u64);
+    check_ids(input, ids)?;
+    let d = input.dim();
+    for_each_batch(input, batch, "add", progress, stop, &mut |start, x| {
+        let rows = x.len() / d;
+        let id_slice = ids.map(|ids| &ids[start..start + rows]);
+        index
+            .add(x, id_slice)
+            .map_err(|e| e.context(format!("{}: rows {start}..{}", input.path().display(), start + rows)))
+    })?;
+    record_input(index, input);
+    Ok(())
+}
+
+/// Decode `input` in batches of `batch` rows and hand each (first row, `rows × d` values) to
+/// `f`, reporting progress as stage `stage` and checking the stop flag between batches. The
+/// one batching loop that searches over files use.
+pub fn for_each_batch(
+    input: &VectorFile,
+    batch: usize,
+    stage: &str,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+    f: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    progress.start(stage, input.len() as u64);
     let mut buf = Vec::new();
     let mut start = 0;
     while start < input.len() {
         stopped(stop)?;
         let rows = input.read_rows_into(start, batch, &mut buf)?;
-        let id_slice = ids.map(|ids| &ids[start..start + rows]);
-        index
-            .add(&buf, id_slice)
-            .map_err(|e| e.context(format!("{}: rows {start}..{}", input.path().display(), start + rows)))?;
-        progress.inc(rows as u64);
-        start += rows;
-    }
-    progress.finish();
-    index.meta_mut().inputs.push(InputInfo {
-        path: input.path().display().to_string(),
-        format: format!("{:?}", input.format()).to_lowercase(),
-        rows: input.len(),
-    });
-    Ok(())
-}
-
-/// Search every row of `queries` in batches of `batch`, handing each batch's results (with
-/// the index of its first query) to `sink` as soon as it is ready.
-pub fn search_file(
-    index: &Index,
-    queries: &VectorFile,
-    params: &SearchParams,
-    batch: usize,
-    progress: &dyn Progress,
-    stop: &AtomicBool,
-    sink: &mut dyn FnMut(usize, &Neighbors) -> Result<()>,
-) -> Result<()> {
-    check_dim(queries.path(), queries.dim(), index.d())?;
-    progress.start("search", queries.len() as u64);
-    let mut buf = Vec::new();
-    let mut start = 0;
-    while start < queries.len() {
-        stopped(stop)?;
-        let rows = queries.read_rows_into(start, batch, &mut buf)?;
-        let res = index.search(&buf, params)?;
-        sink(start, &res)?;
-        progress.inc(rows as u64);
-        start += rows;
-    }
-    progress.finish();
-    Ok(())
-}
-
-/// Range-search every row of `queries` in batches, like [`search_file`].
-pub fn range_search_file(
-    index: &Index,
-    queries: &VectorFile,
-    radius: f32,
-    batch: usize,
-    progress: &dyn Progress,
-    stop: &AtomicBool,
-    sink: &mut dyn FnMut(usize, &RangeHits) -> Result<()>,
-) -> Result<()> {
-    check_dim(queries.path(), queries.dim(), index.d())?;
-    progress.start("search", queries.len() as u64);
-    let mut buf = Vec::new();
-    let mut start = 0;
-    while start < queries.len() {
-        stopped(stop)?;
-        let rows = queries.read_rows_into(start, batch, &mut buf)?;
-        let res = index.range_search(&buf, radius)?;
-        sink(start, &res)?;
+        f(start, &buf)?;
         progress.inc(rows as u64);
         start += rows;
     }

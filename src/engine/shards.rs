@@ -9,9 +9,9 @@
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{Index, Metric, Neighbors, RangeHits, SearchParams};
 use crate::engine::io::{check_dim, VectorFile};
-use crate::engine::Progress;
+use crate::engine::{jobs, Progress};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// Opened shards searched as one index.
 pub struct ShardSet {
@@ -180,16 +180,8 @@ pub fn merge_neighbors(parts: &[Neighbors], k: usize, inner_product: bool) -> Ne
     out
 }
 
-fn stopped(stop: &AtomicBool) -> Result<()> {
-    if stop.load(Ordering::Relaxed) {
-        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
-    } else {
-        Ok(())
-    }
-}
-
-/// [`crate::engine::jobs::search_file`] over a shard set: search every row of `queries` in
-/// batches, handing each batch's merged results to `sink`.
+/// Search every row of `queries` over a shard set in batches, handing each batch's merged
+/// results (with the index of its first query) to `sink`.
 pub fn search_file(
     set: &ShardSet,
     queries: &VectorFile,
@@ -200,22 +192,10 @@ pub fn search_file(
     sink: &mut dyn FnMut(usize, &Neighbors) -> Result<()>,
 ) -> Result<()> {
     check_dim(queries.path(), queries.dim(), set.d())?;
-    progress.start("search", queries.len() as u64);
-    let mut buf = Vec::new();
-    let mut start = 0;
-    while start < queries.len() {
-        stopped(stop)?;
-        let rows = queries.read_rows_into(start, batch, &mut buf)?;
-        let res = set.search(&buf, params)?;
-        sink(start, &res)?;
-        progress.inc(rows as u64);
-        start += rows;
-    }
-    progress.finish();
-    Ok(())
+    jobs::for_each_batch(queries, batch, "search", progress, stop, &mut |start, q| sink(start, &set.search(q, params)?))
 }
 
-/// [`crate::engine::jobs::range_search_file`] over a shard set.
+/// Range-search every row of `queries` over a shard set in batches, like [`search_file`].
 pub fn range_search_file(
     set: &ShardSet,
     queries: &VectorFile,
@@ -226,19 +206,9 @@ pub fn range_search_file(
     sink: &mut dyn FnMut(usize, &RangeHits) -> Result<()>,
 ) -> Result<()> {
     check_dim(queries.path(), queries.dim(), set.d())?;
-    progress.start("search", queries.len() as u64);
-    let mut buf = Vec::new();
-    let mut start = 0;
-    while start < queries.len() {
-        stopped(stop)?;
-        let rows = queries.read_rows_into(start, batch, &mut buf)?;
-        let res = set.range_search(&buf, radius)?;
-        sink(start, &res)?;
-        progress.inc(rows as u64);
-        start += rows;
-    }
-    progress.finish();
-    Ok(())
+    jobs::for_each_batch(queries, batch, "search", progress, stop, &mut |start, q| {
+        sink(start, &set.range_search(q, radius)?)
+    })
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@ use npyz::WriterBuilder;
 use std::io::Write;
 use std::path::Path;
 
-/// Write an `rows × cols` f32 matrix as `.npy` (`<f4`, C order) to `path`, atomically.
-pub fn npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+/// Write an `rows × cols` matrix of `T` (f32 → `<f4`, i64 → `<i8`) as `.npy`, C order, to
+/// `path`, atomically.
+fn npy<T: npyz::AutoSerialize + Copy>(path: &Path, rows: usize, cols: usize, data: &[T]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
     {
-        let mut w = npyz::WriteOptions::<f32>::new()
+        let mut w = npyz::WriteOptions::<T>::new()
             .default_dtype()
             .shape(&[rows as u64, cols as u64])
             .writer(f.writer())
@@ -23,20 +24,14 @@ pub fn npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()
     f.commit()
 }
 
+/// Write an `rows × cols` f32 matrix as `.npy` (`<f4`, C order) to `path`, atomically.
+pub fn npy_f32(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+    npy(path, rows, cols, data)
+}
+
 /// Write an `rows × cols` i64 matrix as `.npy` (`<i8`, C order) to `path`, atomically.
 pub fn npy_i64(path: &Path, rows: usize, cols: usize, data: &[i64]) -> Result<()> {
-    let mut f = AtomicFile::create(path)?;
-    {
-        let mut w = npyz::WriteOptions::<i64>::new()
-            .default_dtype()
-            .shape(&[rows as u64, cols as u64])
-            .writer(f.writer())
-            .begin_nd()
-            .at(path)?;
-        w.extend(data.iter().copied()).at(path)?;
-        w.finish().at(path)?;
-    }
-    f.commit()
+    npy(path, rows, cols, data)
 }
 
 /// Write `rows × cols` f32 as `.fvecs` to `path`, atomically.
