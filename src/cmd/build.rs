@@ -101,6 +101,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
             format!("{}: already exists (use --force to replace it)", a.output.display()),
         ));
     }
+    io::atomic::check_dest(&a.output)?;
     let input = a.input_args.open(&a.input)?;
     let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
     let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };

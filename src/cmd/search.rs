@@ -120,6 +120,9 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     if binary && a.radius.is_some() {
         return Err(Error::invalid("range search results are ragged: use --format jsonl, csv or table"));
     }
+    if let Some(out) = &a.output {
+        crate::engine::io::atomic::check_dest(out)?;
+    }
     let open_opts = a.open.options();
     let t_open = Instant::now();
     let mut index = ShardSet::open_with(&a.index, |p| Index::open_with(p, &open_opts))?;

@@ -134,3 +134,10 @@ fn not_an_index_file() {
     std::fs::write(env.path("junk.index"), b"hello world, not faiss").unwrap();
     env.fails(&["info", "junk.index"], 2, "junk.index");
 }
+
+#[test]
+fn output_in_a_missing_directory_fails_before_any_work() {
+    let env = env_with_index("err-outdir");
+    env.fails(&["build", "b.fvecs", "-o", "nodir/x.index"], 2, "nodir");
+    env.fails(&["search", "x.index", "b.fvecs", "--format", "npy", "-o", "nodir/hits.npy"], 2, "does not exist");
+}

@@ -15,6 +15,26 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Check, before any work, that an output can be created at `dest`: its directory exists.
+/// Errors: `InvalidInput` naming the path.
+pub fn check_dest(dest: &Path) -> Result<()> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(crate::engine::Error::invalid(format!(
+            "{}: cannot write here: directory {} does not exist",
+            dest.display(),
+            parent.display()
+        )));
+    }
+    if dest.is_dir() {
+        return Err(crate::engine::Error::invalid(format!("{}: is a directory; give a file name", dest.display())));
+    }
+    Ok(())
+}
+
 /// Fsync the directory holding `path`, so that a rename into it is durable.
 pub fn sync_parent(path: &Path) -> Result<()> {
     let parent = match path.parent() {
