@@ -83,7 +83,8 @@ pub enum RemoteOp {
         after_long_help = "Examples:\n  faissx query-remote create docs --dimension 784 --index-type \"IVF256,Flat\"\n  faissx query-remote create small --dimension 128 --index-type HNSW32 --metric ip"
     )]
     Create(CreateArgs),
-    /// Add vectors (and ids, metadata) from a file, in batches.
+    /// Add vectors (and ids, metadata) from a file, in batches; an untrained index is first
+    /// trained on a sample of the file.
     #[command(
         after_long_help = "Examples:\n  faissx query-remote add docs base.bvecs\n  faissx query-remote add docs more.npy --ids more_ids.npy --metadata more.jsonl"
     )]
@@ -172,6 +173,10 @@ pub struct AddArgs {
     /// Vectors per request.
     #[arg(long, value_name = "NUM", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
+    /// If the index is not trained yet, train it first on a deterministic sample of this many
+    /// rows of INPUT (default: all rows up to max(100000, 256 × nlist), as `faissx build`).
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub train_size: Option<u64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub input_args: InputArgs,
@@ -417,9 +422,24 @@ fn text_format(f: Option<OutputFormat>) -> Result<TextFormat> {
 }
 
 fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
-    let d = c.dimension(&x.index)?;
+    let status = c.call("get_index_status", vec![("index_id", Value::from(x.index.as_str()))])?;
+    let d = status.uint("dimension")?.unwrap_or(0) as usize;
     let f = x.input_args.open(&x.input)?;
     check_dim(f.path(), f.dim(), d)?;
+    if !status.flag("is_trained")? {
+        // As `faissx build` does: an untrained index is trained on a sample of its input.
+        let nlist = status.map("status")?.and_then(|m| m.uint("nlist").ok().flatten()).unwrap_or(0) as usize;
+        let n = x.train_size.map_or(f.len().min(100_000.max(256 * nlist)), |n| n as usize).min(f.len());
+        render::note(
+            ctx.quiet,
+            &format!(
+                "index {} is not trained: training it on {n} vectors sampled from {}",
+                x.index,
+                f.path().display()
+            ),
+        );
+        c.train(&x.index, &f.sample(n, 42)?, d)?;
+    }
     let ids = match &x.ids {
         Some(p) => Some(io::read_ids(p)?),
         None => f.ids().map(<[i64]>::to_vec),

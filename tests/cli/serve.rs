@@ -672,6 +672,12 @@ fn query_remote_drives_a_server() {
     assert!(qr(&["health"]).contains("\"vectors\":5000"));
     assert!(qr(&["metrics"]).contains("add_vectors"));
     assert!(qr(&["metadata", "docs", "7"]).contains("{\"row\":7}"));
+    // The flow: create an IVF index and add straight away; add trains it first.
+    qr(&["create", "auto", "--dimension", "784", "--index-type", "IVF16,Flat"]);
+    let out = qr(&["add", "auto", &base, "--train-size", "2000", "-q"]);
+    assert!(out.contains("\"ntotal\":5000"), "{out}");
+    let info: serde_json::Value = serde_json::from_str(&qr(&["info", "auto"])).unwrap();
+    assert_eq!(info["status"]["is_trained"], true);
     qr(&["create", "flat", "-d", "784"]);
     qr(&["add", "flat", &base, "-q"]);
     let out = qr(&["reconstruct", "flat", "3"]);
