@@ -4,7 +4,7 @@
 #   docker run -p 45678:45678 -v faissx-data:/data -e FAISSX_ENABLE_AUTH=true -e FAISSX_AUTH_KEYS=k1:acme faissx
 FROM rust:1-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake g++ libopenblas-dev libzmq3-dev pkg-config \
+ && apt-get install -y --no-install-recommends cmake g++ libopenblas-dev liblapack-dev libzmq3-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
