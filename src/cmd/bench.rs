@@ -1,12 +1,13 @@
 //! `faissx bench`: recall, QPS, latency, build cost, size and memory over a sweep of factory
 //! strings and search parameters, for built, on-disk (possibly sharded) or remote indices.
 
-use super::common::{BatchArgs, MetricArg};
+use super::common::{BatchArgs, MetricArg, OpenArgs};
 use super::render::{note, println_out, StderrProgress};
 use super::Ctx;
 use crate::engine::bench::{self, plot, remote, BenchOptions, BuildCost, GroundTruth, Record};
 use crate::engine::client::ClientConfig;
 use crate::engine::error::IoContext;
+use crate::engine::index::MemStats;
 use crate::engine::io::{atomic, check_dim};
 use crate::engine::jobs::BuildOptions;
 use crate::engine::shards::ShardSet;
@@ -27,6 +28,9 @@ Examples:
 
   # shards searched as one index; exact ground truth computed from the base and cached
   faissx bench shards/fm.0.index shards/fm.1.index --base base.bvecs --queries query.bvecs
+
+  # an index file memory-mapped: rss_anon_bytes in the records shows the heap it costs
+  faissx bench big.index --queries query.bvecs --gt gt.ivecs --mmap --format json
 
   # a running `faissx serve` with 4 concurrent clients
   faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --clients 4";
@@ -144,6 +148,10 @@ pub struct BenchArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub batch: BatchArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub open: OpenArgs,
 }
 
 fn open_vectors(p: &Path) -> Result<VectorFile> {
@@ -255,7 +263,8 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     let set = if a.indexes.is_empty() {
         None
     } else {
-        let set = ShardSet::open_with(&a.indexes, Index::open)?;
+        let open_opts = a.open.options();
+        let set = ShardSet::open_with(&a.indexes, |p| Index::open_with(p, &open_opts))?;
         if set.d() != d {
             return Err(Error::new(
                 ErrorKind::DimensionMismatch,
@@ -321,10 +330,21 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     if let Some(set) = &set {
         let gt = gt_for(set.metric())?;
         let index_bytes = a.indexes.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
-        let mut cost = BuildCost { train_s: None, add_s: None, build_s: open_s, index_bytes, mem_peak_bytes: 0 };
+        let mut cost = BuildCost {
+            train_s: None,
+            add_s: None,
+            build_s: open_s,
+            index_bytes,
+            mem_peak_bytes: 0,
+            rss_anon_bytes: 0,
+        };
         let mut recs = bench::sweep_local(&set.name(), set, &queries, &gt, &opts, &cost, &progress, &ctx.stop)?;
         cost.mem_peak_bytes = bench::peak_memory();
-        recs.iter_mut().for_each(|r| r.cost.mem_peak_bytes = cost.mem_peak_bytes);
+        cost.rss_anon_bytes = MemStats::current().rss_anon;
+        recs.iter_mut().for_each(|r| {
+            r.cost.mem_peak_bytes = cost.mem_peak_bytes;
+            r.cost.rss_anon_bytes = cost.rss_anon_bytes;
+        });
         records.extend(recs);
     }
     drop(set);
@@ -344,7 +364,11 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
             let set = ShardSet::new(vec![(PathBuf::from(f), index)])?;
             let mut recs = bench::sweep_local(f, &set, &queries, &gt, &opts, &cost, &progress, &ctx.stop)?;
             let peak = bench::peak_memory();
-            recs.iter_mut().for_each(|r| r.cost.mem_peak_bytes = peak);
+            let anon = MemStats::current().rss_anon;
+            recs.iter_mut().for_each(|r| {
+                r.cost.mem_peak_bytes = peak;
+                r.cost.rss_anon_bytes = anon;
+            });
             records.extend(recs);
         }
     }

@@ -19,6 +19,9 @@ Examples:
   # persistent, two tenants with their own API keys
   faissx serve --port 45678 --data-dir /var/lib/faissx --enable-auth --auth-keys \"k1:acme,k2:globex\"
 
+  # serve persisted indices memory-mapped (read-only, small anonymous memory)
+  faissx serve --data-dir /var/lib/faissx --mmap
+
   # any free loopback port; the first stdout line is the endpoint (tcp://127.0.0.1:NNNNN)
   faissx serve --bind-address 127.0.0.1 --port 0
 
@@ -73,6 +76,18 @@ pub struct ServeArgs {
     /// Largest accepted request in bytes; larger ones get a TOO_LARGE error.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20, env = "FAISSX_MAX_REQUEST_BYTES")]
     pub max_request_bytes: usize,
+
+    /// Memory-map persisted indices at start-up instead of loading them (with --data-dir).
+    ///
+    /// Mapped indices answer searches from the page cache, so indices larger than RAM can be
+    /// served and anonymous memory stays small; they are read-only: adds, training, removals,
+    /// resets, set_parameter and merges into them get an UNSUPPORTED error (per-request
+    /// nprobe/efSearch keep working). An index whose write-ahead log holds changes newer
+    /// than its checkpoint is loaded, replayed and checkpointed once, then mapped. Empty
+    /// indices, and indices created while running, stay loaded and writable until the next
+    /// restart.
+    #[arg(long, env = "FAISSX_MMAP", requires = "data_dir")]
+    pub mmap: bool,
 
     /// Threads that decode requests and run searches (default: max(4, 2 × cores)).
     #[arg(long, value_name = "NUM", env = "FAISSX_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -133,6 +148,7 @@ impl ServeArgs {
             max_request_bytes: self.max_request_bytes,
             workers: self.workers.map_or((2 * cores).max(4), |w| w as usize),
             verbose: verbose || self.log_level.eq_ignore_ascii_case("DEBUG"),
+            mmap: self.mmap,
         })
     }
 }
@@ -170,10 +186,12 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let quiet = ctx.quiet;
     let auth = cfg.auth_keys.is_some();
     let dir = cfg.data_dir.clone();
+    let mmap = cfg.mmap;
     let mut ready = |ep: &str| -> Result<()> {
         println_out(ep)?;
         if !quiet {
-            let store = dir.as_ref().map_or("in memory".to_string(), |d| format!("data in {}", d.display()));
+            let mapped = if mmap { ", indices memory-mapped" } else { "" };
+            let store = dir.as_ref().map_or("in memory".to_string(), |d| format!("data in {}{mapped}", d.display()));
             eprintln!("faissx: serving on {ep} ({store}, auth {})", if auth { "on" } else { "off" });
         }
         Ok(())

@@ -3,7 +3,9 @@
 use super::common::BatchArgs;
 use super::render::{note, StderrProgress};
 use super::Ctx;
-use crate::engine::index::sidecar_path;
+use crate::engine::index::{sidecar_path, storage};
+use crate::engine::io::atomic;
+use crate::engine::jobs;
 use crate::engine::split::{self, SplitBy};
 use crate::engine::{Error, ErrorKind, Index, Result};
 use clap::{Args, ValueEnum};
@@ -16,7 +18,10 @@ Examples:
 
   # by id hash, then search all shards as one index (scatter-gather)
   faissx split all.index --shards 8 --by hash -o shards/
-  faissx search shards/all.*.index query.bvecs -k 10";
+  faissx search shards/all.*.index query.bvecs -k 10
+
+  # IVF shards whose lists are on disk (shards/all.0.index.ivfdata, …)
+  faissx split all.index --shards 4 -o shards/ --on-disk";
 
 /// How to assign vectors to shards (`--by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,7 +41,8 @@ pub enum SplitByArg {
 /// indices that number vectors by position (Flat, HNSW, PQ) become IDMap2 over the same type
 /// with the original positions as ids. Searching all shards and merging the top-k (`faissx
 /// search` and `faissx bench` accept several index files and do this) equals searching the
-/// whole index, exactly for Flat. HNSW shards are rebuilt from the stored vectors.
+/// whole index, exactly for Flat. HNSW shards are rebuilt from the stored vectors. With
+/// --on-disk (IVF indices), each shard's inverted lists go to STEM.i.index.ivfdata.
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct SplitArgs {
@@ -59,6 +65,10 @@ pub struct SplitArgs {
     /// Replace shard files that exist.
     #[arg(short, long)]
     pub force: bool,
+
+    /// Write each shard's inverted lists to SHARD.ivfdata (IVF indices).
+    #[arg(long)]
+    pub on_disk: bool,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -87,7 +97,11 @@ pub fn run(ctx: &Ctx, a: SplitArgs) -> Result<()> {
             ));
         }
     }
-    let index = Index::open(&a.index)?;
+    let mut index = Index::open(&a.index)?;
+    if a.on_disk {
+        // Refuse non-IVF indices before anything is written.
+        index.empty_ivf_copy().map_err(|e| e.context("--on-disk"))?;
+    }
     let by = match a.by {
         SplitByArg::Range => SplitBy::Range,
         SplitByArg::RoundRobin => SplitBy::RoundRobin,
@@ -97,10 +111,23 @@ pub fn run(ctx: &Ctx, a: SplitArgs) -> Result<()> {
     std::fs::create_dir_all(&a.output).map_err(|e| Error::io(&a.output, e))?;
     let progress = StderrProgress::new(ctx.quiet);
     let mut written: Vec<PathBuf> = Vec::new();
+    let on_disk = a.on_disk;
     let res = split::split_by(&index, n, by, a.batch.batch as usize, &progress, &ctx.stop, &mut |i, mut shard| {
-        shard.save(&paths[i])?;
         written.push(paths[i].clone());
-        Ok(())
+        if on_disk {
+            let data = atomic::tmp_path(&storage::ivfdata_path(&paths[i]));
+            let mut od = shard.empty_ivf_copy()?;
+            let res = od
+                .lists_to_disk(&data)
+                .and_then(|()| od.merge_shard_to_disk(&mut shard))
+                .and_then(|()| jobs::save(&mut od, &paths[i]));
+            if res.is_err() {
+                let _ = std::fs::remove_file(&data);
+            }
+            res
+        } else {
+            shard.save(&paths[i])
+        }
     });
     let counts = match res {
         Ok(c) => c,
@@ -108,6 +135,7 @@ pub fn run(ctx: &Ctx, a: SplitArgs) -> Result<()> {
             // Nothing half-done stays behind: remove the shards already written.
             for p in &written {
                 let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_file(storage::ivfdata_path(p));
                 let _ = std::fs::remove_file(sidecar_path(p));
             }
             if created_dir {

@@ -110,6 +110,24 @@ pub fn check_compatible(inputs: &[(PathBuf, Index)]) -> Result<()> {
     Ok(())
 }
 
+/// Whether merging `inputs` under `policy` keeps their ids (true) or renumbers 0..N.
+pub fn keeps_ids(inputs: &[(PathBuf, Index)], policy: IdPolicy) -> Result<bool> {
+    Ok(match policy {
+        IdPolicy::Keep => true,
+        IdPolicy::Renumber => false,
+        IdPolicy::Auto => all_explicit(inputs)?,
+    })
+}
+
+fn all_explicit(inputs: &[(PathBuf, Index)]) -> Result<bool> {
+    for (_, i) in inputs {
+        if !explicit_ids(i)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Refuse ids that occur in more than one input (or twice in one).
 fn check_unique_ids(inputs: &[(PathBuf, Index)]) -> Result<()> {
     let mut seen: HashMap<i64, usize> = HashMap::new();
@@ -147,12 +165,8 @@ pub fn merge_into(
         return Err(Error::invalid("merge needs at least two indices"));
     }
     check_compatible(&inputs)?;
-    let all_explicit = inputs.iter().map(|(_, i)| explicit_ids(i)).collect::<Result<Vec<_>>>()?.iter().all(|&e| e);
-    let keep = match policy {
-        IdPolicy::Keep => true,
-        IdPolicy::Renumber => false,
-        IdPolicy::Auto => all_explicit,
-    };
+    let all_explicit = all_explicit(&inputs)?;
+    let keep = keeps_ids(&inputs, policy)?;
     if keep {
         check_unique_ids(&inputs)?;
     }
@@ -226,4 +240,95 @@ pub fn merge_into(
         ));
     }
     Ok((dst, MergeReport { ntotal, kept_ids: keep, method }))
+}
+
+/// Merge IVF `inputs` that share one trained coarse quantizer into a new index whose
+/// inverted lists go to the on-disk file `data` (FAISS's `merge_ondisk`: the lists of each
+/// input are appended with `OnDiskInvertedLists::merge_from`). The inputs are only read, so
+/// they may be memory-mapped or have on-disk lists themselves, and memory stays bounded by
+/// one input's lists. The caller saves the result with [`crate::engine::jobs::save`], which
+/// expects `data` to be `<out>.ivfdata.tmp`.
+///
+/// Ids: kept as stored (refused when they collide); renumbering needs loaded inputs, which
+/// are renumbered in place.
+///
+/// Errors: `InvalidInput` for non-IVF inputs or inputs with different quantizers (nothing
+/// is written but `data`, which the caller removes), `Unsupported` when ids must be
+/// renumbered in an input that is mapped or on disk.
+pub fn merge_on_disk(
+    mut inputs: Vec<(PathBuf, Index)>,
+    policy: IdPolicy,
+    data: &std::path::Path,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<(Index, MergeReport)> {
+    if inputs.len() < 2 {
+        return Err(Error::invalid("merge needs at least two indices"));
+    }
+    check_compatible(&inputs)?;
+    for (p, idx) in &inputs {
+        let t = idx.describe()?;
+        if !t.type_name.starts_with("IndexIVF") {
+            return Err(Error::invalid(format!(
+                "{}: is {}: --on-disk merges bare IVF indices (e.g. IVF1024,Flat) sharing a trained quantizer",
+                p.display(),
+                t.type_name
+            )));
+        }
+    }
+    let all_explicit = all_explicit(&inputs)?;
+    let keep = keeps_ids(&inputs, policy)?;
+    if keep {
+        check_unique_ids(&inputs)?;
+    } else {
+        let mut base = 0i64;
+        for (p, idx) in inputs.iter_mut() {
+            if idx.storage() != crate::engine::index::Storage::Loaded {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{}: ids must be renumbered (not every input stores its own ids), which needs a loaded index, but it is {}: use --ids keep, or inputs built with --ids",
+                        p.display(),
+                        if idx.storage() == crate::engine::index::Storage::OnDisk { "on disk" } else { "memory-mapped" }
+                    ),
+                ));
+            }
+            idx.renumber_ids(base)?;
+            base += idx.ntotal() as i64;
+        }
+    }
+    let total: usize = inputs.iter().map(|(_, i)| i.ntotal()).sum();
+    let p0 = inputs[0].0.clone();
+    let mut dst = inputs[0].1.empty_ivf_copy()?;
+    dst.lists_to_disk(data)?;
+    let mut inputs_meta = Vec::new();
+    stopped(stop)?;
+    progress.start("merge", total as u64);
+    for (_, src) in &inputs {
+        inputs_meta.extend(src.meta().inputs.iter().cloned());
+    }
+    let mut srcs: Vec<&mut Index> = inputs.iter_mut().map(|(_, i)| i).collect();
+    dst.merge_to_disk(&mut srcs).map_err(|e| {
+        if e.chain().contains("coarse quantizers") {
+            Error::invalid(format!(
+                "the inputs' coarse quantizers differ (all must match {}'s): --on-disk merges IVF indices that share one trained quantizer",
+                p0.display()
+            ))
+        } else {
+            e
+        }
+    })?;
+    progress.inc(total as u64);
+    progress.finish();
+    let meta = dst.meta_mut();
+    meta.inputs = inputs_meta;
+    meta.ids = if keep && all_explicit { IdMode::Explicit } else { IdMode::Sequential };
+    let ntotal = dst.ntotal();
+    if ntotal != total {
+        return Err(Error::new(
+            ErrorKind::Faiss,
+            format!("merge produced {ntotal} vectors, expected {total}: refusing to write it"),
+        ));
+    }
+    Ok((dst, MergeReport { ntotal, kept_ids: keep, method: MergeMethod::Native }))
 }

@@ -99,6 +99,7 @@ fn bench_recall_equals_independent_computation_on_sample() {
         "build_s",
         "index_bytes",
         "mem_peak_bytes",
+        "rss_anon_bytes",
         "pareto",
         "chosen",
     ];
@@ -297,4 +298,26 @@ fn bench_server_with_concurrent_clients() {
         2,
         "d=8",
     );
+}
+
+#[test]
+fn bench_mmap_reports_small_anonymous_memory() {
+    let env = TestEnv::new("bench-mmap");
+    env.ok(&["build", &sample(BASE), "-o", "flat.index", "--factory", "Flat", "-q"]);
+    let size = std::fs::metadata(env.path("flat.index")).unwrap().len() as f64;
+    let (query, gt) = (sample(QUERY), sample(GT));
+    let run = |mmap: bool| {
+        let mut a = vec!["bench", "flat.index", "--queries", &query, "--gt", &gt];
+        a.extend(["--single-queries", "10", "--format", "json", "-q"]);
+        if mmap {
+            a.push("--mmap");
+        }
+        let r = records(&env.ok(&a)).remove(0);
+        (r["k_recall_at_k"].as_f64().unwrap(), r["rss_anon_bytes"].as_u64().unwrap() as f64)
+    };
+    let (loaded_recall, loaded_anon) = run(false);
+    let (mapped_recall, mapped_anon) = run(true);
+    assert_eq!(loaded_recall, mapped_recall, "same answers mapped");
+    assert!(loaded_anon >= size, "loaded: RssAnon {loaded_anon} < file {size}");
+    assert!(mapped_anon <= loaded_anon - 0.8 * size, "mapped RssAnon {mapped_anon} vs loaded {loaded_anon}");
 }

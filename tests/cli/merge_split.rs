@@ -264,3 +264,65 @@ fn shards_of_different_d_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--shards"));
     assert!(!env.path("s").exists());
 }
+
+#[test]
+fn on_disk_merge_and_split_answer_like_in_memory() {
+    let env = TestEnv::new("ondisk-merge-split");
+    let base = testdata("fashion-mnist/base5k.bvecs").display().to_string();
+    let query = testdata("fashion-mnist/query200.bvecs").display().to_string();
+    let k = ["-k", "10", "--nprobe", "8"];
+    env.ok(&["build", &base, "-o", "all.index", "--factory", "IVF32,Flat", "-q"]);
+    let whole = search(&env, &[&["all.index", &query][..], &k].concat());
+
+    // split --on-disk: every shard's lists in <shard>.ivfdata; scatter-gather equals the whole.
+    env.ok(&["split", "all.index", "--shards", "3", "-o", "od", "--on-disk", "-q"]);
+    env.ok(&["split", "all.index", "--shards", "3", "-o", "mem", "-q"]);
+    let shards = ["od/all.0.index", "od/all.1.index", "od/all.2.index"];
+    for s in shards {
+        assert!(env.path(&format!("{s}.ivfdata")).exists(), "{s}.ivfdata");
+        assert_eq!(info(&env, s)["storage"], "on_disk", "{s}");
+    }
+    let gathered = search(&env, &[&shards[..], &[&query], &k].concat());
+    assert_eq!(gathered, whole, "on-disk shards searched as one equal the whole");
+
+    // merge --on-disk of in-memory shards, and of on-disk shards (read, never changed).
+    let mem_shards = ["mem/all.0.index", "mem/all.1.index", "mem/all.2.index"];
+    env.ok(&[&["merge"][..], &mem_shards, &["-o", "mem.index", "-q"]].concat());
+    env.ok(&[&["merge"][..], &mem_shards, &["-o", "m1.index", "--on-disk", "-q"]].concat());
+    let before = std::fs::read(env.path("od/all.0.index.ivfdata")).unwrap();
+    env.ok(&[&["merge"][..], &shards, &["-o", "m2.index", "--on-disk", "--ids", "keep", "-q"]].concat());
+    assert_eq!(before, std::fs::read(env.path("od/all.0.index.ivfdata")).unwrap(), "inputs unchanged");
+    let in_memory = search(&env, &[&["mem.index", &query][..], &k].concat());
+    assert_eq!(in_memory, whole);
+    for m in ["m1.index", "m2.index"] {
+        assert_eq!(search(&env, &[&[m, &query][..], &k].concat()), in_memory, "{m} equals the in-memory merge");
+        let i = info(&env, m);
+        assert_eq!((i["storage"].as_str(), i["ntotal"].as_u64()), (Some("on_disk"), Some(5000)), "{m}");
+        assert!(!env.path(&format!("{m}.ivfdata.tmp")).exists());
+    }
+    // Without --on-disk, on-disk inputs are refused with a hint; different quantizers are
+    // refused and nothing is left behind.
+    env.fails(&[&["merge"][..], &shards, &["-o", "x.index"]].concat(), 2, "--on-disk");
+    env.ok(&[
+        "build",
+        &base,
+        "-o",
+        "other.index",
+        "--factory",
+        "IVF32,Flat",
+        "--train-size",
+        "3000",
+        "--seed",
+        "7",
+        "-q",
+    ]);
+    env.fails(
+        &["merge", "all.index", "other.index", "-o", "bad.index", "--on-disk", "--ids", "renumber"],
+        2,
+        "quantizer",
+    );
+    assert!(!env.path("bad.index").exists() && !env.path("bad.index.ivfdata.tmp").exists());
+    env.ok(&["build", &base, "-o", "flat.index", "--factory", "Flat", "-q"]);
+    env.fails(&["split", "flat.index", "--shards", "2", "-o", "flat", "--on-disk"], 2, "IVF");
+    assert!(!env.path("flat").exists());
+}

@@ -154,3 +154,92 @@ fn on_disk_build_searches_like_an_in_memory_build() {
     env.fails(&["build", &base, "-o", "bad.index", "--factory", "HNSW16", "--on-disk"], 2, "IVF");
     assert!(!env.path("bad.index").exists() && !env.path("bad.index.ivfdata").exists());
 }
+
+/// RssAnon of a running process, from /proc/<pid>/status, in bytes.
+fn proc_rss_anon(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let l = s.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn serve_mmap_maps_persisted_indices_read_only() {
+    use crate::serve::Server;
+    use faissx::engine::protocol::{self, Value};
+    use faissx::engine::ErrorKind;
+    let env = TestEnv::new("serve-mmap");
+    let data = env.path("data").display().to_string();
+    let (n, d) = (200_000, 128);
+    let base = lcg_vectors(n, d, 21);
+    let q = lcg_vectors(20, d, 22);
+    let (small_d, small) = (8, lcg_vectors(400, 8, 23));
+    let small_q = lcg_vectors(5, 8, 24);
+    let np = || vec![("nprobe", Value::from(4u64))];
+    let (before_big, before_ivf, loaded_anon);
+    {
+        let srv = Server::start(&env, &["--data-dir", &data]);
+        let mut c = srv.client(None, None);
+        c.create("big", d, "Flat", None).unwrap();
+        for chunk in base.chunks(50_000 * d) {
+            c.add("big", chunk, d, None, None).unwrap();
+        }
+        c.call("snapshot", vec![("index_id", Value::from("big"))]).unwrap();
+        // This one stays in the WAL only (kill -9 below): a restart with --mmap replays it
+        // into a loaded copy, checkpoints, then maps it.
+        c.create("ivf", small_d, "IVF4", None).unwrap();
+        c.train("ivf", &small, small_d).unwrap();
+        c.add("ivf", &small, small_d, None, None).unwrap();
+        before_big = c.search("big", &q, d, 10, vec![], false).unwrap().0;
+        before_ivf = c.search("ivf", &small_q, small_d, 5, np(), false).unwrap().0;
+        loaded_anon = proc_rss_anon(srv.child.id());
+        srv.kill9();
+    }
+    let size = (n * d * 4) as u64;
+    assert!(loaded_anon >= size, "loaded server holds the index in anonymous memory: {loaded_anon} < {size}");
+
+    let srv = Server::start(&env, &["--data-dir", &data, "--mmap"]);
+    let mut c = srv.client(None, None);
+    assert_eq!(c.search("big", &q, d, 10, vec![], false).unwrap().0, before_big, "same results mapped");
+    assert_eq!(c.search("ivf", &small_q, small_d, 5, np(), false).unwrap().0, before_ivf, "WAL replayed, then mapped");
+    let anon = proc_rss_anon(srv.child.id());
+    assert!((anon as f64) < 0.25 * size as f64, "mapped server RssAnon {anon} is not well below the index's {size}");
+    for name in ["big", "ivf"] {
+        let st = c.call("get_index_status", vec![("index_id", Value::from(name))]).unwrap();
+        assert_eq!(st.map("status").unwrap().unwrap().str("storage").unwrap(), Some("mapped"), "{name}");
+    }
+    let info = c.call("get_index_info", vec![("index_id", Value::from("big"))]).unwrap();
+    assert_eq!(info.map("storage").unwrap().unwrap().str("mode").unwrap(), Some("mapped"));
+
+    // Every mutation is refused before FAISS sees it, and the server keeps serving.
+    let e = c.add("big", &base[..d], d, None, None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("memory-mapped"), "{e}");
+    let big = || ("index_id", Value::from("big"));
+    let refused: Vec<(&str, Vec<(&str, Value)>)> = vec![
+        (
+            "train_index",
+            vec![big(), ("training_vectors", protocol::vectors_value(&base[..d], d, protocol::Encoding::Binary))],
+        ),
+        ("remove_ids", vec![big(), ("ids", protocol::ints_value(&[1, 2]))]),
+        ("reset", vec![big()]),
+        (
+            "set_parameter",
+            vec![("index_id", Value::from("ivf")), ("parameter", Value::from("nprobe")), ("value", Value::from(2u64))],
+        ),
+        (
+            "merge_indices",
+            vec![("target_index_id", Value::from("big")), ("source_index_ids", Value::Array(vec![Value::from("ivf")]))],
+        ),
+    ];
+    for (action, fields) in refused {
+        let e = c.call(action, fields).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{action}: {e}");
+    }
+    c.ping().unwrap();
+    assert_eq!(c.search("big", &q, d, 10, vec![], false).unwrap().0, before_big, "still serving, unchanged");
+    // A new index is loaded and writable.
+    c.create("fresh", small_d, "Flat", None).unwrap();
+    c.add("fresh", &small, small_d, None, None).unwrap();
+    let st = c.call("get_index_status", vec![("index_id", Value::from("fresh"))]).unwrap();
+    assert_eq!(st.map("status").unwrap().unwrap().str("storage").unwrap(), Some("loaded"));
+}

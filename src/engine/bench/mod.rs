@@ -203,6 +203,9 @@ pub struct BuildCost {
     pub index_bytes: u64,
     /// Peak resident memory (VmHWM) while building/loading and searching this target.
     pub mem_peak_bytes: u64,
+    /// Resident anonymous memory (RssAnon) after searching, with the target still open: what
+    /// a loaded index costs in heap; small for a memory-mapped one (`bench --mmap`).
+    pub rss_anon_bytes: u64,
 }
 
 /// One measured setting: the JSON record of `faissx bench --format json` (stable names).
@@ -442,6 +445,7 @@ pub fn build_target(
         build_s,
         index_bytes,
         mem_peak_bytes: 0,
+        rss_anon_bytes: 0,
     };
     Ok((index, cost))
 }

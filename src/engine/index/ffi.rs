@@ -57,6 +57,14 @@ extern "C" {
         errlen: usize,
     ) -> c_int;
     fn faissx_is_ondisk(p: *const FaissIndex) -> c_int;
+    fn faissx_ondisk_merge_many(
+        dst: *mut FaissIndex,
+        srcs: *mut *mut FaissIndex,
+        n: i64,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_ivf_empty_clone(p: *mut FaissIndex, out: *mut *mut FaissIndex, err: *mut c_char, errlen: usize) -> c_int;
     fn faissx_read_index(
         fname: *const c_char,
         io_flags: c_int,
@@ -449,6 +457,19 @@ impl RawIndex {
         Ok(shim_check(rc, &err, || "merging a shard into on-disk lists".into())? == 0)
     }
 
+    /// Merge the lists of all `srcs` (same trained quantizer; only read) into this index's
+    /// empty on-disk lists in one pass. Returns false if an index is not IVF or the lists are
+    /// not on disk.
+    pub fn ondisk_merge_many(&mut self, srcs: &mut [&mut RawIndex]) -> Result<bool> {
+        let mut ptrs: Vec<*mut FaissIndex> = srcs.iter_mut().map(|r| r.0.as_ptr()).collect();
+        let mut err = [0 as c_char; 512];
+        // SAFETY: every pointer is a valid index borrowed for the call; the shim checks types.
+        let rc = unsafe {
+            faissx_ondisk_merge_many(self.0.as_ptr(), ptrs.as_mut_ptr(), ptrs.len() as i64, err.as_mut_ptr(), err.len())
+        };
+        Ok(shim_check(rc, &err, || "merging inverted lists into on-disk lists".into())? == 0)
+    }
+
     /// Re-point the on-disk lists at `path` and/or set their prefetch thread count.
     pub fn ondisk_configure(&mut self, path: Option<&Path>, prefetch_threads: Option<usize>) -> Result<bool> {
         let c = path.map(path_cstr).transpose()?;
@@ -464,6 +485,20 @@ impl RawIndex {
             )
         };
         Ok(shim_check(rc, &err, || "configuring on-disk lists".into())? == 0)
+    }
+
+    /// A copy of this bare IVF index with empty in-memory lists (its own lists, possibly
+    /// mapped or on disk, are neither copied nor changed). `None` if it is not a bare IVF.
+    pub fn ivf_empty_clone(&mut self) -> Result<Option<RawIndex>> {
+        let mut err = [0 as c_char; 512];
+        let mut out = std::ptr::null_mut();
+        // SAFETY: valid index, out-pointer and buffer. The shim swaps the list pointer of
+        // `self` for the duration of the call and restores it, hence `&mut self`.
+        let rc = unsafe { faissx_ivf_empty_clone(self.0.as_ptr(), &mut out, err.as_mut_ptr(), err.len()) };
+        if shim_check(rc, &err, || "copying an IVF index without its lists".into())? == 2 {
+            return Ok(None);
+        }
+        RawIndex::from_ptr(out, "ivf_empty_clone").map(Some)
     }
 
     /// Whether the inverted lists live on disk.

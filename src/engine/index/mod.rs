@@ -605,12 +605,44 @@ impl Index {
         Ok(())
     }
 
+    /// Merge the lists of every index in `srcs` (same trained quantizer; only read, so they
+    /// may be mapped or on disk) into this index's empty on-disk lists in one pass.
+    ///
+    /// Errors: `InvalidInput` when this index has no on-disk lists or a source is not IVF;
+    /// `Faiss` naming the check that failed (e.g. different coarse quantizers).
+    pub fn merge_to_disk(&mut self, srcs: &mut [&mut Index]) -> Result<()> {
+        let mut raws: Vec<&mut RawIndex> = srcs.iter_mut().map(|s| &mut s.raw).collect();
+        if !self.raw.ondisk_merge_many(&mut raws)? {
+            return Err(Error::invalid("merging into on-disk lists needs IVF indices and on-disk lists"));
+        }
+        Ok(())
+    }
+
     /// Record the final location of the `.ivfdata` file (after it was renamed into place).
     pub fn set_lists_file(&mut self, data: &Path) -> Result<()> {
         if !self.raw.ondisk_configure(Some(data), None)? {
             return Err(Error::invalid("index has no on-disk lists"));
         }
         Ok(())
+    }
+
+    /// A trained, empty, in-memory copy of this bare IVF index (same quantizer, parameters
+    /// and sidecar), made without reading its lists, so it works on mapped and on-disk
+    /// indices too: the start of an on-disk merge or an on-disk shard.
+    ///
+    /// Errors: `InvalidInput` when the index is not a bare IVF index.
+    pub fn empty_ivf_copy(&mut self) -> Result<Index> {
+        match self.raw.ivf_empty_clone()? {
+            Some(raw) => {
+                Ok(Index { raw, meta: self.meta.clone(), has_sidecar: self.has_sidecar, storage: Storage::Loaded })
+            }
+            None => {
+                let t = self.raw.describe()?.type_name;
+                Err(Error::invalid(format!(
+                    "on-disk inverted lists need a bare IVF index (e.g. IVF1024,Flat); this is {t}"
+                )))
+            }
+        }
     }
 
     /// Whether the inverted lists live on disk.

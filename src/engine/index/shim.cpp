@@ -17,6 +17,7 @@
 #include <faiss/invlists/OnDiskInvertedLists.h>
 
 #include <algorithm>
+#include <faiss/clone_index.h>
 #include <faiss/index_io.h>
 
 #include <cxxabi.h>
@@ -265,9 +266,54 @@ int faissx_ondisk_merge_shard(void* dst, void* shard, char* err, size_t errlen) 
         if (!a || !b) return 2;
         auto od = dynamic_cast<faiss::OnDiskInvertedLists*>(a->invlists);
         if (!od) return 2;
+        // Same class, nlist, code size and coarse centroids (FAISS's own merge check), so
+        // that lists from another index land in the right place.
+        a->check_compatible_for_merge(*b);
         QuietStdout quiet;
-        od->merge_from_1(b->invlists, false);
+        if (od->totsize == 0) {
+            // FAISS's merge works only into empty on-disk lists (one exact-size layout) …
+            od->merge_from_1(b->invlists, false);
+        } else {
+            // … later shards are appended list by list (the file grows by doubling).
+            const faiss::InvertedLists* il = b->invlists;
+            for (size_t l = 0; l < il->nlist; l++) {
+                size_t n = il->list_size(l);
+                if (n == 0) continue;
+                faiss::InvertedLists::ScopedIds ids(il, l);
+                faiss::InvertedLists::ScopedCodes codes(il, l);
+                od->add_entries(l, n, ids.get(), codes.get());
+            }
+        }
         a->ntotal += b->ntotal;
+        static_cast<faiss::Index*>(dst)->ntotal = a->ntotal;
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Merge the lists of `n` IVF indices (same quantizer; lists in memory, mapped or on disk,
+// only read) into the empty on-disk lists of `dst` in one pass, so the data file is laid out
+// exactly (FAISS's merge_ondisk).
+int faissx_ondisk_merge_many(void* dst, void** srcs, int64_t n, char* err, size_t errlen) {
+    try {
+        auto a = ivf_of(dst);
+        if (!a) return 2;
+        auto od = dynamic_cast<faiss::OnDiskInvertedLists*>(a->invlists);
+        if (!od) return 2;
+        std::vector<const faiss::InvertedLists*> ils;
+        faiss::idx_t added = 0;
+        for (int64_t i = 0; i < n; i++) {
+            auto b = ivf_of(srcs[i]);
+            if (!b) return 2;
+            a->check_compatible_for_merge(*b);
+            ils.push_back(b->invlists);
+            added += b->ntotal;
+        }
+        QuietStdout quiet;
+        od->merge_from_multiple(ils.data(), (int)ils.size(), false, false);
+        a->ntotal += added;
         static_cast<faiss::Index*>(dst)->ntotal = a->ntotal;
         return 0;
     } catch (const std::exception& e) {
@@ -291,6 +337,34 @@ int faissx_ondisk_configure(void* p, const char* path, int prefetch_threads, cha
         copy_str(err, errlen, e.what());
         return 1;
     }
+}
+
+// A copy of the bare IVF index `p` (its quantizer, training and parameters) with empty
+// in-memory lists, without copying or touching p's lists (which may be mapped read-only or
+// on disk): p's list pointer is swapped for an empty one while FAISS clones it. Returns 2 if
+// `p` is not a bare IVF index.
+int faissx_ivf_empty_clone(void* p, void** out, char* err, size_t errlen) {
+    auto ivf = dynamic_cast<faiss::IndexIVF*>(static_cast<faiss::Index*>(p));
+    if (!ivf) return 2;
+    faiss::InvertedLists* saved = ivf->invlists;
+    bool own = ivf->own_invlists;
+    faiss::idx_t nt = ivf->ntotal;
+    auto empty = new faiss::ArrayInvertedLists(ivf->nlist, ivf->code_size);
+    ivf->invlists = empty;
+    ivf->own_invlists = false;
+    ivf->ntotal = 0;
+    int rc = 0;
+    try {
+        *out = faiss::clone_index(ivf);
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        rc = 1;
+    }
+    ivf->invlists = saved;
+    ivf->own_invlists = own;
+    ivf->ntotal = nt;
+    delete empty;
+    return rc;
 }
 
 // 1 if the index's inverted lists are on disk (OnDiskInvertedLists), else 0.

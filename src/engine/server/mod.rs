@@ -13,7 +13,7 @@ mod net;
 pub mod store;
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Index, IndexSpec, Metric, SearchParams};
+use crate::engine::index::{Index, IndexSpec, Metric, OpenOptions, SearchParams, Storage};
 use crate::engine::protocol::{self, Encoding, Msg, Value, MAX_DIMENSION, MAX_K};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Log one line per request on stderr.
     pub verbose: bool,
+    /// Memory-map persisted indices at start-up instead of loading them (read-only).
+    pub mmap: bool,
 }
 
 /// A stored index and everything kept with it.
@@ -144,6 +146,33 @@ pub fn valid_id(what: &str, s: &str) -> Result<()> {
         Err(Error::invalid(format!(
             "invalid {what} {shown:?}: use 1-128 characters from [A-Za-z0-9._-], not \".\" or \"..\""
         )))
+    }
+}
+
+/// Refuse a change to a memory-mapped or on-disk index before FAISS sees it (FAISS aborts
+/// the process when asked to change read-only mapped data).
+fn writable(id: &str, ix: &Index) -> Result<()> {
+    match ix.storage() {
+        Storage::Loaded => Ok(()),
+        Storage::Mapped => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "index {id:?} is memory-mapped (serve --mmap) and read-only: searches work (nprobe/efSearch per request), changes need a restart without --mmap"
+            ),
+        )),
+        Storage::OnDisk => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("index {id:?} has on-disk inverted lists and is read-only"),
+        )),
+    }
+}
+
+/// The name of a storage mode in replies.
+fn storage_name(s: Storage) -> &'static str {
+    match s {
+        Storage::Loaded => "loaded",
+        Storage::Mapped => "mapped",
+        Storage::OnDisk => "on_disk",
     }
 }
 
@@ -258,13 +287,22 @@ impl Service {
         };
         if let Some(st) = &svc.store {
             let mut map = HashMap::new();
-            for l in st.load_all()? {
+            for l in st.load_all(cfg.mmap)? {
+                let replayed = !l.replay.is_empty();
                 let mut slot = Slot { index: l.index, md: l.metadata, store: None };
                 for rec in &l.replay {
                     // A record that fails again changed nothing the first time either.
                     let _ = Mutation::from_record(rec).and_then(|m| m.apply(&mut slot));
                 }
                 slot.store = Some(l.store);
+                if cfg.mmap && replayed && slot.index.ntotal() > 0 {
+                    // WAL records newer than the checkpoint were replayed into a loaded copy
+                    // (a mapped index cannot change): checkpoint it, then map the new file.
+                    checkpoint(&mut slot)?;
+                    if let Some(path) = slot.store.as_ref().map(|st| st.checkpoint_index_path()) {
+                        slot.index = Index::open_with(&path, &OpenOptions { mmap: true, warm: false })?;
+                    }
+                }
                 map.insert((l.tenant, l.id), Entry::new(l.kind, slot));
             }
             *svc.indices.write().unwrap_or_else(|p| p.into_inner()) = map;
@@ -628,6 +666,7 @@ impl Service {
                     .with("status", status.into_value());
                 if call.action == "get_index_info" {
                     let mut storage = Msg::default()
+                        .with("mode", storage_name(ix.storage()))
                         .with("estimated_memory_bytes", estimate_bytes(ix))
                         .with("persistent", s.store.is_some());
                     if let Some(st) = &s.store {
@@ -694,6 +733,7 @@ impl Service {
             }
         }
         st.set("explicit_ids", info.explicit_ids);
+        st.set("storage", storage_name(info.storage));
         st.set("vectors_with_metadata", s.md.vectors.len() as u64);
         Ok(st)
     }
@@ -730,6 +770,10 @@ impl Service {
                 for (_, e) in &targets {
                     let mut g = e.write();
                     let s = &mut *g;
+                    // A mapped index never changes, so its checkpoint is current already.
+                    if s.index.storage() != Storage::Loaded {
+                        continue;
+                    }
                     if let Some(st) = s.store.as_mut() {
                         st.checkpoint(&mut s.index, &s.md)?;
                         done += 1;
@@ -746,6 +790,7 @@ impl Service {
                 let id = m.req_str("index_id")?;
                 let e = self.entry(t, id)?;
                 let mut g = e.write();
+                writable(id, &g.index)?;
                 let out = self.mutate(call, &mut g);
                 e.refresh(&g);
                 out
@@ -934,6 +979,7 @@ impl Service {
         let sources =
             m.strings("source_index_ids")?.ok_or_else(|| Error::invalid("missing field \"source_index_ids\""))?;
         let te = self.entry(t, target)?;
+        writable(target, &te.read().index)?;
         // Copy the sources first (read locks only), so no lock is held while waiting for another.
         let mut copies = Vec::new();
         for sid in &sources {
@@ -948,10 +994,17 @@ impl Service {
                     format!("source {sid:?} has d={}, target has d={}", g.index.d(), te.d),
                 ));
             }
+            if g.index.storage() != Storage::Loaded {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("source {sid:?} is memory-mapped (serve --mmap): merging copies it, which needs it loaded"),
+                ));
+            }
             copies.push((sid.clone(), g.index.try_clone()?, g.md.vectors.clone()));
         }
         let mut g = te.write();
         let s = &mut *g;
+        writable(target, &s.index)?;
         if !s.index.is_trained() {
             return Err(Error::new(ErrorKind::NotTrained, "target index is not trained"));
         }
@@ -991,7 +1044,7 @@ impl Service {
             self.indices.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         for e in entries {
             let mut g = e.write();
-            if g.store.as_ref().is_some_and(|st| st.wal_bytes() > 0) {
+            if g.index.storage() == Storage::Loaded && g.store.as_ref().is_some_and(|st| st.wal_bytes() > 0) {
                 let _ = checkpoint(&mut g);
             }
         }

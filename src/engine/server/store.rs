@@ -7,7 +7,10 @@
 //! files (temp + fsync + rename), then atomically replaces `CHECKPOINT`; WAL records with a
 //! sequence number at or below the checkpoint's are skipped on replay, so a crash at any
 //! point between the two leaves a consistent state. A torn WAL tail (length past the end,
-//! bad checksum) is cut off. This module knows files, not sockets; index ids reaching it are
+//! bad checksum) is cut off. Under `serve --mmap`, [`Store::load_all`] maps checkpoints
+//! whose WAL holds nothing newer; an index with newer records is loaded so the server can
+//! replay them, checkpoint and then map it (a mapped index can never take a WAL record, since
+//! the server refuses its mutations). This module knows files, not sockets; index ids reaching it are
 //! already validated (`[A-Za-z0-9._-]`, never `.`/`..`).
 //!
 //! ```text
@@ -19,11 +22,12 @@
 //! ```
 
 use crate::engine::error::{Error, IoContext, Result};
-use crate::engine::index::Index;
+use crate::engine::index::{Index, OpenOptions};
 use crate::engine::io::atomic;
 use crate::engine::protocol::{self, Value};
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::fs::OpenOptions as FileOptions;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -159,15 +163,17 @@ impl Store {
         Ok(())
     }
 
-    /// Read every tenant's indices back.
-    pub fn load_all(&self) -> Result<Vec<Loaded>> {
+    /// Read every tenant's indices back. With `mmap`, an index whose WAL holds nothing newer
+    /// than its checkpoint, and which holds vectors, is memory-mapped instead of loaded; the
+    /// others are loaded (the caller replays the WAL, checkpoints and maps them).
+    pub fn load_all(&self, mmap: bool) -> Result<Vec<Loaded>> {
         let mut out = Vec::new();
         let tenants = self.root.join("tenants");
         for t in std::fs::read_dir(&tenants).at(&tenants)?.flatten() {
             let tenant = t.file_name().to_string_lossy().into_owned();
             for e in std::fs::read_dir(t.path()).at(&t.path())?.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
-                out.push(load_one(&e.path(), tenant.clone(), id)?);
+                out.push(load_one(&e.path(), tenant.clone(), id, mmap)?);
             }
         }
         Ok(out)
@@ -179,21 +185,33 @@ fn unique() -> String {
     format!("{n}-{}", std::process::id())
 }
 
-fn load_one(dir: &Path, tenant: String, id: String) -> Result<Loaded> {
+fn load_one(dir: &Path, tenant: String, id: String, mmap: bool) -> Result<Loaded> {
     let cp_path = dir.join("CHECKPOINT");
     let bytes = std::fs::read(&cp_path).at(&cp_path)?;
     let cp: Checkpoint =
         serde_json::from_slice(&bytes).map_err(|e| Error::format(&cp_path, format!("invalid checkpoint ({e})")))?;
-    let index = Index::open(&dir.join(&cp.index))?;
+    let (replay, good_len) = read_wal(&dir.join("wal.log"), cp.seq)?;
+    let ipath = dir.join(&cp.index);
+    let index = if mmap && replay.is_empty() && holds_vectors(&ipath) {
+        Index::open_with(&ipath, &OpenOptions { mmap: true, warm: false })?
+    } else {
+        Index::open(&ipath)?
+    };
     let mp = dir.join(&cp.metadata);
     let metadata = Metadata::decode(&mp, &std::fs::read(&mp).at(&mp)?)?;
-    let (replay, good_len) = read_wal(&dir.join("wal.log"), cp.seq)?;
     let mut store = IndexStore::open_existing(dir, &cp.kind, cp.seq)?;
     store.truncate_to(good_len)?;
     if let Some(last) = replay.last() {
         store.seq = record_seq(last).unwrap_or(cp.seq);
     }
     Ok(Loaded { tenant, id, kind: cp.kind, index, metadata, replay, store })
+}
+
+/// Whether a checkpointed index holds vectors, from its sidecar (written by every
+/// checkpoint). Empty indices stay loaded under `--mmap`: they are small, and mapped they
+/// could never be trained or filled.
+fn holds_vectors(index: &Path) -> bool {
+    matches!(crate::engine::index::IndexMeta::load(index), Ok(Some(m)) if m.ntotal > 0)
 }
 
 /// The `seq` of a WAL record.
@@ -250,7 +268,7 @@ pub struct IndexStore {
 impl IndexStore {
     fn new_in(dir: &Path, kind: &str) -> Result<IndexStore> {
         let p = dir.join("wal.log");
-        let wal = OpenOptions::new().create(true).append(true).open(&p).at(&p)?;
+        let wal = FileOptions::new().create(true).append(true).open(&p).at(&p)?;
         Ok(IndexStore { dir: dir.to_path_buf(), kind: kind.to_string(), wal, wal_bytes: 0, seq: 0, checkpoint_seq: 0 })
     }
 
@@ -265,7 +283,7 @@ impl IndexStore {
     fn truncate_to(&mut self, len: u64) -> Result<()> {
         let p = self.dir.join("wal.log");
         if self.wal_bytes > len {
-            let f = OpenOptions::new().write(true).open(&p).at(&p)?;
+            let f = FileOptions::new().write(true).open(&p).at(&p)?;
             f.set_len(len).at(&p)?;
             f.sync_all().at(&p)?;
             self.wal_bytes = len;
@@ -310,7 +328,7 @@ impl IndexStore {
         // Records up to `seq` are now in the checkpoint: start an empty WAL.
         let p = self.dir.join("wal.log");
         atomic::write_all(&p, &[])?;
-        self.wal = OpenOptions::new().append(true).open(&p).at(&p)?;
+        self.wal = FileOptions::new().append(true).open(&p).at(&p)?;
         self.wal_bytes = 0;
         // Old checkpoint files.
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
@@ -326,6 +344,11 @@ impl IndexStore {
             }
         }
         Ok(())
+    }
+
+    /// The index file of the current checkpoint.
+    pub fn checkpoint_index_path(&self) -> PathBuf {
+        self.dir.join(format!("index-{}.faiss", self.checkpoint_seq))
     }
 
     /// Bytes in the WAL.
@@ -379,7 +402,7 @@ mod tests {
         s.log(vec![(Value::from("op"), Value::from("b"))]).unwrap();
         let full = s.wal_bytes();
         // A torn third record.
-        let mut f = OpenOptions::new().append(true).open(dir.join("wal.log")).unwrap();
+        let mut f = FileOptions::new().append(true).open(dir.join("wal.log")).unwrap();
         f.write_all(&[50, 0, 0, 0, 1, 2]).unwrap();
         let (recs, good) = read_wal(&dir.join("wal.log"), 0).unwrap();
         assert_eq!(recs.len(), 2);
