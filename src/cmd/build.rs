@@ -80,6 +80,11 @@ pub struct BuildArgs {
     #[arg(long)]
     pub on_disk: bool,
 
+    /// With --on-disk: vectors per in-memory shard (default: about 256 MiB of input). Lower
+    /// it to build in less memory.
+    #[arg(long, value_name = "NUM", requires = "on_disk", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shard_size: Option<u64>,
+
     /// Replace OUTPUT if it exists.
     #[arg(short, long)]
     pub force: bool,
@@ -114,6 +119,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         nprobe: a.nprobe.map(|v| v as usize),
         ef_search: a.ef_search.map(|v| v as usize),
         on_disk: a.on_disk.then(|| storage::ivfdata_path(&a.output)),
+        shard_size: a.shard_size.map(|v| v as usize),
     };
     let progress = StderrProgress::new(ctx.quiet);
     let t = Instant::now();

@@ -8,7 +8,7 @@
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::storage;
-use crate::engine::index::{Index, IndexSpec, InputInfo};
+use crate::engine::index::{Index, IndexSpec, InputInfo, OpenOptions};
 use crate::engine::io::{atomic, check_dim, VectorFile};
 use crate::engine::Progress;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ pub struct BuildOptions {
     /// Build IVF lists on disk in this `.ivfdata` file (written as `<file>.tmp` until
     /// [`save`] renames it), adding shard by shard in bounded memory.
     pub on_disk: Option<PathBuf>,
+    /// Vectors per in-memory shard of an on-disk build (default: about 256 MiB of input).
+    pub shard_size: Option<usize>,
 }
 
 impl Default for BuildOptions {
@@ -48,6 +50,7 @@ impl Default for BuildOptions {
             nprobe: None,
             ef_search: None,
             on_disk: None,
+            shard_size: None,
         }
     }
 }
@@ -113,7 +116,7 @@ pub fn build(
     match &opts.on_disk {
         None => add_rows(&mut index, input, ids, opts.batch, progress, stop)?,
         Some(data) => {
-            let res = add_rows_on_disk(&mut index, input, ids, data, opts.batch, progress, stop);
+            let res = add_rows_on_disk(&mut index, input, ids, data, opts.batch, opts.shard_size, progress, stop);
             if res.is_err() {
                 let _ = std::fs::remove_file(atomic::tmp_path(data));
             }
@@ -153,50 +156,69 @@ fn record_input(index: &mut Index, input: &VectorFile) {
 
 /// Vectors per in-memory shard of an on-disk build: about 256 MiB of f32 input.
 fn shard_rows(d: usize, batch: usize) -> usize {
-    ((256usize << 20) / (4 * d.max(1))).max(batch).max(10_000)
+    ((256usize << 20) / (4 * d.max(1))).max(batch).max(1_000)
 }
 
-/// Add `input` to a trained, empty IVF `index` whose lists go to `<data>.tmp`: rows are added
-/// shard by shard to in-memory clones of the trained index (with their final ids) and each
-/// shard's lists are appended to the on-disk lists, so memory stays bounded by one shard.
+/// Add `input` to a trained, empty IVF `index` whose lists go to `<data>.tmp`, the way FAISS's
+/// `merge_ondisk` does it: rows are added shard by shard to in-memory clones of the trained
+/// index (with their final ids), each shard is written to a temp file and dropped, and at the
+/// end all shards, memory-mapped, are merged into the on-disk lists in one pass, which lays
+/// the data file out exactly. Memory stays bounded by one shard.
+#[allow(clippy::too_many_arguments)]
 fn add_rows_on_disk(
     index: &mut Index,
     input: &VectorFile,
     ids: Option<&[i64]>,
     data: &Path,
     batch: usize,
+    shard_size: Option<usize>,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<()> {
     let template = index.try_clone()?;
     let tmp = atomic::tmp_path(data);
+    let shard_dir = PathBuf::from(format!("{}.shards", tmp.display()));
     let _ = std::fs::remove_file(&tmp);
-    index.lists_to_disk(&tmp)?;
-    let per_shard = shard_rows(input.dim(), batch);
-    progress.start("add", input.len() as u64);
-    let mut buf = Vec::new();
-    let mut start = 0;
-    while start < input.len() {
-        let end = (start + per_shard).min(input.len());
-        let mut shard = template.try_clone()?;
-        let mut pos = start;
-        while pos < end {
-            stopped(stop)?;
-            let rows = input.read_rows_into(pos, batch.min(end - pos), &mut buf)?;
-            let shard_ids: Vec<i64> = match ids {
-                Some(ids) => ids[pos..pos + rows].to_vec(),
-                None => (pos as i64..(pos + rows) as i64).collect(),
-            };
-            shard
-                .add(&buf, Some(&shard_ids))
-                .map_err(|e| e.context(format!("{}: rows {pos}..{}", input.path().display(), pos + rows)))?;
-            progress.inc(rows as u64);
-            pos += rows;
+    let _ = std::fs::remove_dir_all(&shard_dir);
+    std::fs::create_dir_all(&shard_dir).map_err(|e| Error::io(&shard_dir, e))?;
+    let res = (|| {
+        let per_shard = shard_size.unwrap_or_else(|| shard_rows(input.dim(), batch)).max(1);
+        progress.start("add", input.len() as u64);
+        let mut buf = Vec::new();
+        let mut files = Vec::new();
+        let mut start = 0;
+        while start < input.len() {
+            let end = (start + per_shard).min(input.len());
+            let mut shard = template.try_clone()?;
+            let mut pos = start;
+            while pos < end {
+                stopped(stop)?;
+                let rows = input.read_rows_into(pos, batch.min(end - pos), &mut buf)?;
+                let shard_ids: Vec<i64> = match ids {
+                    Some(ids) => ids[pos..pos + rows].to_vec(),
+                    None => (pos as i64..(pos + rows) as i64).collect(),
+                };
+                shard
+                    .add(&buf, Some(&shard_ids))
+                    .map_err(|e| e.context(format!("{}: rows {pos}..{}", input.path().display(), pos + rows)))?;
+                progress.inc(rows as u64);
+                pos += rows;
+            }
+            let f = shard_dir.join(format!("shard-{}.index", files.len()));
+            shard.save(&f)?;
+            files.push(f);
+            start = end;
         }
-        index.merge_shard_to_disk(&mut shard)?;
-        start = end;
-    }
-    progress.finish();
+        progress.finish();
+        progress.note(&format!("merging {} shard(s) into {}", files.len(), data.display()));
+        let opts = OpenOptions { mmap: true, warm: false };
+        let mut shards = files.iter().map(|f| Index::open_with(f, &opts)).collect::<Result<Vec<_>>>()?;
+        index.lists_to_disk(&tmp)?;
+        let mut refs: Vec<&mut Index> = shards.iter_mut().collect();
+        index.merge_to_disk(&mut refs)
+    })();
+    let _ = std::fs::remove_dir_all(&shard_dir);
+    res?;
     record_input(index, input);
     if ids.is_some() {
         index.meta_mut().ids = crate::engine::index::IdMode::Explicit;

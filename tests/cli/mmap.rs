@@ -129,11 +129,26 @@ fn on_disk_build_searches_like_an_in_memory_build() {
     let base = sample("fashion-mnist/base5k.bvecs");
     let query = sample("fashion-mnist/query200.bvecs");
     env.ok(&["build", &base, "-o", "mem.index", "--factory", "IVF32,Flat", "-q"]);
-    // --batch 700 forces several add batches per shard (shards are >= 10,000 rows).
-    let out =
-        env.run(&["build", &base, "-o", "od.index", "--factory", "IVF32,Flat", "--on-disk", "--batch", "700", "-q"]);
+    // Several shards (1,200 rows each) of several add batches (500 rows) each.
+    let out = env.run(&[
+        "build",
+        &base,
+        "-o",
+        "od.index",
+        "--factory",
+        "IVF32,Flat",
+        "--on-disk",
+        "--shard-size",
+        "1200",
+        "--batch",
+        "500",
+        "-v",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "FAISS's progress printfs must not reach stdout");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("merging 5 shard(s)"), "{err}");
+    assert!(!env.path("od.index.ivfdata.tmp.shards").exists(), "temp shards are removed");
     assert!(env.path("od.index.ivfdata").exists());
     assert!(!env.path("od.index.ivfdata.tmp").exists());
     let mem = env.ok(&["search", "mem.index", &query, "-k", "10", "--nprobe", "8"]);
@@ -142,7 +157,9 @@ fn on_disk_build_searches_like_an_in_memory_build() {
     let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", "od.index"])).unwrap();
     assert_eq!(info["storage"], "on_disk");
     assert_eq!(info["ntotal"], 5000);
-    assert!(info["ivfdata_bytes"].as_u64().unwrap() >= 5000 * 784 * 4);
+    // Laid out exactly by one merge pass: codes + ids, no growth slack.
+    let ivfdata = info["ivfdata_bytes"].as_u64().unwrap();
+    assert!(ivfdata >= 5000 * (784 * 4 + 8) && ivfdata < 5000 * (784 * 4 + 8) * 11 / 10, "{ivfdata}");
     // The pair moves together: the data file is found beside the index.
     std::fs::create_dir_all(env.path("moved")).unwrap();
     for f in ["od.index", "od.index.ivfdata", "od.index.meta.json"] {

@@ -596,8 +596,9 @@ impl Index {
         Ok(())
     }
 
-    /// Append a shard (an in-memory IVF index cloned from the same trained index, holding
-    /// vectors added with their final ids) to this index's on-disk lists.
+    /// Move a shard's lists (an IVF index with the same trained quantizer, holding vectors
+    /// with their final ids) into this index's empty on-disk lists; for several shards use
+    /// [`Index::merge_to_disk`].
     pub fn merge_shard_to_disk(&mut self, shard: &mut Index) -> Result<()> {
         if !self.raw.ondisk_merge_shard(&mut shard.raw)? {
             return Err(Error::invalid("merging a shard needs an index with on-disk lists and an IVF shard"));

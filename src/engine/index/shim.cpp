@@ -257,8 +257,8 @@ int faissx_ondisk_create(void* p, const char* path, char* err, size_t errlen) {
     }
 }
 
-// Append every list of `shard` (an IVF index with the same quantizer, in-memory lists) to the
-// on-disk lists of `dst`, and count its vectors in dst->ntotal.
+// Move every list of `shard` (an IVF index with the same quantizer) into the empty on-disk
+// lists of `dst`, and count its vectors in dst->ntotal.
 int faissx_ondisk_merge_shard(void* dst, void* shard, char* err, size_t errlen) {
     try {
         auto a = ivf_of(dst);
@@ -270,20 +270,9 @@ int faissx_ondisk_merge_shard(void* dst, void* shard, char* err, size_t errlen) 
         // that lists from another index land in the right place.
         a->check_compatible_for_merge(*b);
         QuietStdout quiet;
-        if (od->totsize == 0) {
-            // FAISS's merge works only into empty on-disk lists (one exact-size layout) …
-            od->merge_from_1(b->invlists, false);
-        } else {
-            // … later shards are appended list by list (the file grows by doubling).
-            const faiss::InvertedLists* il = b->invlists;
-            for (size_t l = 0; l < il->nlist; l++) {
-                size_t n = il->list_size(l);
-                if (n == 0) continue;
-                faiss::InvertedLists::ScopedIds ids(il, l);
-                faiss::InvertedLists::ScopedCodes codes(il, l);
-                od->add_entries(l, n, ids.get(), codes.get());
-            }
-        }
+        // FAISS merges only into empty on-disk lists (one exact-size layout); several shards
+        // go through faissx_ondisk_merge_many in one pass.
+        od->merge_from_1(b->invlists, false);
         a->ntotal += b->ntotal;
         static_cast<faiss::Index*>(dst)->ntotal = a->ntotal;
         return 0;
