@@ -32,8 +32,6 @@ EF_SEARCH=${EF_SEARCH:-64}
 IMPLS=${IMPLS:-"faissx=${CARGO_TARGET_DIR:-$HOME/.cache/faissx/target}/release/faissx"}
 
 export FAISSX_THREADS=$THREADS
-# The same BLAS threading for everyone unless the caller sets it (see BENCHMARKS.md).
-[ -n "${OPENBLAS_NUM_THREADS:-}" ] && export OPENBLAS_NUM_THREADS
 
 mkdir -p "$BENCH_DIR/out"
 if [ ! -s "$BENCH_DIR/base.fvecs" ] || [ ! -s "$BENCH_DIR/query.fvecs" ]; then
