@@ -64,5 +64,16 @@ fn main() {
         .flag_if_supported("-fopenmp")
         .warnings(false)
         .compile("faissx_shim");
-    println!("cargo:rustc-env=FAISSX_CXXFLAGS={}", std::env::var("CXXFLAGS").unwrap_or_default());
+    // The flags FAISS was really compiled with: faiss-sys does not rebuild FAISS when CXXFLAGS
+    // change, so its CMake cache, not our environment, is the truth.
+    let cache = include.parent().map(|out| out.join("build/CMakeCache.txt"));
+    let from_cache = cache.as_deref().and_then(|c| {
+        println!("cargo:rerun-if-changed={}", c.display());
+        std::fs::read_to_string(c)
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("CMAKE_CXX_FLAGS:STRING=").map(str::to_string))
+    });
+    let flags = from_cache.unwrap_or_else(|| std::env::var("CXXFLAGS").unwrap_or_default());
+    println!("cargo:rustc-env=FAISSX_CXXFLAGS={}", flags.trim());
 }

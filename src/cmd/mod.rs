@@ -96,6 +96,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         }
         crate::engine::index::set_threads(t);
     }
+    crate::engine::index::tune_blas();
     let ctx = Ctx { quiet: cli.quiet, verbose: cli.verbose, stop: AtomicBool::new(false) };
     match cli.command {
         Command::Build(a) => build::run(&ctx, a),

@@ -722,6 +722,11 @@ pub fn set_threads(n: usize) {
     }
 }
 
+/// Keep OpenBLAS's own thread pool out of FAISS's way (see [`ffi::single_threaded_blas`]).
+pub fn tune_blas() -> bool {
+    ffi::single_threaded_blas()
+}
+
 /// OpenMP threads FAISS uses from this thread.
 pub fn threads() -> usize {
     ffi::num_threads()
