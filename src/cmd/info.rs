@@ -90,7 +90,7 @@ pub fn run(_ctx: &Ctx, a: InfoArgs) -> Result<()> {
             }
             rows.push(("storage".into(), format!("{:?}", info.storage).to_lowercase()));
             if let Some(f) = &info.mmap_flags {
-                rows.push(("mmap flags".into(), f.clone()));
+                rows.push(("flags for --mmap".into(), f.clone()));
             }
             rows.push((
                 "memory to open".into(),

@@ -229,17 +229,8 @@ pub fn merge_into(
         }
     }
     progress.finish();
-    let meta = dst.meta_mut();
-    meta.inputs = inputs_meta;
-    meta.ids = if keep && all_explicit { IdMode::Explicit } else { IdMode::Sequential };
-    let ntotal = dst.ntotal();
-    if ntotal != total {
-        return Err(Error::new(
-            ErrorKind::Faiss,
-            format!("merge produced {ntotal} vectors, expected {total}: refusing to write it"),
-        ));
-    }
-    Ok((dst, MergeReport { ntotal, kept_ids: keep, method }))
+    finish(&mut dst, inputs_meta, keep && all_explicit, total)?;
+    Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method }))
 }
 
 /// Merge IVF `inputs` that share one trained coarse quantizer into a new index whose
@@ -320,9 +311,21 @@ pub fn merge_on_disk(
     })?;
     progress.inc(total as u64);
     progress.finish();
+    finish(&mut dst, inputs_meta, keep && all_explicit, total)?;
+    Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method: MergeMethod::Native }))
+}
+
+/// Record the merged inputs and id mode in the sidecar, and check the merge produced exactly
+/// `total` vectors (a partial merge is never written).
+fn finish(
+    dst: &mut Index,
+    inputs: Vec<crate::engine::index::InputInfo>,
+    explicit_ids: bool,
+    total: usize,
+) -> Result<()> {
     let meta = dst.meta_mut();
-    meta.inputs = inputs_meta;
-    meta.ids = if keep && all_explicit { IdMode::Explicit } else { IdMode::Sequential };
+    meta.inputs = inputs;
+    meta.ids = if explicit_ids { IdMode::Explicit } else { IdMode::Sequential };
     let ntotal = dst.ntotal();
     if ntotal != total {
         return Err(Error::new(
@@ -330,5 +333,5 @@ pub fn merge_on_disk(
             format!("merge produced {ntotal} vectors, expected {total}: refusing to write it"),
         ));
     }
-    Ok((dst, MergeReport { ntotal, kept_ids: keep, method: MergeMethod::Native }))
+    Ok(())
 }
