@@ -73,28 +73,12 @@ pub fn check_compatible(inputs: &[(PathBuf, Index)]) -> Result<()> {
             return Err(Error::new(ErrorKind::NotTrained, format!("{}: index is not trained", p.display())));
         }
     }
+    crate::engine::shards::check_same_space(
+        inputs,
+        "only indices of the same d merge",
+        "only indices of the same metric merge",
+    )?;
     for (p, idx) in &inputs[1..] {
-        if idx.d() != first.d() {
-            return Err(Error::new(
-                ErrorKind::DimensionMismatch,
-                format!(
-                    "{}: d={}, but {} has d={}: only indices of the same d merge",
-                    p.display(),
-                    idx.d(),
-                    p0.display(),
-                    first.d()
-                ),
-            ));
-        }
-        if idx.metric() != first.metric() || idx.meta().normalize != first.meta().normalize {
-            return Err(Error::invalid(format!(
-                "{}: metric {}, but {} has metric {}: only indices of the same metric merge",
-                p.display(),
-                idx.metric(),
-                p0.display(),
-                first.metric()
-            )));
-        }
         let t = idx.describe()?;
         if t.type_name != t0.type_name || t.inner_name != t0.inner_name {
             let name = |a: &str, b: &str| if a == b { a.to_string() } else { format!("{a} over {b}") };

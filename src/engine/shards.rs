@@ -18,37 +18,43 @@ pub struct ShardSet {
     shards: Vec<(PathBuf, Index)>,
 }
 
+/// Check that every index has the first one's `d` and metric (normalization included),
+/// naming the odd file; `same_d` / `same_metric` end the messages.
+///
+/// Errors: `DimensionMismatch` or `InvalidInput`.
+pub(crate) fn check_same_space(items: &[(PathBuf, Index)], same_d: &str, same_metric: &str) -> Result<()> {
+    let Some((p0, first)) = items.first() else {
+        return Ok(());
+    };
+    for (p, idx) in &items[1..] {
+        if idx.d() != first.d() {
+            return Err(Error::new(
+                ErrorKind::DimensionMismatch,
+                format!("{}: d={}, but {} has d={}: {same_d}", p.display(), idx.d(), p0.display(), first.d()),
+            ));
+        }
+        if idx.metric() != first.metric() || idx.meta().normalize != first.meta().normalize {
+            return Err(Error::invalid(format!(
+                "{}: metric {}, but {} has metric {}: {same_metric}",
+                p.display(),
+                idx.metric(),
+                p0.display(),
+                first.metric()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl ShardSet {
     /// A set of opened shards (at least one). All must have the same `d` and metric.
     ///
     /// Errors: `DimensionMismatch` naming the odd shard; `InvalidInput` for a metric mismatch.
     pub fn new(shards: Vec<(PathBuf, Index)>) -> Result<ShardSet> {
-        let Some((p0, first)) = shards.first() else {
+        if shards.is_empty() {
             return Err(Error::invalid("no index given"));
-        };
-        for (p, s) in &shards[1..] {
-            if s.d() != first.d() {
-                return Err(Error::new(
-                    ErrorKind::DimensionMismatch,
-                    format!(
-                        "{}: shard has d={}, but {} has d={}: shards must have the same d",
-                        p.display(),
-                        s.d(),
-                        p0.display(),
-                        first.d()
-                    ),
-                ));
-            }
-            if s.metric() != first.metric() || s.meta().normalize != first.meta().normalize {
-                return Err(Error::invalid(format!(
-                    "{}: shard has metric {}, but {} has metric {}: shards must share the metric",
-                    p.display(),
-                    s.metric(),
-                    p0.display(),
-                    first.metric()
-                )));
-            }
         }
+        check_same_space(&shards, "shards must have the same d", "shards must share the metric")?;
         Ok(ShardSet { shards })
     }
 
