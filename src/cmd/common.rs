@@ -66,6 +66,40 @@ pub enum OutputFormat {
     Ivecs,
 }
 
+impl OutputFormat {
+    /// The format to use: `--format` if given; else from `-o`'s extension (`.npy`, `.ivecs`,
+    /// `.csv`, anything else JSON Lines); else a table on a terminal and JSON Lines otherwise.
+    pub fn resolve(explicit: Option<OutputFormat>, output: Option<&std::path::Path>) -> OutputFormat {
+        if let Some(f) = explicit {
+            return f;
+        }
+        match output {
+            Some(p) => match p.extension().and_then(|e| e.to_str()) {
+                Some("npy") => OutputFormat::Npy,
+                Some("ivecs") => OutputFormat::Ivecs,
+                Some("csv") => OutputFormat::Csv,
+                _ => OutputFormat::Jsonl,
+            },
+            None if super::render::stdout_is_tty() => OutputFormat::Table,
+            None => OutputFormat::Jsonl,
+        }
+    }
+
+    /// Whether results go to files (`-o`) as binary arrays.
+    pub fn is_binary(self) -> bool {
+        matches!(self, OutputFormat::Npy | OutputFormat::Ivecs)
+    }
+
+    /// The text format of a non-binary output.
+    pub fn text(self) -> super::render::TextFormat {
+        match self {
+            OutputFormat::Table => super::render::TextFormat::Table,
+            OutputFormat::Csv => super::render::TextFormat::Csv,
+            _ => super::render::TextFormat::Jsonl,
+        }
+    }
+}
+
 /// Metric names for `--metric`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MetricArg {

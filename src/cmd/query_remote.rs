@@ -7,6 +7,7 @@ use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
 use crate::engine::client::{Client, ClientConfig};
 use crate::engine::io::{self, check_dim};
+use crate::engine::jobs;
 use crate::engine::protocol::{Msg, Value};
 use crate::engine::{Error, Neighbors, Progress, Result};
 use clap::{Args, Subcommand};
@@ -429,7 +430,7 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
     if !status.flag("is_trained")? {
         // As `faissx build` does: an untrained index is trained on a sample of its input.
         let nlist = status.map("status")?.and_then(|m| m.uint("nlist").ok().flatten()).unwrap_or(0) as usize;
-        let n = x.train_size.map_or(f.len().min(100_000.max(256 * nlist)), |n| n as usize).min(f.len());
+        let n = x.train_size.map_or(jobs::default_train_size(f.len(), nlist), |n| n as usize).min(f.len());
         render::note(
             ctx.quiet,
             &format!(
@@ -480,13 +481,8 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
 }
 
 fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
-    let fmt = x.format.unwrap_or(match x.output.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()) {
-        Some("npy") => OutputFormat::Npy,
-        Some("ivecs") => OutputFormat::Ivecs,
-        _ if render::stdout_is_tty() => OutputFormat::Table,
-        _ => OutputFormat::Jsonl,
-    });
-    let binary = matches!(fmt, OutputFormat::Npy | OutputFormat::Ivecs);
+    let fmt = OutputFormat::resolve(x.format, x.output.as_deref());
+    let binary = fmt.is_binary();
     if binary && x.output.is_none() {
         return Err(Error::invalid("--format npy/ivecs writes files: give -o PATH"));
     }
@@ -507,14 +503,7 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     let progress = StderrProgress::new(ctx.quiet || !binary);
     progress.start("search", f.len() as u64);
     let mut all = Neighbors { nq: 0, k, ids: Vec::new(), dists: Vec::new() };
-    let mut w = (!binary).then(|| {
-        HitWriter::new(match fmt {
-            OutputFormat::Table => TextFormat::Table,
-            OutputFormat::Csv => TextFormat::Csv,
-            _ => TextFormat::Jsonl,
-        })
-    });
-    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut w = if binary { None } else { Some(HitWriter::open(fmt.text(), x.output.as_deref())?) };
     for b in f.batches(x.batch as usize) {
         let b = b?;
         let (n, md) = c.search(&x.index, &b.data, d, k, params.clone(), x.include_metadata)?;
@@ -532,7 +521,9 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
                     "distances": ds.iter().map(|&v| (v.is_finite() && v.abs() != f32::MAX).then_some(v)).collect::<Vec<_>>(),
                     "metadata": md.get(q).map(to_json).unwrap_or(serde_json::Value::Null),
                 });
-                writeln!(out, "{rec}").map_err(|e| Error::io(Path::new("<stdout>"), e))?;
+                if let Some(w) = w.as_mut() {
+                    w.line(&rec.to_string())?;
+                }
             }
         } else if let Some(w) = w.as_mut() {
             w.neighbors(b.start, &n)?;
@@ -540,7 +531,6 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
         progress.inc(b.rows as u64);
     }
     progress.finish();
-    out.flush().map_err(|e| Error::io(Path::new("<stdout>"), e))?;
     if binary {
         let path = x.output.as_deref().expect("invariant: checked above");
         return render::write_binary(path, fmt == OutputFormat::Npy, &all);

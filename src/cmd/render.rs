@@ -81,7 +81,7 @@ impl Progress for StderrProgress {
                 b.enable_steady_tick(Duration::from_millis(120));
                 b
             };
-            b_prefix(&bar, stage);
+            bar.set_prefix(stage.to_string());
             s.bar = Some(bar);
         }
     }
@@ -118,10 +118,6 @@ impl Progress for StderrProgress {
             None => eprintln!("faissx: {msg}"),
         }
     }
-}
-
-fn b_prefix(b: &ProgressBar, stage: &str) {
-    b.set_prefix(stage.to_string());
 }
 
 /// Print a diagnostic line on stderr unless quiet.
@@ -228,6 +224,19 @@ impl HitWriter {
             t
         });
         HitWriter { fmt, out, table, wrote_header: false }
+    }
+
+    /// A writer to `path` when given (atomically), else to stdout.
+    pub fn open(fmt: TextFormat, path: Option<&Path>) -> Result<HitWriter> {
+        match path {
+            Some(p) => HitWriter::to_file(fmt, p),
+            None => Ok(HitWriter::new(fmt)),
+        }
+    }
+
+    /// Write one ready-made line (e.g. a JSON record with extra fields).
+    pub fn line(&mut self, line: &str) -> Result<()> {
+        writeln!(self.out, "{line}").map_err(stdout_err)
     }
 
     /// Write the hits of query number `query`.

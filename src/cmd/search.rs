@@ -1,7 +1,7 @@
 //! `faissx search`: k-NN or range search of a query file.
 
 use super::common::{BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArgs};
-use super::render::{self, HitWriter, StderrProgress, TextFormat};
+use super::render::{self, HitWriter, StderrProgress};
 use super::Ctx;
 use crate::engine::shards::{self, ShardSet};
 use crate::engine::{Error, Index, Neighbors, Result, SearchParams};
@@ -101,19 +101,8 @@ fn report_search(ctx: &Ctx, nq: usize, started: Instant) {
 
 /// Run `faissx search`.
 pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
-    let fmt = a.format.unwrap_or(if a.output.is_some() {
-        match a.output.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str()) {
-            Some("npy") => OutputFormat::Npy,
-            Some("ivecs") => OutputFormat::Ivecs,
-            Some("csv") => OutputFormat::Csv,
-            _ => OutputFormat::Jsonl,
-        }
-    } else if render::stdout_is_tty() {
-        OutputFormat::Table
-    } else {
-        OutputFormat::Jsonl
-    });
-    let binary = matches!(fmt, OutputFormat::Npy | OutputFormat::Ivecs);
+    let fmt = OutputFormat::resolve(a.format, a.output.as_deref());
+    let binary = fmt.is_binary();
     if binary && a.output.is_none() {
         return Err(Error::invalid("--format npy/ivecs writes files: give -o PATH"));
     }
@@ -155,15 +144,7 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
         return render::write_binary(out, fmt == OutputFormat::Npy, &all);
     }
 
-    let text = match fmt {
-        OutputFormat::Table => TextFormat::Table,
-        OutputFormat::Csv => TextFormat::Csv,
-        _ => TextFormat::Jsonl,
-    };
-    let mut w = match &a.output {
-        Some(path) => HitWriter::to_file(text, path)?,
-        None => HitWriter::new(text),
-    };
+    let mut w = HitWriter::open(fmt.text(), a.output.as_deref())?;
     match a.radius {
         Some(r) => {
             // Range search has no per-call parameters in FAISS: set them on the index.

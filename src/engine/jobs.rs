@@ -55,6 +55,13 @@ impl Default for BuildOptions {
     }
 }
 
+/// The default training sample for `rows` input vectors and an index with `nlist` lists (0
+/// when not IVF): all rows up to max(100,000, 256 × nlist), FAISS's own k-means subsampling
+/// cap (`max_points_per_centroid` = 256).
+pub fn default_train_size(rows: usize, nlist: usize) -> usize {
+    rows.min(100_000.max(256 * nlist))
+}
+
 /// `Err(Interrupted)` once the stop flag is set.
 pub(crate) fn stopped(stop: &AtomicBool) -> Result<()> {
     if stop.load(Ordering::Relaxed) {
@@ -92,7 +99,7 @@ pub fn build(
     }
     if !index.is_trained() {
         let nlist = index.describe()?.nlist.unwrap_or(0);
-        let n = opts.train_size.unwrap_or_else(|| input.len().min(100_000.max(256 * nlist))).min(input.len());
+        let n = opts.train_size.unwrap_or_else(|| default_train_size(input.len(), nlist)).min(input.len());
         if n == 0 {
             return Err(Error::invalid("--train-size must be at least 1"));
         }

@@ -9,10 +9,11 @@
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{IdMode, Index};
+use crate::engine::jobs::stopped;
 use crate::engine::Progress;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// What happens to ids when indices are merged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,14 +46,6 @@ pub struct MergeReport {
     pub kept_ids: bool,
     /// How the inputs were combined.
     pub method: MergeMethod,
-}
-
-fn stopped(stop: &AtomicBool) -> Result<()> {
-    if stop.load(Ordering::Relaxed) {
-        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
-    } else {
-        Ok(())
-    }
 }
 
 /// Whether an index's ids were chosen by the user (IDMap, or IVF built with ids) rather than

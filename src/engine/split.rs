@@ -11,8 +11,9 @@
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Index;
+use crate::engine::jobs::stopped;
 use crate::engine::Progress;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// How vectors are assigned to shards. All three look at ids, so the assignment does not
 /// depend on FAISS's storage order.
@@ -54,14 +55,6 @@ pub fn assign(ids: &[i64], shards: usize, by: SplitBy) -> Vec<usize> {
             }
             out
         }
-    }
-}
-
-fn stopped(stop: &AtomicBool) -> Result<()> {
-    if stop.load(Ordering::Relaxed) {
-        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
-    } else {
-        Ok(())
     }
 }
 

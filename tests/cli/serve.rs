@@ -660,6 +660,11 @@ fn query_remote_drives_a_server() {
     assert_eq!(local.iter().map(|r| &r.1).collect::<Vec<_>>(), remote.iter().map(|r| &r.1).collect::<Vec<_>>());
     qr(&["search", "docs", &query, "-k", "5", "--nprobe", "16", "--format", "npy", "-o", "hits.npy"]);
     assert!(env.path("hits.npy").exists() && env.path("hits.distances.npy").exists());
+    // Text formats honour -o too (written atomically, nothing on stdout).
+    let out = qr(&["search", "docs", &query, "-k", "5", "--nprobe", "16", "-o", "hits.jsonl"]);
+    assert!(out.is_empty(), "{out}");
+    let from_file = parse_jsonl(&std::fs::read_to_string(env.path("hits.jsonl")).unwrap());
+    assert_eq!(from_file.iter().map(|r| &r.1).collect::<Vec<_>>(), remote.iter().map(|r| &r.1).collect::<Vec<_>>());
     let out = qr(&["search", "docs", &query, "-k", "2", "--nprobe", "16", "--include-metadata", "--format", "jsonl"]);
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(first["metadata"][0]["row"], first["ids"][0]);

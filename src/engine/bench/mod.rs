@@ -14,13 +14,14 @@ pub mod remote;
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{Index, IndexSpec, Metric, Neighbors, SearchParams};
 use crate::engine::io::{write as vwrite, CsvOptions, VectorFile};
+use crate::engine::jobs::stopped;
 use crate::engine::jobs::{self, BuildOptions};
 use crate::engine::metrics::{one_recall_at_k, percentile, recall_at_k};
 use crate::engine::shards::ShardSet;
 use crate::engine::Progress;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -284,14 +285,6 @@ struct Measured {
     found: Neighbors,
     qps_batch: f64,
     latencies_ms: Vec<f64>,
-}
-
-fn stopped(stop: &AtomicBool) -> Result<()> {
-    if stop.load(Ordering::Relaxed) {
-        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
-    } else {
-        Ok(())
-    }
 }
 
 /// Run the queries through `search` in batch mode (`runs` times, best kept) and one by one
