@@ -33,7 +33,9 @@ Examples:
   faissx bench big.index --queries query.bvecs --gt gt.ivecs --mmap --format json
 
   # a running `faissx serve` with 4 concurrent clients
-  faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --clients 4";
+  faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --clients 4
+  # one client with 4 requests in flight
+  faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --pipeline 4";
 
 /// Output formats of `bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,6 +138,11 @@ pub struct BenchArgs {
     /// Concurrent clients in single-query mode (--server).
     #[arg(long, value_name = "NUM", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub clients: u64,
+
+    /// Single-query requests each client keeps in flight on its connection (--server); 1
+    /// waits for each reply before sending the next request.
+    #[arg(long, value_name = "NUM", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub pipeline: u64,
 
     /// API key for --server.
     #[arg(long, value_name = "KEY", env = "FAISSX_API_KEY", hide_env_values = true)]
@@ -378,6 +385,7 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
             cfg,
             name,
             a.clients as usize,
+            a.pipeline as usize,
             d,
             &queries,
             &gt,

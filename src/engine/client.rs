@@ -1,12 +1,17 @@
 //! The client side of ../shared/protocol.md: a DEALER socket with send and receive timeouts,
 //! linger 0, and typed calls that send vectors and ids as binary payloads (our extension).
-//! One request is outstanding at a time; after a timeout the socket is replaced, so a late
-//! reply can never be mistaken for the answer to the next request.
+//!
+//! Every request goes out as `[sequence number, "", payload]`. The server's ROUTER hands the
+//! envelope back unchanged (standard ZeroMQ request/reply envelopes, no protocol field), so
+//! a reply names the request it answers: [`Client::pipeline`] keeps several requests in
+//! flight on one connection, and a late reply to an abandoned request is recognised and
+//! dropped. After a timeout the socket is replaced as well.
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{Neighbors, RangeHits};
 use crate::engine::protocol::{self, Encoding, Msg, Value};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Where and who to connect as.
 #[derive(Debug, Clone)]
@@ -21,11 +26,52 @@ pub struct ClientConfig {
     pub timeout: Duration,
 }
 
+impl ClientConfig {
+    /// Encode a request: `action`, `fields`, and the configured API key and tenant.
+    pub fn request(&self, action: &str, mut fields: Vec<(&str, Value)>) -> Vec<u8> {
+        if let Some(k) = &self.api_key {
+            fields.push(("api_key", Value::from(k.as_str())));
+        }
+        if let Some(t) = &self.tenant {
+            fields.push(("tenant_id", Value::from(t.as_str())));
+        }
+        protocol::encode_request(action, fields)
+    }
+
+    /// The encoded `search` request of [`Client::search`] (`q` is `nq × d`, row-major), for
+    /// [`Client::pipeline`]; decode its reply with [`search_reply`].
+    pub fn search_request(
+        &self,
+        id: &str,
+        q: &[f32],
+        d: usize,
+        k: usize,
+        params: Vec<(&str, Value)>,
+        include_metadata: bool,
+    ) -> Vec<u8> {
+        let mut f = vec![
+            ("index_id", Value::from(id)),
+            ("query_vectors", protocol::vectors_value(q, d, Encoding::Binary)),
+            ("k", Value::from(k as u64)),
+            ("binary", Value::Boolean(true)),
+        ];
+        if !params.is_empty() {
+            f.push(("params", Msg::from_pairs(params).into_value()));
+        }
+        if include_metadata {
+            f.push(("include_metadata", Value::Boolean(true)));
+        }
+        self.request("search", f)
+    }
+}
+
 /// A connection to `faissx serve`.
 pub struct Client {
     ctx: zmq::Context,
     sock: Option<zmq::Socket>,
     cfg: ClientConfig,
+    /// Sequence number of the next request (the first envelope frame).
+    seq: u64,
 }
 
 fn zerr(what: &str, e: zmq::Error) -> Error {
@@ -45,7 +91,7 @@ impl Client {
                 cfg.server
             )));
         }
-        let mut c = Client { ctx: zmq::Context::new(), sock: None, cfg };
+        let mut c = Client { ctx: zmq::Context::new(), sock: None, cfg, seq: 0 };
         c.socket()?;
         Ok(c)
     }
@@ -68,45 +114,102 @@ impl Client {
         &self.cfg.server
     }
 
-    /// Send one request and wait for its reply. Error replies become [`Error`]s of the kind
-    /// their `error_code` names; no reply within the timeout is [`ErrorKind::Timeout`].
-    pub fn call(&mut self, action: &str, mut fields: Vec<(&str, Value)>) -> Result<Msg> {
-        if let Some(k) = &self.cfg.api_key {
-            fields.push(("api_key", Value::from(k.as_str())));
-        }
-        if let Some(t) = &self.cfg.tenant {
-            fields.push(("tenant_id", Value::from(t.as_str())));
-        }
-        let req = protocol::encode_request(action, fields);
-        self.call_raw(&req)
+    /// The configuration (to encode requests for [`Client::pipeline`]).
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
     }
 
-    /// Send pre-encoded request bytes (benchmarks, tests) and decode the reply.
-    pub fn call_raw(&mut self, req: &[u8]) -> Result<Msg> {
-        let timeout = self.cfg.timeout;
-        let server = self.cfg.server.clone();
-        let sock = self.socket()?;
-        let sent = sock.send_multipart([&[][..], req], 0);
-        let frames = sent.and_then(|_| sock.recv_multipart(0));
-        match frames {
-            Ok(mut f) => {
-                let payload = f.pop().unwrap_or_default();
-                protocol::decode_reply(&payload)
+    /// Send one request and wait for its reply. Error replies become [`Error`]s of the kind
+    /// their `error_code` names; no reply within the timeout is [`ErrorKind::Timeout`].
+    pub fn call(&mut self, action: &str, fields: Vec<(&str, Value)>) -> Result<Msg> {
+        // An owned buffer is handed to ZeroMQ without a copy.
+        let req = self.cfg.request(action, fields);
+        self.call_raw(req)
+    }
+
+    /// Send one pre-encoded request (`Vec<u8>` without a copy, `&[u8]` with one) and decode
+    /// the reply.
+    pub fn call_raw(&mut self, req: impl Into<zmq::Message>) -> Result<Msg> {
+        let mut out = None;
+        self.pipeline(std::iter::once(req), 1, |_, r, _| {
+            out = Some(r);
+            Ok(())
+        })?;
+        out.unwrap_or_else(|| Err(Error::new(ErrorKind::Protocol, "no reply")))
+    }
+
+    /// Send every request of `requests` (pre-encoded, e.g. by [`ClientConfig::request`]; owned
+    /// buffers go to ZeroMQ without a copy) over this
+    /// one connection with up to `window` of them awaiting a reply, and call
+    /// `on_reply(i, reply, latency)` for each, in the order replies arrive; `i` is the
+    /// request's position in `requests`, `latency` the time from its send to its reply.
+    /// Error replies are passed to `on_reply` as errors; an error returned by `on_reply`
+    /// stops the pipeline and is returned (replies still in flight are then dropped). No
+    /// reply within the timeout is [`ErrorKind::Timeout`].
+    pub fn pipeline<B: Into<zmq::Message>>(
+        &mut self,
+        requests: impl IntoIterator<Item = B>,
+        window: usize,
+        mut on_reply: impl FnMut(usize, Result<Msg>, Duration) -> Result<()>,
+    ) -> Result<()> {
+        let mut requests = requests.into_iter();
+        let window = window.max(1);
+        // Sequence number -> (position in `requests`, send time).
+        let mut pending: HashMap<u64, (usize, Instant)> = HashMap::with_capacity(window);
+        let mut next = 0usize;
+        let mut exhausted = false;
+        loop {
+            while !exhausted && pending.len() < window {
+                let Some(req) = requests.next() else {
+                    exhausted = true;
+                    break;
+                };
+                let seq = self.seq;
+                self.seq = self.seq.wrapping_add(1);
+                let sock = self.socket()?;
+                let sent = sock
+                    .send(&seq.to_le_bytes()[..], zmq::SNDMORE)
+                    .and_then(|_| sock.send(&[][..], zmq::SNDMORE))
+                    .and_then(|_| sock.send(req.into(), 0));
+                if let Err(e) = sent {
+                    return Err(self.failed(e));
+                }
+                pending.insert(seq, (next, Instant::now()));
+                next += 1;
             }
-            Err(zmq::Error::EAGAIN) => {
-                self.sock = None;
-                Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "no reply from {server} within {:.1} s (is `faissx serve` running there?)",
-                        timeout.as_secs_f64()
-                    ),
-                ))
+            if pending.is_empty() {
+                return Ok(());
             }
-            Err(e) => {
-                self.sock = None;
-                Err(zerr(&format!("talking to {server}"), e))
-            }
+            let frames = match self.socket()?.recv_multipart(0) {
+                Ok(f) => f,
+                Err(e) => return Err(self.failed(e)),
+            };
+            // [sequence number, "", reply]; anything else is a stale or foreign reply.
+            let Some(seq) = frames.first().and_then(|f| <[u8; 8]>::try_from(&f[..]).ok()).map(u64::from_le_bytes)
+            else {
+                continue;
+            };
+            let Some((i, sent)) = pending.remove(&seq) else { continue };
+            let took = sent.elapsed();
+            let payload = frames.last().map(Vec::as_slice).unwrap_or_default();
+            on_reply(i, protocol::decode_reply(payload), took)?;
+        }
+    }
+
+    /// Turn a socket error into the caller's error, dropping the socket (so nothing sent on
+    /// it can be answered later).
+    fn failed(&mut self, e: zmq::Error) -> Error {
+        self.sock = None;
+        let server = &self.cfg.server;
+        match e {
+            zmq::Error::EAGAIN => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no reply from {server} within {:.1} s (is `faissx serve` running there?)",
+                    self.cfg.timeout.as_secs_f64()
+                ),
+            ),
+            e => zerr(&format!("talking to {server}"), e),
         }
     }
 
@@ -159,35 +262,8 @@ impl Client {
         params: Vec<(&str, Value)>,
         include_metadata: bool,
     ) -> Result<(Neighbors, Option<Vec<Value>>)> {
-        let mut f = vec![
-            ("index_id", Value::from(id)),
-            ("query_vectors", protocol::vectors_value(q, d, Encoding::Binary)),
-            ("k", Value::from(k as u64)),
-            ("binary", Value::Boolean(true)),
-        ];
-        if !params.is_empty() {
-            f.push(("params", Msg::from_pairs(params).into_value()));
-        }
-        if include_metadata {
-            f.push(("include_metadata", Value::Boolean(true)));
-        }
-        let r = self.call("search", f)?;
-        let nq = r.uint("num_queries")?.unwrap_or(0) as usize;
-        let kk = r.uint("k")?.unwrap_or(k as u64) as usize;
-        let (dists, ids) = match (r.get("distances"), r.get("labels")) {
-            (Some(Value::Binary(d)), Some(Value::Binary(l))) => {
-                (protocol::f32_from_bytes(d)?, protocol::i64_from_bytes(l)?)
-            }
-            _ => return Err(Error::new(ErrorKind::Protocol, "search reply lacks binary distances/labels")),
-        };
-        if ids.len() != nq * kk || dists.len() != nq * kk {
-            return Err(Error::new(ErrorKind::Protocol, "search reply has the wrong number of results"));
-        }
-        let md = match r.get("metadata") {
-            Some(Value::Array(a)) => Some(a.clone()),
-            _ => None,
-        };
-        Ok((Neighbors { nq, k: kk, ids, dists }, md))
+        let req = self.cfg.search_request(id, q, d, k, params, include_metadata);
+        search_reply(self.call_raw(req)?, k)
     }
 
     /// `range_search`.
@@ -217,4 +293,25 @@ impl Client {
         let r = self.call("get_index_status", vec![("index_id", Value::from(id))])?;
         Ok(r.uint("dimension")?.unwrap_or(0) as usize)
     }
+}
+
+/// Decode a binary `search` reply (requested with `k`): `nq × k` neighbours and, when the
+/// request asked for it, each hit's metadata (`nq` arrays of `k` values).
+pub fn search_reply(r: Msg, k: usize) -> Result<(Neighbors, Option<Vec<Value>>)> {
+    let nq = r.uint("num_queries")?.unwrap_or(0) as usize;
+    let kk = r.uint("k")?.unwrap_or(k as u64) as usize;
+    let (dists, ids) = match (r.get("distances"), r.get("labels")) {
+        (Some(Value::Binary(d)), Some(Value::Binary(l))) => {
+            (protocol::f32_from_bytes(d)?, protocol::i64_from_bytes(l)?)
+        }
+        _ => return Err(Error::new(ErrorKind::Protocol, "search reply lacks binary distances/labels")),
+    };
+    if ids.len() != nq * kk || dists.len() != nq * kk {
+        return Err(Error::new(ErrorKind::Protocol, "search reply has the wrong number of results"));
+    }
+    let md = match r.get("metadata") {
+        Some(Value::Array(a)) => Some(a.clone()),
+        _ => None,
+    };
+    Ok((Neighbors { nq, k: kk, ids, dists }, md))
 }

@@ -157,17 +157,12 @@ impl Msg {
 
     /// Encode as one msgpack map.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        // Writing to a Vec cannot fail.
-        let _ = rmpv::encode::write_value(&mut out, &Value::Map(self.map.clone()));
-        out
+        encode_value(&Value::Map(self.map.clone()))
     }
 
     /// Encode, consuming the map (no copy).
     pub fn into_bytes(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        let _ = rmpv::encode::write_value(&mut out, &Value::Map(self.map));
-        out
+        encode_value(&Value::Map(self.map))
     }
 
     /// This map as a msgpack value.
@@ -302,6 +297,11 @@ impl Msg {
     pub fn vectors(&self, key: &str, d: usize) -> Result<Vec<f32>> {
         let v = self.get(key).ok_or_else(|| missing(key))?;
         let out = decode_vectors(key, v, d)?;
+        // Branch-free test of the exponent bits, vectorised, instead of a search per element.
+        let all_finite = out.chunks(4096).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()));
+        if all_finite {
+            return Ok(out);
+        }
         if let Some(pos) = out.iter().position(|x| !x.is_finite()) {
             return Err(Error::invalid(format!(
                 "{key}: vector {} component {} is {} (must be finite)",
@@ -466,18 +466,19 @@ pub fn vector_value(x: &[f32]) -> Value {
 
 /// f32 values as little-endian bytes.
 pub fn f32_bytes(x: &[f32]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(x.len() * 4);
-    for v in x {
-        b.extend_from_slice(&v.to_le_bytes());
+    // Fixed-size chunks compile to a plain copy on little-endian machines.
+    let mut b = vec![0u8; x.len() * 4];
+    for (c, v) in b.chunks_exact_mut(4).zip(x) {
+        c.copy_from_slice(&v.to_le_bytes());
     }
     b
 }
 
 /// i64 values as little-endian bytes.
 pub fn i64_bytes(x: &[i64]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(x.len() * 8);
-    for v in x {
-        b.extend_from_slice(&v.to_le_bytes());
+    let mut b = vec![0u8; x.len() * 8];
+    for (c, v) in b.chunks_exact_mut(8).zip(x) {
+        c.copy_from_slice(&v.to_le_bytes());
     }
     b
 }
@@ -548,11 +549,25 @@ pub fn encode_request(action: &str, fields: Vec<(&str, Value)>) -> Vec<u8> {
     m.into_bytes()
 }
 
-/// Encode an arbitrary msgpack value (metadata persistence).
+/// Encode an arbitrary msgpack value, into a buffer allocated once at its final size (a
+/// request can carry megabytes of vectors).
 pub fn encode_value(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(encoded_len(v));
+    // Writing to a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, v);
     out
+}
+
+/// An upper bound of `v`'s MessagePack size in bytes (headers counted at their largest).
+fn encoded_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => 5 + s.as_bytes().len(),
+        Value::Binary(b) => 5 + b.len(),
+        Value::Ext(_, b) => 6 + b.len(),
+        Value::Array(a) => 5 + a.iter().map(encoded_len).sum::<usize>(),
+        Value::Map(m) => 5 + m.iter().map(|(k, v)| encoded_len(k) + encoded_len(v)).sum::<usize>(),
+        _ => 9,
+    }
 }
 
 /// Decode one msgpack value from the front of `rd`, advancing it.

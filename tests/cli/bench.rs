@@ -94,6 +94,7 @@ fn bench_recall_equals_independent_computation_on_sample() {
         "latency_p99_ms",
         "nq_single",
         "clients",
+        "pipeline",
         "train_s",
         "add_s",
         "build_s",
@@ -287,10 +288,34 @@ fn bench_server_with_concurrent_clients() {
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(r["clients"], 4);
+    assert_eq!(r["pipeline"], 1);
     assert_eq!(r["nq_single"], 100);
     assert_eq!(r["k_recall_at_k"], 1.0, "a Flat index on the server is exact");
     assert!(r["qps_single"].as_f64().unwrap() > 0.0);
     assert!(r["target"].as_str().unwrap().ends_with("/docs"));
+    // One client keeping 8 requests in flight: every query answered once, same recall.
+    let out = env.ok(&[
+        "bench",
+        "--server",
+        &srv.endpoint,
+        "--index",
+        "docs",
+        "--queries",
+        &sample(QUERY),
+        "--gt",
+        &sample(GT),
+        "--pipeline",
+        "8",
+        "--single-queries",
+        "150",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let r = &records(&out)[0];
+    assert_eq!((r["clients"].as_u64(), r["pipeline"].as_u64()), (Some(1), Some(8)));
+    assert_eq!(r["nq_single"], 150);
+    assert_eq!(r["k_recall_at_k"], 1.0);
     // Queries of the wrong d are refused before any measuring.
     write_fvecs(&env.path("q8.fvecs"), 8, &lcg_vectors(10, 8, 1));
     env.fails(

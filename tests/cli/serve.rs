@@ -756,3 +756,49 @@ fn serve_flags_and_env() {
     assert_eq!(bad.call("list_indices", vec![]).unwrap_err().kind(), ErrorKind::Auth);
     srv.stop();
 }
+
+#[test]
+fn pipelined_requests_get_their_own_replies() {
+    let env = TestEnv::new("serve-pipeline");
+    let srv = Server::start(&env, &[]);
+    let mut c = srv.client(None, None);
+    let d = 8;
+    let base = lcg_vectors(500, d, 7);
+    c.create("p", d, "Flat", None).unwrap();
+    c.add("p", &base, d, None, None).unwrap();
+    // Every base vector is its own nearest neighbour; request 7 has the wrong width.
+    let cfg = c.config().clone();
+    let reqs: Vec<Vec<u8>> = (0..500)
+        .map(|i| {
+            let w = if i == 7 { d - 1 } else { d };
+            cfg.search_request("p", &base[i * d..i * d + w], w, 1, vec![], false)
+        })
+        .collect();
+    let mut seen = vec![false; 500];
+    c.pipeline(reqs, 16, |i, r, took| {
+        assert!(!seen[i], "request {i} answered twice");
+        seen[i] = true;
+        assert!(took > Duration::ZERO);
+        if i == 7 {
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::DimensionMismatch);
+        } else {
+            let (n, _) = faissx::engine::client::search_reply(r?, 1)?;
+            assert_eq!(n.ids, vec![i as i64], "reply of request {i}");
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(seen.iter().all(|&b| b), "every request answered");
+    // An error from the callback stops the pipeline; the connection stays usable.
+    let e = c
+        .pipeline((0..50).map(|_| c.config().request("ping", vec![])).collect::<Vec<_>>(), 8, |i, _, _| {
+            if i == 3 {
+                Err(faissx::engine::Error::invalid("stop here"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("stop here"), "{e}");
+    assert_eq!(c.ping().unwrap().str("message").unwrap(), Some("pong"));
+}

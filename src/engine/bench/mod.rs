@@ -251,6 +251,8 @@ pub struct Record {
     pub nq_single: usize,
     /// Concurrent clients (remote targets; 1 otherwise).
     pub clients: usize,
+    /// Single-query requests in flight per client (remote targets; 1 otherwise).
+    pub pipeline: usize,
     /// Build cost of the target.
     #[serde(flatten)]
     pub cost: BuildCost,
@@ -359,6 +361,7 @@ fn record(
         latency_p99_ms: p(99.0),
         nq_single: m.latencies_ms.len(),
         clients,
+        pipeline: 1,
         cost: cost.clone(),
         pareto: false,
         chosen: false,

@@ -231,6 +231,7 @@ mod tests {
             latency_p99_ms: None,
             nq_single: 0,
             clients: 1,
+            pipeline: 1,
             cost: BuildCost::default(),
             pareto: true,
             chosen: false,

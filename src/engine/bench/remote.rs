@@ -1,9 +1,10 @@
 //! Benchmarking a running `faissx serve` (`faissx bench --server URL --index NAME`): recall and
 //! batch QPS through one connection, then single-query latency and throughput with N
-//! concurrent clients, each on its own connection, taking queries from a shared counter.
+//! concurrent clients, each on its own connection with up to `pipeline` requests in flight,
+//! taking queries from a shared counter.
 
 use super::{record, BenchOptions, BuildCost, GroundTruth, Measured, Record, Setting};
-use crate::engine::client::{Client, ClientConfig};
+use crate::engine::client::{search_reply, Client, ClientConfig};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Neighbors;
 use crate::engine::protocol::Value;
@@ -33,12 +34,13 @@ pub fn remote_dimension(cfg: &ClientConfig, index: &str) -> Result<usize> {
 
 /// Sweep the settings (every combination of the given nprobe and efSearch values, or the
 /// server's defaults) against index `index` on the server, with `clients` concurrent clients
-/// in single-query mode.
+/// in single-query mode, each keeping up to `pipeline` requests in flight.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_remote(
     cfg: &ClientConfig,
     index: &str,
     clients: usize,
+    pipeline: usize,
     d: usize,
     queries: &[f32],
     gt: &GroundTruth,
@@ -57,7 +59,10 @@ pub fn sweep_remote(
     for &n in &np {
         for &e in &ef {
             let s = Setting { nprobe: n, ef_search: e };
-            progress.note(&format!("{target}: {} with {clients} client(s)", s.label()));
+            progress.note(&format!(
+                "{target}: {} with {clients} client(s), {pipeline} request(s) in flight each",
+                s.label()
+            ));
             // Batch mode: recall and batch QPS through one connection.
             let mut best = f64::INFINITY;
             let mut found = Neighbors::default();
@@ -93,18 +98,22 @@ pub fn sweep_remote(
                             }
                         };
                         let mut mine = Vec::new();
-                        loop {
+                        // Requests are encoded as the pipeline has room for them.
+                        let rc = cfg.clone();
+                        let requests = std::iter::from_fn(|| {
                             let q = next.fetch_add(1, Ordering::Relaxed);
                             if q >= nsingle || stop.load(Ordering::Relaxed) {
-                                break;
+                                return None;
                             }
-                            let t = Instant::now();
-                            if let Err(e) = c.search(index, &queries[q * d..(q + 1) * d], d, opts.k, params(&s), false)
-                            {
-                                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                                break;
-                            }
-                            mine.push(t.elapsed().as_secs_f64() * 1e3);
+                            Some(rc.search_request(index, &queries[q * d..(q + 1) * d], d, opts.k, params(&s), false))
+                        });
+                        let run = c.pipeline(requests, pipeline, |_, r, took| {
+                            search_reply(r?, opts.k)?;
+                            mine.push(took.as_secs_f64() * 1e3);
+                            Ok(())
+                        });
+                        if let Err(e) = run {
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         }
                         lat.lock().unwrap_or_else(|p| p.into_inner()).extend(mine);
                     });
@@ -117,6 +126,7 @@ pub fn sweep_remote(
             let latencies_ms = lat.into_inner().unwrap_or_else(|p| p.into_inner());
             let m = Measured { found, qps_batch: queries.len() as f64 / d as f64 / best.max(1e-9), latencies_ms };
             let mut rec = record(&target, "remote", 1, clients, s, &m, gt, opts.k, &BuildCost::default());
+            rec.pipeline = pipeline.max(1);
             // With concurrent clients, single-query QPS is the throughput of all of them.
             if rec.nq_single > 0 {
                 rec.qps_single = Some(rec.nq_single as f64 / wall_s.max(1e-9));

@@ -20,7 +20,8 @@ use std::time::Instant;
 const INLINE_DECODE_BYTES: usize = 4096;
 
 enum Payload {
-    Raw(Vec<u8>),
+    /// The request frame as ZeroMQ received it (decoded on a worker, without a copy).
+    Raw(zmq::Message),
     Call(Call),
 }
 
@@ -335,24 +336,20 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
 }
 
 /// One request from the ROUTER: (envelope frames, payload, peer address).
-fn recv_request(router: &zmq::Socket, want_peer: bool) -> Option<(Vec<Vec<u8>>, Vec<u8>, String)> {
-    let mut frames = Vec::new();
+fn recv_request(router: &zmq::Socket, want_peer: bool) -> Option<(Vec<Vec<u8>>, zmq::Message, String)> {
+    let mut env = Vec::new();
     let mut peer = String::new();
     loop {
-        let flags = if frames.is_empty() { zmq::DONTWAIT } else { 0 };
+        let flags = if env.is_empty() { zmq::DONTWAIT } else { 0 };
         let mut msg = router.recv_msg(flags).ok()?;
-        let more = msg.get_more();
-        if !more && want_peer {
+        if msg.get_more() {
+            env.push(msg.to_vec());
+            continue;
+        }
+        if want_peer {
             peer = msg.gets("Peer-Address").unwrap_or("?").to_string();
         }
-        frames.push(msg.to_vec());
-        if !more {
-            break;
-        }
+        // A ROUTER always prepends the sender's identity; a lone frame is not a request.
+        return if env.is_empty() { None } else { Some((env, msg, peer)) };
     }
-    let payload = frames.pop()?;
-    if frames.is_empty() {
-        return None;
-    }
-    Some((frames, payload, peer))
 }
