@@ -227,7 +227,7 @@ fn bench_many(base: &[f32], queries: &[f32]) {
     let t0 = Instant::now();
     for i in 0..many {
         c.create(&format!("ix{i}"), D, "Flat", None).expect("create");
-        c.call_raw(&req(i)).expect("add");
+        c.call_raw(req(i)).expect("add");
     }
     let fill = t0.elapsed().as_secs_f64();
     let mut plat = Vec::new();
