@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Server benchmark (BENCHMARKS.md, "Server"): faissx's own client, in-process search and adds,
-# 1,000 indices, then the official FAISSx Python client, all in one run.
+# Server benchmark (BENCHMARKS.md, "Server"): faissx's own client (one request at a time and
+# pipelined), in-process search and adds, 1,000 indices, then the official FAISSx Python
+# client and a bare ZeroMQ round trip, all in one run.
 #   bash scripts/bench-serve.sh            # SERVE_BENCH_MANY=100 for a smaller last part
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,5 @@ pid=$!
 read -r endpoint <&3
 trap 'kill $pid 2>/dev/null || true' EXIT
 "$py" benches/serve_python.py "$endpoint"
+echo "## bare ZeroMQ REQ/REP round trip (pyzmq), the floor on this machine"
+"$py" benches/zmq_rtt.py
