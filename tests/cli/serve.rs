@@ -802,3 +802,26 @@ fn pipelined_requests_get_their_own_replies() {
     assert!(e.to_string().contains("stop here"), "{e}");
     assert_eq!(c.ping().unwrap().str("message").unwrap(), Some("pong"));
 }
+
+#[test]
+fn serve_debug_log_counts_rows_of_binary_payloads() {
+    let env = TestEnv::new("serve-log");
+    let mut cmd = env.cmd();
+    cmd.args(["serve", "--bind-address", "127.0.0.1", "--port", "0", "--log-level", "DEBUG"]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let srv = Server { child, endpoint: line.trim().to_string() };
+    let mut c = srv.client(None, None);
+    let d = 4;
+    c.create("lg", d, "Flat", None).unwrap();
+    c.add("lg", &lcg_vectors(3, d, 1), d, None, None).unwrap();
+    c.search("lg", &lcg_vectors(2, d, 2), d, 5, vec![], false).unwrap();
+    drop(c);
+    drop(srv); // kills the server, closing its stderr
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut log).unwrap();
+    assert!(log.contains("op=add_vectors nq=3 "), "{log}");
+    assert!(log.contains("op=search nq=2 k=5 "), "{log}");
+}

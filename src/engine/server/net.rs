@@ -49,21 +49,7 @@ impl Replier {
         nq_k: (u64, u64),
         r: Result<Msg>,
     ) {
-        let ok = r.is_ok();
-        let bytes = match r {
-            Ok(m) => protocol::ok_reply(m),
-            Err(e) => protocol::error_reply(&e),
-        };
-        let took = started.elapsed();
-        self.svc.record(action, took, ok);
-        if self.verbose {
-            eprintln!(
-                "faissx: op={action} nq={} k={} took_ms={:.3} peer={peer} ok={ok}",
-                nq_k.0,
-                nq_k.1,
-                took.as_secs_f64() * 1000.0
-            );
-        }
+        let bytes = finish(&self.svc, self.verbose, action, started, peer, nq_k, r);
         let mut frames = job_env;
         frames.push(bytes);
         let s = self.sock.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,10 +58,39 @@ impl Replier {
     }
 }
 
+/// Rows and `k` of a request, for the log line (binary payloads: 0, counted from the reply).
+/// Record the request for `metrics`, log it (with `verbose`) and encode its reply.
+fn finish(
+    svc: &Service,
+    verbose: bool,
+    action: &str,
+    started: Instant,
+    peer: &str,
+    nq_k: (u64, u64),
+    r: Result<Msg>,
+) -> Vec<u8> {
+    let ok = r.is_ok();
+    let took = started.elapsed();
+    svc.record(action, took, ok);
+    if verbose {
+        // Rows as the reply counts them (a binary payload's row count needs the index's d).
+        let rows = |m: &Msg| m.uint("num_queries").ok().flatten().or_else(|| m.uint("count").ok().flatten());
+        let nq = r.as_ref().ok().and_then(rows).unwrap_or(nq_k.0);
+        eprintln!(
+            "faissx: op={action} nq={nq} k={} took_ms={:.3} peer={peer} ok={ok}",
+            nq_k.1,
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    match r {
+        Ok(m) => protocol::ok_reply(m),
+        Err(e) => protocol::error_reply(&e),
+    }
+}
+
 fn nq_k(call: &Call) -> (u64, u64) {
     let nq = match call.msg.get("query_vectors").or_else(|| call.msg.get("vectors")) {
         Some(protocol::Value::Array(a)) => a.len() as u64,
-        Some(protocol::Value::Binary(b)) => b.len() as u64,
         _ => 0,
     };
     (nq, call.msg.uint("k").ok().flatten().unwrap_or(0))
@@ -266,19 +281,8 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
                 None => break,
             };
             let started = Instant::now();
-            let reply = |r: Result<Msg>, action: &str| {
-                let ok = r.is_ok();
-                let bytes = match r {
-                    Ok(m) => protocol::ok_reply(m),
-                    Err(e) => protocol::error_reply(&e),
-                };
-                svc.record(action, started.elapsed(), ok);
-                if cfg.verbose {
-                    eprintln!(
-                        "faissx: op={action} took_ms={:.3} peer={peer} ok={ok}",
-                        started.elapsed().as_secs_f64() * 1000.0
-                    );
-                }
+            let reply = |r: Result<Msg>, action: &str, call: Option<&Call>| {
+                let bytes = finish(&svc, cfg.verbose, action, started, &peer, call.map(nq_k).unwrap_or((0, 0)), r);
                 let mut frames = env.clone();
                 frames.push(bytes);
                 let _ = router.send_multipart(frames, zmq::DONTWAIT);
@@ -292,28 +296,28 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
                         cfg.max_request_bytes
                     ),
                 );
-                reply(Err(e), "invalid");
+                reply(Err(e), "invalid", None);
                 continue;
             }
             let job_payload = if payload.len() <= INLINE_DECODE_BYTES {
                 match Msg::decode(&payload).and_then(|m| svc.prepare(m)) {
                     Err(e) => {
-                        reply(Err(e), "invalid");
+                        reply(Err(e), "invalid", None);
                         continue;
                     }
                     Ok(call) if Service::class(&call) == Class::Inline => {
-                        reply(svc.inline(&call), &call.action);
+                        reply(svc.inline(&call), &call.action, Some(&call));
                         continue;
                     }
                     Ok(call) if svc.is_cheap_search(&call) => match svc.read(&call, false) {
                         // Two thread hops cost more than a small search.
                         Ok(Some(m)) => {
-                            reply(Ok(m), &call.action);
+                            reply(Ok(m), &call.action, Some(&call));
                             continue;
                         }
                         Ok(None) => Payload::Call(call),
                         Err(e) => {
-                            reply(Err(e), &call.action);
+                            reply(Err(e), &call.action, Some(&call));
                             continue;
                         }
                     },
