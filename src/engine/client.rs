@@ -139,10 +139,10 @@ impl Client {
     }
 
     /// Send every request of `requests` (pre-encoded, e.g. by [`ClientConfig::request`]; owned
-    /// buffers go to ZeroMQ without a copy) over this
-    /// one connection with up to `window` of them awaiting a reply, and call
-    /// `on_reply(i, reply, latency)` for each, in the order replies arrive; `i` is the
-    /// request's position in `requests`, `latency` the time from its send to its reply.
+    /// buffers go to ZeroMQ without a copy) over this one connection with up to `window` of
+    /// them awaiting a reply, and call `on_reply(i, reply, latency)` for each, in the order
+    /// replies arrive (the server may answer out of order); `i` is the request's position in
+    /// `requests`, `latency` the time from its send to its reply.
     /// Error replies are passed to `on_reply` as errors; an error returned by `on_reply`
     /// stops the pipeline and is returned (replies still in flight are then dropped). No
     /// reply within the timeout is [`ErrorKind::Timeout`].
