@@ -297,12 +297,7 @@ impl Msg {
     pub fn vectors(&self, key: &str, d: usize) -> Result<Vec<f32>> {
         let v = self.get(key).ok_or_else(|| missing(key))?;
         let out = decode_vectors(key, v, d)?;
-        // Branch-free test of the exponent bits, vectorised, instead of a search per element.
-        let all_finite = out.chunks(4096).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()));
-        if all_finite {
-            return Ok(out);
-        }
-        if let Some(pos) = out.iter().position(|x| !x.is_finite()) {
+        if let Some(pos) = crate::engine::io::first_nonfinite(&out) {
             return Err(Error::invalid(format!(
                 "{key}: vector {} component {} is {} (must be finite)",
                 pos / d.max(1),

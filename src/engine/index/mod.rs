@@ -340,7 +340,7 @@ impl Index {
                 format!("{what}: {} values is not a whole number of d={d} vectors", x.len()),
             ));
         }
-        if let Some(pos) = x.iter().position(|v| !v.is_finite()) {
+        if let Some(pos) = crate::engine::io::first_nonfinite(x) {
             return Err(Error::invalid(format!(
                 "{what}: vector {} component {} is {} (must be finite)",
                 pos / d,

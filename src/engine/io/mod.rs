@@ -358,7 +358,7 @@ const DECODE_BLOCK: usize = 16 << 10;
 /// Position of the first NaN or infinite value in `v`. Scans blocks with a branch-free
 /// integer test that the compiler vectorizes (the exponent bits of a NaN/inf are all ones),
 /// and only locates the value inside a block that has one.
-fn first_nonfinite(v: &[f32]) -> Option<usize> {
+pub(crate) fn first_nonfinite(v: &[f32]) -> Option<usize> {
     const BLOCK: usize = 256;
     for (b, block) in v.chunks(BLOCK).enumerate() {
         // (e + 2^23) has bit 31 set exactly when e == 0x7f80_0000 (exponent all ones).

@@ -58,7 +58,6 @@ impl Replier {
     }
 }
 
-/// Rows and `k` of a request, for the log line (binary payloads: 0, counted from the reply).
 /// Record the request for `metrics`, log it (with `verbose`) and encode its reply.
 fn finish(
     svc: &Service,
@@ -88,6 +87,7 @@ fn finish(
     }
 }
 
+/// Rows and `k` of a request, for the log line (binary payloads: 0, counted from the reply).
 fn nq_k(call: &Call) -> (u64, u64) {
     let nq = match call.msg.get("query_vectors").or_else(|| call.msg.get("vectors")) {
         Some(protocol::Value::Array(a)) => a.len() as u64,
