@@ -266,25 +266,14 @@ fn bench_server_with_concurrent_clients() {
     };
     qr(&["create", "docs", "--dimension", "784"]);
     qr(&["add", "docs", &base, "-q"]);
-    let out = env.ok(&[
-        "bench",
-        "--server",
-        &srv.endpoint,
-        "--index",
-        "docs",
-        "--queries",
-        &sample(QUERY),
-        "--gt",
-        &sample(GT),
-        "--clients",
-        "4",
-        "--single-queries",
-        "100",
-        "--format",
-        "json",
-        "-q",
-    ]);
-    let recs = records(&out);
+    let (query, gt) = (sample(QUERY), sample(GT));
+    let bench = |extra: &[&str]| {
+        let mut all = vec!["bench", "--server", &srv.endpoint, "--index", "docs", "--queries", &query, "--gt", &gt];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(&["--format", "json", "-q"]);
+        records(&env.ok(&all))
+    };
+    let recs = bench(&["--clients", "4", "--single-queries", "100"]);
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(r["clients"], 4);
@@ -294,25 +283,8 @@ fn bench_server_with_concurrent_clients() {
     assert!(r["qps_single"].as_f64().unwrap() > 0.0);
     assert!(r["target"].as_str().unwrap().ends_with("/docs"));
     // One client keeping 8 requests in flight: every query answered once, same recall.
-    let out = env.ok(&[
-        "bench",
-        "--server",
-        &srv.endpoint,
-        "--index",
-        "docs",
-        "--queries",
-        &sample(QUERY),
-        "--gt",
-        &sample(GT),
-        "--pipeline",
-        "8",
-        "--single-queries",
-        "150",
-        "--format",
-        "json",
-        "-q",
-    ]);
-    let r = &records(&out)[0];
+    let recs = bench(&["--pipeline", "8", "--single-queries", "150"]);
+    let r = &recs[0];
     assert_eq!((r["clients"].as_u64(), r["pipeline"].as_u64()), (Some(1), Some(8)));
     assert_eq!(r["nq_single"], 150);
     assert_eq!(r["k_recall_at_k"], 1.0);

@@ -99,13 +99,12 @@ pub fn sweep_remote(
                         };
                         let mut mine = Vec::new();
                         // Requests are encoded as the pipeline has room for them.
-                        let rc = cfg.clone();
                         let requests = std::iter::from_fn(|| {
                             let q = next.fetch_add(1, Ordering::Relaxed);
                             if q >= nsingle || stop.load(Ordering::Relaxed) {
                                 return None;
                             }
-                            Some(rc.search_request(index, &queries[q * d..(q + 1) * d], d, opts.k, params(&s), false))
+                            Some(cfg.search_request(index, &queries[q * d..(q + 1) * d], d, opts.k, params(&s), false))
                         });
                         let run = c.pipeline(requests, pipeline, |_, r, took| {
                             search_reply(r?, opts.k)?;
