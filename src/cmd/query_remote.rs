@@ -6,6 +6,7 @@ use super::common::{InputArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
 use crate::engine::client::{Client, ClientConfig};
+use crate::engine::index::Rows;
 use crate::engine::io::{self, check_dim};
 use crate::engine::jobs;
 use crate::engine::protocol::{Msg, Value};
@@ -145,10 +146,11 @@ pub struct CreateArgs {
     /// Index id to create.
     #[arg(value_name = "INDEX")]
     pub index: String,
-    /// Vector dimension.
+    /// Vector dimension (bits for binary indices, a multiple of 8).
     #[arg(long, short = 'd', value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub dimension: u64,
-    /// FAISS factory string or FAISSx type name (L2, IP, HNSW32, IVF256, IDMap2:Flat, …).
+    /// FAISS factory string or FAISSx type name (L2, IP, HNSW32, IVF256, IDMap2:Flat,
+    /// BINARY_FLAT, `BINARY_IVF<nlist>`, `BINARY_HASH<bits>`, …).
     #[arg(long, value_name = "STR", default_value = "Flat", alias = "factory")]
     pub index_type: String,
     /// Metric (default: l2, or ip for FAISSx *_IP types).
@@ -388,26 +390,100 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         }
         RemoteOp::Add(x) => add(ctx, &mut c, x),
         RemoteOp::Train(x) => {
-            let d = c.dimension(&x.index)?;
+            let form = index_form(&mut c, &x.index)?;
             let f = x.input_args.open(&x.input)?;
-            check_dim(f.path(), f.dim(), d)?;
+            form.check(f.path(), f.dim())?;
             let n = x.train_size.map_or(f.len().min(100_000), |n| n as usize);
-            let sample = f.sample(n, 42)?;
-            print_reply(c.train(&x.index, &sample, d)?)
+            let sample = form.rows(f.path(), f.sample(n, 42)?, f.dim())?;
+            print_reply(c.train(&x.index, &sample, form.d)?)
         }
         RemoteOp::Search(x) => search(ctx, &mut c, x),
         RemoteOp::RangeSearch(x) => {
-            let d = c.dimension(&x.index)?;
+            let form = index_form(&mut c, &x.index)?;
             let f = x.input_args.open(&x.queries)?;
-            check_dim(f.path(), f.dim(), d)?;
+            form.check(f.path(), f.dim())?;
             let mut w = HitWriter::new(text_format(x.format)?);
             for b in f.batches(1024) {
                 let b = b?;
-                let h = c.range_search(&x.index, &b.data, d, x.radius)?;
+                let q = form.rows(f.path(), b.data, f.dim())?;
+                let h = c.range_search(&x.index, &q, form.d, x.radius)?;
                 w.range(b.start, &h)?;
             }
             w.finish()
         }
+    }
+}
+
+/// What vectors an index takes: its `d`, and whether it is a binary (Hamming) index of `d`
+/// bits.
+struct Form {
+    d: usize,
+    binary: bool,
+}
+
+/// The index's [`Form`], from `get_index_status` (binary indices report metric `hamming`).
+fn index_form(c: &mut Client, id: &str) -> Result<Form> {
+    form_of(&c.call("get_index_status", vec![("index_id", Value::from(id))])?)
+}
+
+fn form_of(status: &Msg) -> Result<Form> {
+    let d = status.uint("dimension")?.unwrap_or(0) as usize;
+    let metric = status.map("status")?.and_then(|m| m.str("metric").ok().flatten().map(str::to_string));
+    Ok(Form { d, binary: metric.as_deref() == Some("hamming") })
+}
+
+impl Form {
+    /// Check that rows of `file_d` values from `path` fit: `d` for a float index; for a
+    /// binary one `d` (one value per bit) or `d/8` (packed bytes, as in `.bvecs`).
+    fn check(&self, path: &Path, file_d: usize) -> Result<()> {
+        if !self.binary {
+            return check_dim(path, file_d, self.d);
+        }
+        if file_d == self.d || file_d * 8 == self.d {
+            return Ok(());
+        }
+        Err(Error::new(
+            crate::engine::ErrorKind::DimensionMismatch,
+            format!(
+                "{}: rows of {file_d} values do not fit a binary index of d={} bits: give {} values per row (one per bit) or {} bytes (packed codes, e.g. .bvecs)",
+                path.display(),
+                self.d,
+                self.d,
+                self.d / 8
+            ),
+        ))
+    }
+
+    /// Rows read from `path` (`file_d` values each) in the index's form: float rows as they
+    /// are; for a binary index, rows of `d` values become codes bit by bit (`> 0.5` is 1, as
+    /// FAISSx reads bits) and rows of `d/8` byte values (0–255) are the packed codes.
+    fn rows(&self, path: &Path, data: Vec<f32>, file_d: usize) -> Result<Rows> {
+        if !self.binary {
+            return Ok(Rows::Float(data));
+        }
+        if file_d == self.d {
+            let mut out = vec![0u8; data.len() / 8];
+            for (j, _) in data.iter().enumerate().filter(|(_, &b)| b > 0.5) {
+                out[j / 8] |= 1 << (j % 8);
+            }
+            return Ok(Rows::Codes(out));
+        }
+        data.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v.fract() == 0.0 && (0.0..=255.0).contains(&v) {
+                    Ok(v as u8)
+                } else {
+                    Err(Error::invalid(format!(
+                        "{}: row {} byte {} is {v}: packed binary codes are bytes 0-255",
+                        path.display(),
+                        i / file_d,
+                        i % file_d
+                    )))
+                }
+            })
+            .collect::<Result<Vec<u8>>>()
+            .map(Rows::Codes)
     }
 }
 
@@ -424,9 +500,10 @@ fn text_format(f: Option<OutputFormat>) -> Result<TextFormat> {
 
 fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
     let status = c.call("get_index_status", vec![("index_id", Value::from(x.index.as_str()))])?;
-    let d = status.uint("dimension")?.unwrap_or(0) as usize;
+    let form = form_of(&status)?;
+    let d = form.d;
     let f = x.input_args.open(&x.input)?;
-    check_dim(f.path(), f.dim(), d)?;
+    form.check(f.path(), f.dim())?;
     if !status.flag("is_trained")? {
         // As `faissx build` does: an untrained index is trained on a sample of its input.
         let nlist = status.map("status")?.and_then(|m| m.uint("nlist").ok().flatten()).unwrap_or(0) as usize;
@@ -439,7 +516,7 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
                 f.path().display()
             ),
         );
-        c.train(&x.index, &f.sample(n, 42)?, d)?;
+        c.train(&x.index, &form.rows(f.path(), f.sample(n, 42)?, f.dim())?, d)?;
     }
     let ids = match &x.ids {
         Some(p) => Some(io::read_ids(p)?),
@@ -472,7 +549,8 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
         let r = b.start..b.start + b.rows;
         let bid = ids.as_ref().map(|v| &v[r.clone()]);
         let bmd = md.as_ref().map(|m| m[r].to_vec());
-        last = Some(c.add(&x.index, &b.data, d, bid, bmd)?);
+        let rows = form.rows(f.path(), b.data, f.dim())?;
+        last = Some(c.add(&x.index, &rows, d, bid, bmd)?);
         progress.inc(b.rows as u64);
     }
     progress.finish();
@@ -489,9 +567,9 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     if x.include_metadata && fmt != OutputFormat::Jsonl {
         return Err(Error::invalid("--include-metadata needs --format jsonl"));
     }
-    let d = c.dimension(&x.index)?;
+    let form = index_form(c, &x.index)?;
     let f = x.input_args.open(&x.queries)?;
-    check_dim(f.path(), f.dim(), d)?;
+    form.check(f.path(), f.dim())?;
     let k = x.k as usize;
     let mut params = Vec::new();
     if let Some(n) = x.params.nprobe {
@@ -506,7 +584,8 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     let mut w = if binary { None } else { Some(HitWriter::open(fmt.text(), x.output.as_deref())?) };
     for b in f.batches(x.batch as usize) {
         let b = b?;
-        let (n, md) = c.search(&x.index, &b.data, d, k, params.clone(), x.include_metadata)?;
+        let q = form.rows(f.path(), b.data, f.dim())?;
+        let (n, md) = c.search(&x.index, &q, form.d, k, params.clone(), x.include_metadata)?;
         if binary {
             all.nq += n.nq;
             all.ids.extend_from_slice(&n.ids);

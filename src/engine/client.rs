@@ -8,10 +8,42 @@
 //! dropped. After a timeout the socket is replaced as well.
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Neighbors, RangeHits};
+use crate::engine::index::{Neighbors, RangeHits, Rows};
 use crate::engine::protocol::{self, Encoding, Msg, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// Vectors a request carries, sent in our binary encoding (one `bin`): float rows
+/// (`n × d` f32, row-major) for float indices, [`Rows::Codes`] (`n × d/8` bytes) for binary
+/// ones.
+pub trait Payload {
+    /// The `bin` for vectors of dimension `d`.
+    fn bin(&self, d: usize) -> Value;
+}
+
+impl Payload for [f32] {
+    fn bin(&self, d: usize) -> Value {
+        protocol::vectors_value(self, d, Encoding::Binary)
+    }
+}
+
+impl<const N: usize> Payload for [f32; N] {
+    fn bin(&self, d: usize) -> Value {
+        self.as_slice().bin(d)
+    }
+}
+
+impl Payload for Vec<f32> {
+    fn bin(&self, d: usize) -> Value {
+        self.as_slice().bin(d)
+    }
+}
+
+impl Payload for Rows {
+    fn bin(&self, d: usize) -> Value {
+        protocol::rows_value(self, d, Encoding::Binary)
+    }
+}
 
 /// Where and who to connect as.
 #[derive(Debug, Clone)]
@@ -43,7 +75,7 @@ impl ClientConfig {
     pub fn search_request(
         &self,
         id: &str,
-        q: &[f32],
+        q: &(impl Payload + ?Sized),
         d: usize,
         k: usize,
         params: Vec<(&str, Value)>,
@@ -51,7 +83,7 @@ impl ClientConfig {
     ) -> Vec<u8> {
         let mut f = vec![
             ("index_id", Value::from(id)),
-            ("query_vectors", protocol::vectors_value(q, d, Encoding::Binary)),
+            ("query_vectors", q.bin(d)),
             ("k", Value::from(k as u64)),
             ("binary", Value::Boolean(true)),
         ];
@@ -232,8 +264,15 @@ impl Client {
     }
 
     /// `add_vectors` with binary payloads: `x` is `n × d`.
-    pub fn add(&mut self, id: &str, x: &[f32], d: usize, ids: Option<&[i64]>, md: Option<Vec<Value>>) -> Result<Msg> {
-        let mut f = vec![("index_id", Value::from(id)), ("vectors", protocol::vectors_value(x, d, Encoding::Binary))];
+    pub fn add(
+        &mut self,
+        id: &str,
+        x: &(impl Payload + ?Sized),
+        d: usize,
+        ids: Option<&[i64]>,
+        md: Option<Vec<Value>>,
+    ) -> Result<Msg> {
+        let mut f = vec![("index_id", Value::from(id)), ("vectors", x.bin(d))];
         if let Some(ids) = ids {
             f.push(("ids", Value::Binary(protocol::i64_bytes(ids))));
         }
@@ -244,11 +283,8 @@ impl Client {
     }
 
     /// `train_index` with a binary payload.
-    pub fn train(&mut self, id: &str, x: &[f32], d: usize) -> Result<Msg> {
-        self.call(
-            "train_index",
-            vec![("index_id", Value::from(id)), ("training_vectors", protocol::vectors_value(x, d, Encoding::Binary))],
-        )
+    pub fn train(&mut self, id: &str, x: &(impl Payload + ?Sized), d: usize) -> Result<Msg> {
+        self.call("train_index", vec![("index_id", Value::from(id)), ("training_vectors", x.bin(d))])
     }
 
     /// k-NN `search` with binary query and result payloads. `params` may hold `nprobe`,
@@ -256,7 +292,7 @@ impl Client {
     pub fn search(
         &mut self,
         id: &str,
-        q: &[f32],
+        q: &(impl Payload + ?Sized),
         d: usize,
         k: usize,
         params: Vec<(&str, Value)>,
@@ -267,14 +303,10 @@ impl Client {
     }
 
     /// `range_search`.
-    pub fn range_search(&mut self, id: &str, q: &[f32], d: usize, radius: f32) -> Result<RangeHits> {
+    pub fn range_search(&mut self, id: &str, q: &(impl Payload + ?Sized), d: usize, radius: f32) -> Result<RangeHits> {
         let r = self.call(
             "range_search",
-            vec![
-                ("index_id", Value::from(id)),
-                ("query_vectors", protocol::vectors_value(q, d, Encoding::Binary)),
-                ("radius", Value::F64(radius as f64)),
-            ],
+            vec![("index_id", Value::from(id)), ("query_vectors", q.bin(d)), ("radius", Value::F64(radius as f64))],
         )?;
         let lims: Vec<usize> = r.ids("lims")?.unwrap_or_default().into_iter().map(|v| v.max(0) as usize).collect();
         let ids = r.ids("indices")?.unwrap_or_default();

@@ -7,6 +7,7 @@
 //! sockets, indices or tenants.
 
 use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::{Index, Rows};
 pub use rmpv::Value;
 
 /// Version of this protocol (sent in `health` replies).
@@ -308,6 +309,43 @@ impl Msg {
         Ok(out)
     }
 
+    /// Binary vectors of `d` bits (`d` a multiple of 8) from field `key`, packed as codes
+    /// (`n × d/8` bytes): nested arrays with one number per bit (`> 0.5` is 1; FAISSx's form)
+    /// or a `bin` of packed codes (our extension). Bit j goes to byte j/8 at bit position j%8,
+    /// least significant first (numpy `packbits(..., bitorder="little")`).
+    ///
+    /// Errors: `DimensionMismatch` for a width other than `d` bits (`d/8` bytes per `bin`
+    /// row); `InvalidInput` for non-numbers and NaN/∞.
+    pub fn codes(&self, key: &str, d: usize) -> Result<Vec<u8>> {
+        let v = self.get(key).ok_or_else(|| missing(key))?;
+        let cs = d / 8;
+        if let Value::Binary(b) = v {
+            if cs == 0 || !b.len().is_multiple_of(cs) {
+                return Err(Error::new(
+                    ErrorKind::DimensionMismatch,
+                    format!("{key}: {} bytes is not a whole number of d={d}-bit codes ({cs} bytes each)", b.len()),
+                ));
+            }
+            return Ok(b.clone());
+        }
+        let bits = self.vectors(key, d)?;
+        let mut out = vec![0u8; bits.len() / 8];
+        for (j, _) in bits.iter().enumerate().filter(|(_, &b)| b > 0.5) {
+            out[j / 8] |= 1 << (j % 8);
+        }
+        Ok(out)
+    }
+
+    /// Vectors from field `key` in the form `ix` takes: binary codes of `ix.d()` bits for a
+    /// binary index ([`Msg::codes`]), else float rows ([`Msg::vectors`]).
+    pub fn rows(&self, key: &str, ix: &Index) -> Result<Rows> {
+        if ix.is_binary() {
+            self.codes(key, ix.d()).map(Rows::Codes)
+        } else {
+            self.vectors(key, ix.d()).map(Rows::Float)
+        }
+    }
+
     /// Which encoding field `key` uses (nested when absent).
     pub fn encoding(&self, key: &str) -> Encoding {
         match self.get(key) {
@@ -452,6 +490,29 @@ pub fn vectors_value(x: &[f32], d: usize, enc: Encoding) -> Value {
             x.chunks(d.max(1)).map(|r| Value::Array(r.iter().map(|&f| Value::F64(f as f64)).collect())).collect(),
         ),
     }
+}
+
+/// Vectors (`n × d`, `d` bits for binary codes) as msgpack: float rows as
+/// [`vectors_value`]; binary codes as one `bin` of packed codes, or nested arrays of one 0/1
+/// per bit (the form FAISSx sends).
+pub fn rows_value(x: &Rows, d: usize, enc: Encoding) -> Value {
+    match (x, enc) {
+        (Rows::Float(v), _) => vectors_value(v, d, enc),
+        (Rows::Codes(c), Encoding::Binary) => Value::Binary(c.clone()),
+        (Rows::Codes(c), Encoding::Nested) => Value::Array(c.chunks((d / 8).max(1)).map(bits_value).collect()),
+    }
+}
+
+/// One vector as a flat array: floats, or one 0/1 per bit of a binary code.
+pub fn row_value(x: &Rows) -> Value {
+    match x {
+        Rows::Float(v) => vector_value(v),
+        Rows::Codes(c) => bits_value(c),
+    }
+}
+
+fn bits_value(code: &[u8]) -> Value {
+    Value::Array((0..code.len() * 8).map(|j| Value::from((code[j / 8] >> (j % 8)) & 1)).collect())
 }
 
 /// One vector as a flat array of floats.

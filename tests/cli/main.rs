@@ -10,4 +10,5 @@ mod merge_split;
 mod mmap;
 mod python_compat;
 mod serve;
+mod serve_binary;
 mod serve_python;

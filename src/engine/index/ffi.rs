@@ -174,6 +174,30 @@ pub struct RawInfo {
     pub idmap: u8,
     /// An IndexPreTransform (PCA, OPQ, …) is in the chain.
     pub pretransform: bool,
+    /// A binary (Hamming) index: `faiss::IndexBinary`, codes of d/8 bytes.
+    pub binary: bool,
+}
+
+impl ShimInfo {
+    fn into_raw(self, binary: bool) -> RawInfo {
+        let s = |a: &[c_char; 128]| {
+            // SAFETY: the shim NUL-terminates within 128 bytes (buffer zeroed first).
+            unsafe { CStr::from_ptr(a.as_ptr()) }.to_string_lossy().into_owned()
+        };
+        let opt = |v: i64| (v >= 0).then_some(v as usize);
+        RawInfo {
+            type_name: s(&self.type_name),
+            inner_name: s(&self.inner_name),
+            nlist: opt(self.nlist),
+            nprobe: opt(self.nprobe),
+            hnsw_m: opt(self.hnsw_m as i64),
+            ef_search: opt(self.ef_search as i64),
+            ef_construction: opt(self.ef_construction as i64),
+            idmap: self.idmap as u8,
+            pretransform: self.pretransform != 0,
+            binary,
+        }
+    }
 }
 
 /// An owned FAISS `Index*`.
@@ -336,36 +360,12 @@ impl RawIndex {
     /// query `i`'s results are `lims[i]..lims[i+1]`.
     pub fn range_search(&self, x: &[f32], radius: f32) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>)> {
         let nq = x.len() / self.d();
-        let mut res = std::ptr::null_mut();
-        // SAFETY: out-pointer; freed below.
-        check(unsafe { faiss_RangeSearchResult_new(&mut res, nq as i64) }, || "range search".into())?;
-        struct Guard(*mut FaissRangeSearchResult);
-        impl Drop for Guard {
-            fn drop(&mut self) {
-                // SAFETY: allocated by faiss_RangeSearchResult_new.
-                unsafe { faiss_RangeSearchResult_free(self.0) }
-            }
-        }
-        let g = Guard(res);
-        // SAFETY: x holds nq × d floats; res is valid.
-        check(unsafe { faiss_Index_range_search(self.0.as_ptr(), nq as i64, x.as_ptr(), radius, g.0) }, || {
-            format!("range search of {nq} queries")
-        })?;
-        // SAFETY: after a successful search lims has nq + 1 entries and labels/distances lims[nq].
-        unsafe {
-            let mut lims = std::ptr::null_mut();
-            faiss_RangeSearchResult_lims(g.0, &mut lims);
-            let lims = std::slice::from_raw_parts(lims, nq + 1).to_vec();
-            let total = lims[nq];
-            let (mut l, mut d) = (std::ptr::null_mut(), std::ptr::null_mut());
-            faiss_RangeSearchResult_labels(g.0, &mut l, &mut d);
-            let (labels, dists) = if total == 0 {
-                (Vec::new(), Vec::new())
-            } else {
-                (std::slice::from_raw_parts(l, total).to_vec(), std::slice::from_raw_parts(d, total).to_vec())
-            };
-            Ok((lims, labels, dists))
-        }
+        range_results(nq, |res| {
+            // SAFETY: x holds nq × d floats; res is valid.
+            check(unsafe { faiss_Index_range_search(self.0.as_ptr(), nq as i64, x.as_ptr(), radius, res) }, || {
+                format!("range search of {nq} queries")
+            })
+        })
     }
 
     /// Reconstruct the vector stored under `key` (a FAISS id; for IDMap2 the user id).
@@ -390,18 +390,8 @@ impl RawIndex {
 
     /// Remove the given ids; returns how many were removed.
     pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
-        let mut sel = std::ptr::null_mut();
-        // SAFETY: ids valid for the call; selector freed below.
-        check(unsafe { faiss_IDSelectorBatch_new(&mut sel, ids.len(), ids.as_ptr()) }, || {
-            "building id selector".into()
-        })?;
-        let mut removed = 0usize;
-        // SAFETY: valid index and selector.
-        let rc = unsafe { faiss_Index_remove_ids(self.0.as_ptr(), sel as *const FaissIDSelector, &mut removed) };
-        // SAFETY: created above.
-        unsafe { faiss_IDSelector_free(sel as *mut FaissIDSelector) };
-        check(rc, || format!("removing {} ids", ids.len()))?;
-        Ok(removed)
+        // SAFETY: valid index; the selector is valid for the call.
+        remove_batch(ids, |sel, removed| unsafe { faiss_Index_remove_ids(self.0.as_ptr(), sel, removed) })
     }
 
     /// Remove all vectors (trained state is kept).
@@ -418,22 +408,7 @@ impl RawIndex {
         // SAFETY: valid index and buffers.
         let rc = unsafe { faissx_describe(self.0.as_ptr(), &mut info, err.as_mut_ptr(), err.len()) };
         shim_check(rc, &err, || "describing index".into())?;
-        let s = |a: &[c_char; 128]| {
-            // SAFETY: the shim NUL-terminates within 128 bytes (buffer zeroed first).
-            unsafe { CStr::from_ptr(a.as_ptr()) }.to_string_lossy().into_owned()
-        };
-        let opt = |v: i64| (v >= 0).then_some(v as usize);
-        Ok(RawInfo {
-            type_name: s(&info.type_name),
-            inner_name: s(&info.inner_name),
-            nlist: opt(info.nlist),
-            nprobe: opt(info.nprobe),
-            hnsw_m: opt(info.hnsw_m as i64),
-            ef_search: opt(info.ef_search as i64),
-            ef_construction: opt(info.ef_construction as i64),
-            idmap: info.idmap as u8,
-            pretransform: info.pretransform != 0,
-        })
+        Ok(info.into_raw(false))
     }
 
     /// Set a persistent search/build parameter. Returns false if the index has no such knob.
@@ -569,6 +544,54 @@ pub fn normalize_l2(x: &mut [f32], d: usize) {
     unsafe { faiss_fvec_renorm_L2(d, x.len() / d, x.as_mut_ptr()) }
 }
 
+/// Run `search` into a fresh `RangeSearchResult` for `nq` queries and copy it out as
+/// `(lims, labels, distances)`; query `i`'s hits are `lims[i]..lims[i+1]`.
+fn range_results(
+    nq: usize,
+    search: impl FnOnce(*mut FaissRangeSearchResult) -> Result<()>,
+) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>)> {
+    let mut res = std::ptr::null_mut();
+    // SAFETY: out-pointer; freed by the guard.
+    check(unsafe { faiss_RangeSearchResult_new(&mut res, nq as i64) }, || "range search".into())?;
+    struct Guard(*mut FaissRangeSearchResult);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            // SAFETY: allocated by faiss_RangeSearchResult_new.
+            unsafe { faiss_RangeSearchResult_free(self.0) }
+        }
+    }
+    let g = Guard(res);
+    search(g.0)?;
+    // SAFETY: after a successful search lims has nq + 1 entries and labels/distances lims[nq].
+    unsafe {
+        let mut lims = std::ptr::null_mut();
+        faiss_RangeSearchResult_lims(g.0, &mut lims);
+        let lims = std::slice::from_raw_parts(lims, nq + 1).to_vec();
+        let total = lims[nq];
+        let (mut l, mut d) = (std::ptr::null_mut(), std::ptr::null_mut());
+        faiss_RangeSearchResult_labels(g.0, &mut l, &mut d);
+        let (labels, dists) = if total == 0 {
+            (Vec::new(), Vec::new())
+        } else {
+            (std::slice::from_raw_parts(l, total).to_vec(), std::slice::from_raw_parts(d, total).to_vec())
+        };
+        Ok((lims, labels, dists))
+    }
+}
+
+/// Remove `ids` through an `IDSelectorBatch` handed to `remove`; returns how many were removed.
+fn remove_batch(ids: &[i64], remove: impl FnOnce(*const FaissIDSelector, &mut usize) -> c_int) -> Result<usize> {
+    let mut sel = std::ptr::null_mut();
+    // SAFETY: ids valid for the call; selector freed below.
+    check(unsafe { faiss_IDSelectorBatch_new(&mut sel, ids.len(), ids.as_ptr()) }, || "building id selector".into())?;
+    let mut removed = 0usize;
+    let rc = remove(sel as *const FaissIDSelector, &mut removed);
+    // SAFETY: created above.
+    unsafe { faiss_IDSelector_free(sel as *mut FaissIDSelector) };
+    check(rc, || format!("removing {} ids", ids.len()))?;
+    Ok(removed)
+}
+
 fn path_cstr(path: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(path.as_os_str().as_bytes())
@@ -651,6 +674,323 @@ impl RawIndex {
 }
 
 // ---- end merge / split / bench support ------------------------------------------------------
+
+// ---- binary (Hamming) indices ---------------------------------------------------------------
+
+extern "C" {
+    fn faissx_binary_describe(p: *const FaissIndexBinary, out: *mut ShimInfo, err: *mut c_char, errlen: usize)
+        -> c_int;
+    fn faissx_binary_set_param(
+        p: *mut FaissIndexBinary,
+        which: c_int,
+        value: i64,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn faissx_binary_search(
+        p: *const FaissIndexBinary,
+        n: i64,
+        x: *const u8,
+        k: i64,
+        nprobe: i64,
+        d: *mut i32,
+        i: *mut i64,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_binary_wrap_idmap(
+        p: *mut FaissIndexBinary,
+        v2: c_int,
+        out: *mut *mut FaissIndexBinary,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_binary_clone(
+        p: *const FaissIndexBinary,
+        out: *mut *mut FaissIndexBinary,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_read_index_binary(
+        fname: *const c_char,
+        io_flags: c_int,
+        out: *mut *mut FaissIndexBinary,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+}
+
+/// Accept only the binary types that are memory-safe for every `d` and input here:
+/// `BFlat`, `BIVF<nlist ≥ 1>`, `BIVF<nlist>_HNSW<M>`, `BHNSW<M>`, and `BHash<b>` with
+/// `1 ≤ b ≤ 63` on `d ≥ 64` (IndexBinaryHash reads the first 8 bytes of every code, and
+/// shifts by `b`). Multi-hash (`BHash<n>x<b>`) is refused: its `reset` keeps stale entries.
+fn check_binary_factory(d: usize, desc: &str) -> Result<()> {
+    let num = |s: &str| -> Option<usize> { s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten() };
+    let ok = if desc == "BFlat" {
+        true
+    } else if let Some(rest) = desc.strip_prefix("BIVF") {
+        let (nlist, q) = rest.split_once("_HNSW").map_or((rest, None), |(a, b)| (a, Some(b)));
+        num(nlist).is_some_and(|n| n >= 1) && q.is_none_or(|m| num(m).is_some_and(|m| m >= 2))
+    } else if let Some(m) = desc.strip_prefix("BHNSW") {
+        num(m).is_some_and(|m| m >= 2)
+    } else if let Some(b) = desc.strip_prefix("BHash") {
+        match num(b) {
+            Some(b) if (1..=63).contains(&b) && d >= 64 => true,
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "binary hash index {desc:?} on d={d} bits: needs 1-63 hash bits and d >= 64"
+                )))
+            }
+            None => false,
+        }
+    } else {
+        false
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "bad binary factory string {desc:?}: use BFlat, BIVF<nlist>, BIVF<nlist>_HNSW<M>, BHNSW<M> or BHash<bits>"
+        )))
+    }
+}
+
+/// An owned FAISS `IndexBinary*`: vectors of `d` bits stored as packed codes of `d / 8`
+/// bytes (bit j of a vector is bit `j % 8` of byte `j / 8`, least significant first, as
+/// `numpy.packbits(..., bitorder="little")` makes them); distances are Hamming distances.
+pub struct RawBinaryIndex(NonNull<FaissIndexBinary>);
+
+// SAFETY: as for RawIndex: `&self` methods call only const FAISS methods.
+unsafe impl Send for RawBinaryIndex {}
+// SAFETY: see above.
+unsafe impl Sync for RawBinaryIndex {}
+
+impl RawBinaryIndex {
+    fn from_ptr(p: *mut FaissIndexBinary, what: &str) -> Result<RawBinaryIndex> {
+        NonNull::new(p).map(RawBinaryIndex).ok_or_else(|| Error::faiss(what.to_string(), "null index".into()))
+    }
+
+    fn shim(rc: c_int, err: &[c_char], out: *mut FaissIndexBinary, what: &str) -> Result<RawBinaryIndex> {
+        shim_check(rc, err, || what.to_string())?;
+        RawBinaryIndex::from_ptr(out, what)
+    }
+
+    /// `faiss::index_binary_factory(d, description)`: `BFlat`, `BIVF<nlist>`,
+    /// `BIVF<nlist>_HNSW<M>`, `BHNSW<M>`, `BHash<b>`, `BHash<nhash>x<b>`; `d` in bits, a
+    /// multiple of 8.
+    pub fn factory(d: usize, description: &str) -> Result<RawBinaryIndex> {
+        if d == 0 || !d.is_multiple_of(8) {
+            return Err(Error::invalid(format!("binary index dimension d={d} must be a positive multiple of 8 bits")));
+        }
+        check_binary_factory(d, description)?;
+        let desc = CString::new(description).map_err(|_| Error::invalid("factory string contains a NUL byte"))?;
+        let mut p = std::ptr::null_mut();
+        // SAFETY: valid out-pointer and NUL-terminated description.
+        let rc = unsafe { faiss_index_binary_factory(&mut p, d as c_int, desc.as_ptr()) };
+        if rc != 0 {
+            return Err(Error::invalid(format!("bad binary factory string {description:?}: {}", last_error())));
+        }
+        RawBinaryIndex::from_ptr(p, "index_binary_factory")
+    }
+
+    /// `faiss::read_index_binary(path, io_flags)`.
+    pub fn read(path: &Path, io_flags: i32) -> Result<RawBinaryIndex> {
+        let c = path_cstr(path)?;
+        let mut p = std::ptr::null_mut();
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid out-pointer, path and error buffer.
+        let rc = unsafe { faissx_read_index_binary(c.as_ptr(), io_flags, &mut p, err.as_mut_ptr(), err.len()) };
+        if rc != 0 {
+            // SAFETY: the shim NUL-terminates `err`.
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            return Err(Error::format(
+                path,
+                format!("not a FAISS binary index file that this build can read ({})", clean_exception(&msg)),
+            ));
+        }
+        RawBinaryIndex::from_ptr(p, "read_index_binary")
+    }
+
+    /// `faiss::write_index_binary(this, path)`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let c = path_cstr(path)?;
+        // SAFETY: valid index and path.
+        check(unsafe { faiss_write_index_binary_fname(self.0.as_ptr(), c.as_ptr()) }, || {
+            format!("{}: writing binary index", path.display())
+        })
+    }
+
+    /// Deep copy (any binary index type).
+    pub fn try_clone(&self) -> Result<RawBinaryIndex> {
+        let (mut p, mut err) = (std::ptr::null_mut(), [0 as c_char; 512]);
+        // SAFETY: valid index, out-pointer and buffer.
+        let rc = unsafe { faissx_binary_clone(self.0.as_ptr(), &mut p, err.as_mut_ptr(), err.len()) };
+        RawBinaryIndex::shim(rc, &err, p, "cloning binary index")
+    }
+
+    /// Dimension `d` in bits.
+    pub fn d(&self) -> usize {
+        // SAFETY: valid index.
+        unsafe { faiss_IndexBinary_d(self.0.as_ptr()) as usize }
+    }
+
+    /// Bytes per code: `d / 8`.
+    pub fn code_size(&self) -> usize {
+        self.d() / 8
+    }
+
+    /// Number of stored vectors.
+    pub fn ntotal(&self) -> usize {
+        // SAFETY: valid index.
+        unsafe { faiss_IndexBinary_ntotal(self.0.as_ptr()) as usize }
+    }
+
+    /// Whether training is done.
+    pub fn is_trained(&self) -> bool {
+        // SAFETY: valid index.
+        unsafe { faiss_IndexBinary_is_trained(self.0.as_ptr()) != 0 }
+    }
+
+    /// Train on `x` (`n × d/8` bytes).
+    pub fn train(&mut self, x: &[u8]) -> Result<()> {
+        let n = x.len() / self.code_size();
+        // SAFETY: x holds n codes.
+        check(unsafe { faiss_IndexBinary_train(self.0.as_ptr(), n as i64, x.as_ptr()) }, || {
+            format!("training on {n} binary vectors")
+        })
+    }
+
+    /// Add `x` (`n × d/8` bytes), with ids (`n`) if given.
+    pub fn add(&mut self, x: &[u8], ids: Option<&[i64]>) -> Result<()> {
+        let n = x.len() / self.code_size();
+        // SAFETY: x holds n codes and ids n ids.
+        let rc = unsafe {
+            match ids {
+                Some(ids) => {
+                    assert_eq!(n, ids.len(), "invariant: one id per vector");
+                    faiss_IndexBinary_add_with_ids(self.0.as_ptr(), n as i64, x.as_ptr(), ids.as_ptr())
+                }
+                None => faiss_IndexBinary_add(self.0.as_ptr(), n as i64, x.as_ptr()),
+            }
+        };
+        check(rc, || format!("adding {n} binary vectors"))
+    }
+
+    /// k-NN search of `x` (`nq × d/8` bytes) with an optional per-call nprobe (binary IVF).
+    /// Returns `(Hamming distances, labels)`, each `nq × k`.
+    pub fn search(&self, x: &[u8], k: usize, nprobe: Option<usize>) -> Result<(Vec<f32>, Vec<i64>)> {
+        let nq = x.len() / self.code_size();
+        let mut dist = vec![0i32; nq * k];
+        let mut ids = vec![-1i64; nq * k];
+        let mut err = [0 as c_char; 512];
+        // SAFETY: buffers sized nq codes, nq × k; the shim calls only const methods.
+        let rc = unsafe {
+            faissx_binary_search(
+                self.0.as_ptr(),
+                nq as i64,
+                x.as_ptr(),
+                k as i64,
+                nprobe.map_or(0, |v| v as i64),
+                dist.as_mut_ptr(),
+                ids.as_mut_ptr(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        shim_check(rc, &err, || format!("searching {nq} binary queries"))?;
+        // Missing neighbours come back as i32::MAX; report them as FAISS pads float results.
+        let dist = dist.into_iter().map(|v| if v == i32::MAX { f32::MAX } else { v as f32 }).collect();
+        Ok((dist, ids))
+    }
+
+    /// Range search: every stored vector within Hamming distance `< radius` of each query.
+    /// Returns `(lims, labels, distances)` as [`RawIndex::range_search`].
+    pub fn range_search(&self, x: &[u8], radius: i32) -> Result<(Vec<usize>, Vec<i64>, Vec<f32>)> {
+        let nq = x.len() / self.code_size();
+        range_results(nq, |res| {
+            // SAFETY: x holds nq codes; res is valid.
+            check(
+                unsafe { faiss_IndexBinary_range_search(self.0.as_ptr(), nq as i64, x.as_ptr(), radius, res) },
+                || format!("range search of {nq} binary queries"),
+            )
+        })
+    }
+
+    /// The code stored under `key` (`d/8` bytes).
+    pub fn reconstruct(&self, key: i64) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.code_size()];
+        // SAFETY: out holds one code.
+        check(unsafe { faiss_IndexBinary_reconstruct(self.0.as_ptr(), key, out.as_mut_ptr()) }, || {
+            format!("reconstructing id {key}")
+        })?;
+        Ok(out)
+    }
+
+    /// The codes at internal positions `i0..i0+n` (`n × d/8` bytes).
+    pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; n * self.code_size()];
+        // SAFETY: out holds n codes.
+        check(
+            unsafe { faiss_IndexBinary_reconstruct_n(self.0.as_ptr(), i0 as i64, n as i64, out.as_mut_ptr()) },
+            || format!("reconstructing vectors {i0}..{}", i0 + n),
+        )?;
+        Ok(out)
+    }
+
+    /// Remove the given ids; returns how many were removed.
+    pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
+        // SAFETY: valid index; the selector is valid for the call.
+        remove_batch(ids, |sel, removed| unsafe { faiss_IndexBinary_remove_ids(self.0.as_ptr(), sel, removed) })
+    }
+
+    /// Remove all vectors (trained state is kept).
+    pub fn reset(&mut self) -> Result<()> {
+        // SAFETY: valid index.
+        check(unsafe { faiss_IndexBinary_reset(self.0.as_ptr()) }, || "resetting binary index".into())
+    }
+
+    /// Class names and parameters.
+    pub fn describe(&self) -> Result<RawInfo> {
+        // SAFETY: ShimInfo is plain old data; the shim fills it.
+        let mut info: ShimInfo = unsafe { std::mem::zeroed() };
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index and buffers.
+        let rc = unsafe { faissx_binary_describe(self.0.as_ptr(), &mut info, err.as_mut_ptr(), err.len()) };
+        shim_check(rc, &err, || "describing binary index".into())?;
+        Ok(info.into_raw(true))
+    }
+
+    /// Set a persistent parameter (nprobe of binary IVF, efSearch/efConstruction of binary
+    /// HNSW). Returns false if the index has no such knob.
+    pub fn set_param(&mut self, p: Param, value: usize) -> Result<bool> {
+        let mut err = [0 as c_char; 512];
+        // SAFETY: valid index and buffer.
+        let rc =
+            unsafe { faissx_binary_set_param(self.0.as_ptr(), p as c_int, value as i64, err.as_mut_ptr(), err.len()) };
+        Ok(shim_check(rc, &err, || format!("setting {p:?}"))? == 0)
+    }
+
+    /// Wrap this (empty) index in `IndexBinaryIDMap` (`IndexBinaryIDMap2` when `v2`), which
+    /// takes ownership of it.
+    pub fn wrap_idmap(self, v2: bool) -> Result<RawBinaryIndex> {
+        let (mut p, mut err) = (std::ptr::null_mut(), [0 as c_char; 512]);
+        // SAFETY: valid index we own; on success the wrapper owns it, so `self` is forgotten.
+        let rc = unsafe { faissx_binary_wrap_idmap(self.0.as_ptr(), v2 as c_int, &mut p, err.as_mut_ptr(), err.len()) };
+        let w = RawBinaryIndex::shim(rc, &err, p, "wrapping binary index in IDMap")?;
+        std::mem::forget(self);
+        Ok(w)
+    }
+}
+
+impl Drop for RawBinaryIndex {
+    fn drop(&mut self) {
+        // SAFETY: we own the pointer.
+        unsafe { faiss_IndexBinary_free(self.0.as_ptr()) }
+    }
+}
+
+// ---- end binary indices ---------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

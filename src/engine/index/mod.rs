@@ -14,7 +14,7 @@ pub mod storage;
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::io::atomic;
 pub use ffi::RawInfo;
-use ffi::{Param, RawIndex};
+use ffi::{Param, RawBinaryIndex, RawIndex};
 pub use meta::{IdMode, IndexMeta, InputInfo};
 use serde::Serialize;
 pub use spec::{IndexSpec, Metric};
@@ -67,6 +67,28 @@ pub struct RangeHits {
 }
 
 impl RangeHits {
+    /// Hits as FAISS returns them (unordered within a query), each query's sorted closest
+    /// first: ascending distance, or descending similarity when `descending`.
+    fn sorted(lims: Vec<usize>, mut ids: Vec<i64>, mut dists: Vec<f32>, descending: bool) -> RangeHits {
+        for w in lims.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let mut order: Vec<usize> = (a..b).collect();
+            order.sort_by(|&i, &j| {
+                let o = dists[i].total_cmp(&dists[j]);
+                if descending {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+            let sid: Vec<i64> = order.iter().map(|&i| ids[i]).collect();
+            let sd: Vec<f32> = order.iter().map(|&i| dists[i]).collect();
+            ids[a..b].copy_from_slice(&sid);
+            dists[a..b].copy_from_slice(&sd);
+        }
+        RangeHits { lims, ids, dists }
+    }
+
     /// Number of queries.
     pub fn nq(&self) -> usize {
         self.lims.len().saturating_sub(1)
@@ -75,6 +97,27 @@ impl RangeHits {
     pub fn row(&self, q: usize) -> (&[i64], &[f32]) {
         let (a, b) = (self.lims[q], self.lims[q + 1]);
         (&self.ids[a..b], &self.dists[a..b])
+    }
+}
+
+/// Vectors in the form an index takes: float rows (`n × d` f32, row-major) for
+/// `faiss::Index`, packed bit codes (`n × d/8` bytes, bit j in byte j/8 at bit j%8, least
+/// significant first) for binary indices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rows {
+    /// `n × d` f32, row-major.
+    Float(Vec<f32>),
+    /// `n × d/8` bytes.
+    Codes(Vec<u8>),
+}
+
+impl Rows {
+    /// Whether there are no vectors.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Rows::Float(v) => v.is_empty(),
+            Rows::Codes(c) => c.is_empty(),
+        }
     }
 }
 
@@ -141,9 +184,74 @@ pub struct OpenOptions {
     pub warm: bool,
 }
 
+/// The FAISS object behind an [`Index`]: a float index (`faiss::Index`, vectors of `d`
+/// f32) or a binary one (`faiss::IndexBinary`, codes of `d` bits packed in `d / 8` bytes,
+/// Hamming distances). Binary indices come from the server's `BINARY_*` index types.
+enum Raw {
+    Float(RawIndex),
+    Binary(RawBinaryIndex),
+}
+
+impl Raw {
+    fn d(&self) -> usize {
+        match self {
+            Raw::Float(r) => r.d(),
+            Raw::Binary(r) => r.d(),
+        }
+    }
+    fn ntotal(&self) -> usize {
+        match self {
+            Raw::Float(r) => r.ntotal(),
+            Raw::Binary(r) => r.ntotal(),
+        }
+    }
+    fn is_trained(&self) -> bool {
+        match self {
+            Raw::Float(r) => r.is_trained(),
+            Raw::Binary(r) => r.is_trained(),
+        }
+    }
+    fn describe(&self) -> Result<RawInfo> {
+        match self {
+            Raw::Float(r) => r.describe(),
+            Raw::Binary(r) => r.describe(),
+        }
+    }
+    fn write(&self, path: &Path) -> Result<()> {
+        match self {
+            Raw::Float(r) => r.write(path),
+            Raw::Binary(r) => r.write(path),
+        }
+    }
+    fn try_clone(&self) -> Result<Raw> {
+        Ok(match self {
+            Raw::Float(r) => Raw::Float(r.try_clone()?),
+            Raw::Binary(r) => Raw::Binary(r.try_clone()?),
+        })
+    }
+    fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
+        match self {
+            Raw::Float(r) => r.remove_ids(ids),
+            Raw::Binary(r) => r.remove_ids(ids),
+        }
+    }
+    fn reset(&mut self) -> Result<()> {
+        match self {
+            Raw::Float(r) => r.reset(),
+            Raw::Binary(r) => r.reset(),
+        }
+    }
+    fn set_param(&mut self, p: Param, v: usize) -> Result<bool> {
+        match self {
+            Raw::Float(r) => r.set_param(p, v),
+            Raw::Binary(r) => r.set_param(p, v),
+        }
+    }
+}
+
 /// An index and its sidecar facts.
 pub struct Index {
-    raw: RawIndex,
+    raw: Raw,
     meta: IndexMeta,
     has_sidecar: bool,
     storage: Storage,
@@ -171,7 +279,18 @@ impl Index {
         if explicit_ids {
             meta.ids = IdMode::Explicit;
         }
-        Ok(Index { raw, meta, has_sidecar: true, storage: Storage::Loaded })
+        Ok(Index { raw: Raw::Float(raw), meta, has_sidecar: true, storage: Storage::Loaded })
+    }
+
+    /// Create an empty binary index of `d` bits (a positive multiple of 8) with FAISS's
+    /// binary factory (`BFlat`, `BIVF<nlist>`, `BHNSW<M>`, `BHash<b>`, …; see
+    /// [`RawBinaryIndex::factory`]). Its vectors go through the `*_codes` methods.
+    ///
+    /// Errors: `InvalidInput` for a bad `d` or factory string.
+    pub fn create_binary(d: usize, factory: &str) -> Result<Index> {
+        let raw = RawBinaryIndex::factory(d, factory)?;
+        let meta = IndexMeta::new(d, Metric::Hamming, factory);
+        Ok(Index { raw: Raw::Binary(raw), meta, has_sidecar: true, storage: Storage::Loaded })
     }
 
     /// Open an index file written by faissx or by FAISS itself (Python `faiss.write_index`),
@@ -193,6 +312,11 @@ impl Index {
             Ok(_) => {}
         }
         let mut kind = storage::probe(path)?;
+        if kind.fourcc.starts_with("IB") {
+            // Binary indices (IBxF, IBwF, IBHf, IBMp, …) are always loaded.
+            let raw = Raw::Binary(RawBinaryIndex::read(path, 0)?);
+            return Index::with_sidecar(path, raw, Storage::Loaded);
+        }
         let (mut flags, mut storage, _) = storage::read_flags(&kind, opts.mmap);
         if opts.warm && storage != Storage::Loaded {
             storage::warm(path)?;
@@ -216,6 +340,11 @@ impl Index {
             // FAISS's 32 prefetch threads cost ~1.1 ms per query; the page cache does better.
             raw.ondisk_configure(None, Some(0))?;
         }
+        Index::with_sidecar(path, Raw::Float(raw), storage)
+    }
+
+    /// The opened `raw` with the sidecar next to `path`, or facts read off the index.
+    fn with_sidecar(path: &Path, raw: Raw, storage: Storage) -> Result<Index> {
         let sidecar = IndexMeta::load(path)?;
         let has_sidecar = sidecar.is_some();
         let meta = match sidecar {
@@ -229,7 +358,11 @@ impl Index {
                 m
             }
             None => {
-                let metric = if raw.is_inner_product() { Metric::Ip } else { Metric::L2 };
+                let metric = match &raw {
+                    Raw::Binary(_) => Metric::Hamming,
+                    Raw::Float(r) if r.is_inner_product() => Metric::Ip,
+                    Raw::Float(_) => Metric::L2,
+                };
                 let mut m = IndexMeta::new(raw.d(), metric, "");
                 m.ntotal = raw.ntotal();
                 if raw.describe()?.idmap > 0 {
@@ -260,6 +393,219 @@ impl Index {
                 format!("cannot {what}: the index has on-disk inverted lists (read-only); rebuild it to change it"),
             )),
         }
+    }
+
+    /// The float index, or `Unsupported` for a binary one (whose vectors are bit codes).
+    fn f(&self) -> Result<&RawIndex> {
+        match &self.raw {
+            Raw::Float(r) => Ok(r),
+            Raw::Binary(_) => Err(binary_refusal()),
+        }
+    }
+
+    fn f_mut(&mut self) -> Result<&mut RawIndex> {
+        match &mut self.raw {
+            Raw::Float(r) => Ok(r),
+            Raw::Binary(_) => Err(binary_refusal()),
+        }
+    }
+
+    /// The binary index, or `Unsupported` for a float one.
+    fn b(&self) -> Result<&RawBinaryIndex> {
+        match &self.raw {
+            Raw::Binary(r) => Ok(r),
+            Raw::Float(_) => {
+                Err(Error::new(ErrorKind::Unsupported, "this index holds float vectors, not binary codes"))
+            }
+        }
+    }
+
+    fn b_mut(&mut self) -> Result<&mut RawBinaryIndex> {
+        self.b()?;
+        match &mut self.raw {
+            Raw::Binary(r) => Ok(r),
+            Raw::Float(_) => unreachable!("checked above"),
+        }
+    }
+
+    /// Whether this is a binary (Hamming) index, whose vectors go through the `*_codes`
+    /// methods.
+    pub fn is_binary(&self) -> bool {
+        matches!(self.raw, Raw::Binary(_))
+    }
+
+    /// Check that `x` is a whole number of codes of this binary index; returns the count.
+    fn codes_of(&self, x: &[u8], what: &str) -> Result<usize> {
+        let cs = self.b()?.code_size();
+        if !x.len().is_multiple_of(cs) {
+            return Err(Error::new(
+                ErrorKind::DimensionMismatch,
+                format!(
+                    "{what}: {} bytes is not a whole number of d={} bit codes ({cs} bytes each)",
+                    x.len(),
+                    self.d()
+                ),
+            ));
+        }
+        Ok(x.len() / cs)
+    }
+
+    /// Train a binary index on `x` (`n × d/8` bytes; binary IVF trains its coarse quantizer).
+    pub fn train_codes(&mut self, x: &[u8]) -> Result<()> {
+        let n = self.codes_of(x, "training vectors")?;
+        if n == 0 {
+            return Err(Error::invalid("training needs at least one vector"));
+        }
+        self.b_mut()?.train(x)?;
+        self.meta.train_size = n;
+        Ok(())
+    }
+
+    /// Add binary codes `x` (`n × d/8` bytes) with `ids` (`n`) if given; the same checks as
+    /// [`Index::add`].
+    pub fn add_codes(&mut self, x: &[u8], ids: Option<&[i64]>) -> Result<()> {
+        let n = self.codes_of(x, "vectors")?;
+        self.check_add(n, ids)?;
+        self.b_mut()?.add(x, ids)?;
+        if ids.is_some() {
+            self.meta.ids = IdMode::Explicit;
+        }
+        Ok(())
+    }
+
+    /// k-NN search of binary `queries` (`nq × d/8` bytes): Hamming distances (as f32),
+    /// closest first. `params.nprobe` applies to binary IVF; `ef_search` is not used.
+    pub fn search_codes(&self, queries: &[u8], params: &SearchParams) -> Result<Neighbors> {
+        if params.k == 0 || params.nprobe == Some(0) {
+            return Err(Error::invalid("k and nprobe must be at least 1"));
+        }
+        let nq = self.codes_of(queries, "queries")?;
+        if !self.raw.is_trained() {
+            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
+        }
+        if nq == 0 {
+            return Ok(Neighbors { nq: 0, k: params.k, ids: Vec::new(), dists: Vec::new() });
+        }
+        let (dists, ids) = self.b()?.search(queries, params.k, params.nprobe)?;
+        Ok(Neighbors { nq, k: params.k, ids, dists })
+    }
+
+    /// Range search of binary `queries`: every stored code at Hamming distance below
+    /// `radius` (FAISS's binary range search is strict), closest first.
+    pub fn range_search_codes(&self, queries: &[u8], radius: f32) -> Result<RangeHits> {
+        if !radius.is_finite() || radius < 0.0 || radius > i32::MAX as f32 {
+            return Err(Error::invalid("radius must be a non-negative Hamming distance"));
+        }
+        self.codes_of(queries, "queries")?;
+        if !self.raw.is_trained() {
+            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
+        }
+        let (lims, ids, dists) = self.b()?.range_search(queries, radius.ceil() as i32)?;
+        Ok(RangeHits::sorted(lims, ids, dists, false))
+    }
+
+    /// The code stored under id `key` (`d/8` bytes).
+    ///
+    /// Errors: `NotFound` for an id that is not stored (FAISS's binary flat storage does not
+    /// check); `Unsupported` for hash indices, which cannot reconstruct.
+    pub fn reconstruct_codes(&self, key: i64) -> Result<Vec<u8>> {
+        let info = self.b()?.describe()?;
+        refuse_binary_hash(&info, "reconstruct vectors")?;
+        let by_position = info.idmap == 0 && !info.inner_name.starts_with("IndexBinaryIVF");
+        if by_position && !(0..self.ntotal() as i64).contains(&key) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("id {key} is not in the index (ntotal={})", self.ntotal()),
+            ));
+        }
+        self.b()?.reconstruct(key)
+    }
+
+    /// The codes at internal positions `i0..i0+n` (`n × d/8` bytes) of a binary flat or HNSW
+    /// index.
+    ///
+    /// Errors: `Unsupported` for binary IVF (FAISS 1.12's `IndexBinaryIVF::reconstruct_n`
+    /// writes with a stride of `d` bytes instead of `d/8`, past the end of its output) and
+    /// hash indices; `InvalidInput` past `ntotal`.
+    pub fn reconstruct_n_codes(&self, i0: usize, n: usize) -> Result<Vec<u8>> {
+        let info = self.b()?.describe()?;
+        refuse_binary_hash(&info, "reconstruct vectors")?;
+        if info.inner_name.starts_with("IndexBinaryIVF") {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "reading vectors back by position is not supported for binary IVF indices",
+            ));
+        }
+        if i0 + n > self.ntotal() {
+            return Err(Error::invalid(format!("positions {i0}..{} are past ntotal={}", i0 + n, self.ntotal())));
+        }
+        self.b()?.reconstruct_n(i0, n)
+    }
+
+    /// How many vectors `x` holds for this index (checking its width).
+    pub fn rows_in(&self, x: &Rows) -> Result<usize> {
+        match x {
+            Rows::Float(v) => {
+                self.f()?;
+                let d = self.d();
+                if !v.len().is_multiple_of(d) {
+                    return Err(Error::new(
+                        ErrorKind::DimensionMismatch,
+                        format!("vectors: {} values is not a whole number of d={d} vectors", v.len()),
+                    ));
+                }
+                Ok(v.len() / d)
+            }
+            Rows::Codes(c) => self.codes_of(c, "vectors"),
+        }
+    }
+
+    /// [`Index::train`] or [`Index::train_codes`], by the form of `x`.
+    pub fn train_rows(&mut self, x: &Rows) -> Result<()> {
+        match x {
+            Rows::Float(v) => self.train(v),
+            Rows::Codes(c) => self.train_codes(c),
+        }
+    }
+
+    /// [`Index::add`] or [`Index::add_codes`], by the form of `x`.
+    pub fn add_rows(&mut self, x: &Rows, ids: Option<&[i64]>) -> Result<()> {
+        match x {
+            Rows::Float(v) => self.add(v, ids),
+            Rows::Codes(c) => self.add_codes(c, ids),
+        }
+    }
+
+    /// [`Index::search`] or [`Index::search_codes`], by the form of `queries`.
+    pub fn search_rows(&self, queries: &Rows, params: &SearchParams) -> Result<Neighbors> {
+        match queries {
+            Rows::Float(v) => self.search(v, params),
+            Rows::Codes(c) => self.search_codes(c, params),
+        }
+    }
+
+    /// [`Index::range_search`] or [`Index::range_search_codes`], by the form of `queries`.
+    pub fn range_search_rows(&self, queries: &Rows, radius: f32) -> Result<RangeHits> {
+        match queries {
+            Rows::Float(v) => self.range_search(v, radius),
+            Rows::Codes(c) => self.range_search_codes(c, radius),
+        }
+    }
+
+    /// The vector stored under id `key`, in this index's form.
+    pub fn reconstruct_rows(&self, key: i64) -> Result<Rows> {
+        Ok(match &self.raw {
+            Raw::Float(_) => Rows::Float(self.reconstruct(key)?),
+            Raw::Binary(_) => Rows::Codes(self.reconstruct_codes(key)?),
+        })
+    }
+
+    /// The vectors at internal positions `i0..i0+n`, in this index's form.
+    pub fn reconstruct_n_rows(&self, i0: usize, n: usize) -> Result<Rows> {
+        Ok(match &self.raw {
+            Raw::Float(_) => Rows::Float(self.reconstruct_n(i0, n)?),
+            Raw::Binary(_) => Rows::Codes(self.reconstruct_n_codes(i0, n)?),
+        })
     }
 
     /// Write the index (FAISS's own format) and its sidecar, each atomically (temp file,
@@ -312,7 +658,7 @@ impl Index {
     /// Whether the index takes user ids (`add_with_ids`).
     pub fn takes_ids(&self) -> Result<bool> {
         let info = self.raw.describe()?;
-        Ok(info.idmap > 0 || info.inner_name.starts_with("IndexIVF"))
+        Ok(info.idmap > 0 || info.inner_name.starts_with("IndexIVF") || info.inner_name.starts_with("IndexBinaryIVF"))
     }
 
     /// Whether the index *requires* ids on add (IDMap wrappers refuse plain `add`).
@@ -333,6 +679,7 @@ impl Index {
     /// Check `x` is a whole number of rows of width `d` and copy-normalize it when the metric
     /// is cosine. `what` names the input in errors.
     fn prepare<'a>(&self, x: &'a [f32], what: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
+        self.f()?;
         let d = self.d();
         if !x.len().is_multiple_of(d) {
             return Err(Error::new(
@@ -364,7 +711,7 @@ impl Index {
         if x.is_empty() {
             return Err(Error::invalid("training needs at least one vector"));
         }
-        self.raw.train(&x)?;
+        self.f_mut()?.train(&x)?;
         self.meta.train_size = x.len() / self.d();
         Ok(())
     }
@@ -375,14 +722,28 @@ impl Index {
     /// missing, given to an index that cannot store them, or of the wrong count.
     pub fn add(&mut self, x: &[f32], ids: Option<&[i64]>) -> Result<()> {
         self.writable("add vectors")?;
+        let x = self.prepare(x, "vectors")?;
+        self.check_add(x.len() / self.d(), ids)?;
+        let raw = self.f_mut()?;
+        match ids {
+            Some(ids) => raw.add_with_ids(&x, ids)?,
+            None => raw.add(&x)?,
+        }
+        if ids.is_some() {
+            self.meta.ids = IdMode::Explicit;
+        }
+        Ok(())
+    }
+
+    /// What every add checks before FAISS sees `n` vectors: trained, ids given exactly when
+    /// the index needs them, one per vector.
+    fn check_add(&self, n: usize, ids: Option<&[i64]>) -> Result<()> {
         if !self.raw.is_trained() {
             return Err(Error::new(
                 ErrorKind::NotTrained,
                 "index is not trained: train it first (faissx build trains on a sample of its input)",
             ));
         }
-        let x = self.prepare(x, "vectors")?;
-        let n = x.len() / self.d();
         match ids {
             Some(ids) => {
                 if ids.len() != n {
@@ -396,8 +757,6 @@ impl Index {
                         "this index does not store ids (not IDMap/IDMap2 or IVF); rebuild it with --ids, or use factory \"IDMap2,<factory>\"",
                     ));
                 }
-                self.raw.add_with_ids(&x, ids)?;
-                self.meta.ids = IdMode::Explicit;
             }
             None => {
                 if self.requires_ids()? {
@@ -405,7 +764,6 @@ impl Index {
                         "this index stores explicit ids (IDMap): pass ids for the new vectors (--ids)",
                     ));
                 }
-                self.raw.add(&x)?;
             }
         }
         Ok(())
@@ -429,7 +787,7 @@ impl Index {
         if nq == 0 {
             return Ok(Neighbors { nq: 0, k: params.k, ids: Vec::new(), dists: Vec::new() });
         }
-        let (dists, ids) = self.raw.search(&q, params.k, params.nprobe, params.ef_search)?;
+        let (dists, ids) = self.f()?.search(&q, params.k, params.nprobe, params.ef_search)?;
         Ok(Neighbors { nq, k: params.k, ids, dists })
     }
 
@@ -443,25 +801,9 @@ impl Index {
             return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
         }
         let q = self.prepare(queries, "queries")?;
-        let (lims, mut ids, mut dists) = self.raw.range_search(&q, radius)?;
-        let ip = self.raw.is_inner_product();
-        for w in lims.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            let mut order: Vec<usize> = (a..b).collect();
-            order.sort_by(|&i, &j| {
-                let o = dists[i].total_cmp(&dists[j]);
-                if ip {
-                    o.reverse()
-                } else {
-                    o
-                }
-            });
-            let sid: Vec<i64> = order.iter().map(|&i| ids[i]).collect();
-            let sd: Vec<f32> = order.iter().map(|&i| dists[i]).collect();
-            ids[a..b].copy_from_slice(&sid);
-            dists[a..b].copy_from_slice(&sd);
-        }
-        Ok(RangeHits { lims, ids, dists })
+        let raw = self.f()?;
+        let (lims, ids, dists) = raw.range_search(&q, radius)?;
+        Ok(RangeHits::sorted(lims, ids, dists, raw.is_inner_product()))
     }
 
     /// Set the index's persistent nprobe (IVF). Errors if the index is not IVF.
@@ -492,17 +834,30 @@ impl Index {
 
     /// Reconstruct the vector stored under id `key`.
     pub fn reconstruct(&self, key: i64) -> Result<Vec<f32>> {
-        self.raw.reconstruct(key)
+        self.f()?.reconstruct(key)
     }
 
     /// Reconstruct `n` vectors from internal position `i0` (`n × d`).
     pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Vec<f32>> {
-        self.raw.reconstruct_n(i0, n)
+        self.f()?.reconstruct_n(i0, n)
     }
 
     /// Remove ids; returns how many were removed.
+    ///
+    /// Errors: `Unsupported` for an IDMap over an IVF index (FAISS's IDMap compacts its id
+    /// table while IVF keeps its internal ids, so later results would name wrong ids) and
+    /// for binary hash indices.
     pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
         self.writable("remove ids")?;
+        let info = self.raw.describe()?;
+        refuse_binary_hash(&info, "remove vectors")?;
+        if info.idmap > 0 && (info.inner_name.starts_with("IndexIVF") || info.inner_name.starts_with("IndexBinaryIVF"))
+        {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "removing from an IDMap over an IVF index is not supported: IVF indices store ids themselves, create the index without IDMap",
+            ));
+        }
         self.raw.remove_ids(ids)
     }
 
@@ -527,7 +882,10 @@ impl Index {
     /// trained quantizer required). Returns false when either is not a bare IVF index.
     pub fn ivf_merge_from(&mut self, other: &mut Index, add_id: i64) -> Result<bool> {
         self.writable("merge into")?;
-        self.raw.ivf_merge_from(&mut other.raw, add_id)
+        let (Raw::Float(a), Raw::Float(b)) = (&mut self.raw, &mut other.raw) else {
+            return Ok(false);
+        };
+        a.ivf_merge_from(b, add_id)
     }
 
     /// Wrap this index in `IndexIDMap` (`IndexIDMap2` when `v2`) so it takes user ids; the
@@ -537,7 +895,10 @@ impl Index {
             return Err(Error::invalid("only an empty index can be wrapped in an IDMap"));
         }
         let Index { raw, mut meta, has_sidecar, storage } = self;
-        let raw = raw.wrap_idmap(v2)?;
+        let raw = match raw {
+            Raw::Float(r) => Raw::Float(r.wrap_idmap(v2)?),
+            Raw::Binary(r) => Raw::Binary(r.wrap_idmap(v2)?),
+        };
         let prefix = if v2 { "IDMap2" } else { "IDMap" };
         meta.factory = if meta.factory.is_empty() { String::new() } else { format!("{prefix},{}", meta.factory) };
         meta.ids = IdMode::Explicit;
@@ -587,7 +948,7 @@ impl Index {
         if self.ntotal() != 0 || !self.is_trained() {
             return Err(Error::invalid("on-disk lists start from a trained, empty index"));
         }
-        if !self.raw.ondisk_create(data)? {
+        if !self.f_mut()?.ondisk_create(data)? {
             let t = self.raw.describe()?.type_name;
             return Err(Error::invalid(format!(
                 "--on-disk needs an IVF index (e.g. IVF65536,PQ32); this factory gives {t}"
@@ -600,7 +961,8 @@ impl Index {
     /// with their final ids) into this index's empty on-disk lists; for several shards use
     /// [`Index::merge_to_disk`].
     pub fn merge_shard_to_disk(&mut self, shard: &mut Index) -> Result<()> {
-        if !self.raw.ondisk_merge_shard(&mut shard.raw)? {
+        let shard = shard.f_mut()?;
+        if !self.f_mut()?.ondisk_merge_shard(shard)? {
             return Err(Error::invalid("merging a shard needs an index with on-disk lists and an IVF shard"));
         }
         Ok(())
@@ -612,8 +974,8 @@ impl Index {
     /// Errors: `InvalidInput` when this index has no on-disk lists or a source is not IVF;
     /// `Faiss` naming the check that failed (e.g. different coarse quantizers).
     pub fn merge_to_disk(&mut self, srcs: &mut [&mut Index]) -> Result<()> {
-        let mut raws: Vec<&mut RawIndex> = srcs.iter_mut().map(|s| &mut s.raw).collect();
-        if !self.raw.ondisk_merge_many(&mut raws)? {
+        let mut raws = srcs.iter_mut().map(|s| s.f_mut()).collect::<Result<Vec<&mut RawIndex>>>()?;
+        if !self.f_mut()?.ondisk_merge_many(&mut raws)? {
             return Err(Error::invalid("merging into on-disk lists needs IVF indices and on-disk lists"));
         }
         Ok(())
@@ -621,7 +983,7 @@ impl Index {
 
     /// Record the final location of the `.ivfdata` file (after it was renamed into place).
     pub fn set_lists_file(&mut self, data: &Path) -> Result<()> {
-        if !self.raw.ondisk_configure(Some(data), None)? {
+        if !self.f_mut()?.ondisk_configure(Some(data), None)? {
             return Err(Error::invalid("index has no on-disk lists"));
         }
         Ok(())
@@ -633,10 +995,13 @@ impl Index {
     ///
     /// Errors: `InvalidInput` when the index is not a bare IVF index.
     pub fn empty_ivf_copy(&mut self) -> Result<Index> {
-        match self.raw.ivf_empty_clone()? {
-            Some(raw) => {
-                Ok(Index { raw, meta: self.meta.clone(), has_sidecar: self.has_sidecar, storage: Storage::Loaded })
-            }
+        match self.f_mut()?.ivf_empty_clone()? {
+            Some(raw) => Ok(Index {
+                raw: Raw::Float(raw),
+                meta: self.meta.clone(),
+                has_sidecar: self.has_sidecar,
+                storage: Storage::Loaded,
+            }),
             None => {
                 let t = self.raw.describe()?.type_name;
                 Err(Error::invalid(format!(
@@ -648,7 +1013,7 @@ impl Index {
 
     /// Whether the inverted lists live on disk.
     pub fn lists_on_disk(&self) -> bool {
-        self.raw.is_ondisk()
+        matches!(&self.raw, Raw::Float(r) if r.is_ondisk())
     }
 }
 
@@ -669,13 +1034,14 @@ impl Index {
     pub fn merge_from(&mut self, other: &mut Index, add_id: i64) -> Result<()> {
         self.writable("merge into")?;
         other.writable("merge from")?;
-        self.raw.merge_from(&mut other.raw, add_id)
+        let b = other.f_mut()?;
+        self.f_mut()?.merge_from(b, add_id)
     }
 
     /// Ids of positions `i0..i0+n` in storage order (IVF: list by list; IDMap: the wrapped
     /// index's order; otherwise the id is the position).
     pub fn stored_ids(&self, i0: usize, n: usize) -> Result<Vec<i64>> {
-        Ok(self.raw.extract(i0, n, false)?.0)
+        Ok(self.f()?.extract(i0, n, false)?.0)
     }
 
     /// Ids and reconstructed vectors (`n × d`, as stored: normalized for cosine, decoded for
@@ -683,7 +1049,7 @@ impl Index {
     ///
     /// Errors: `Faiss` when the index cannot reconstruct its vectors.
     pub fn extract(&self, i0: usize, n: usize) -> Result<(Vec<i64>, Vec<f32>)> {
-        self.raw.extract(i0, n, true)
+        self.f()?.extract(i0, n, true)
     }
 
     /// Renumber the vectors `base..base+ntotal`: IDMap in insertion order, IVF in the order
@@ -691,7 +1057,7 @@ impl Index {
     /// indices accept only `base` 0.
     pub fn renumber_ids(&mut self, base: i64) -> Result<()> {
         self.writable("renumber")?;
-        self.raw.renumber(base)
+        self.f_mut()?.renumber(base)
     }
 
     /// Wrap a position-numbered index in `IDMap2` with ids `0..ntotal`, so that removing
@@ -699,7 +1065,10 @@ impl Index {
     pub fn into_idmap2(self) -> Result<Index> {
         self.writable("wrap")?;
         let Index { raw, mut meta, has_sidecar, storage } = self;
-        let raw = raw.wrap_idmap2()?;
+        let Raw::Float(raw) = raw else {
+            return Err(Error::new(ErrorKind::Unsupported, "binary indices cannot be wrapped in IDMap2 here"));
+        };
+        let raw = Raw::Float(raw.wrap_idmap2()?);
         if !meta.factory.is_empty() && !meta.factory.starts_with("IDMap") {
             meta.factory = format!("IDMap2,{}", meta.factory);
         }
@@ -709,6 +1078,21 @@ impl Index {
 }
 
 // ---- end merge / split / bench support ------------------------------------------------------
+
+/// `Unsupported` for FAISS's binary hash indices, which can neither reconstruct nor remove.
+fn refuse_binary_hash(info: &RawInfo, what: &str) -> Result<()> {
+    if info.inner_name.starts_with("IndexBinaryHash") || info.inner_name.starts_with("IndexBinaryMultiHash") {
+        return Err(Error::new(ErrorKind::Unsupported, format!("binary hash indices cannot {what}")));
+    }
+    Ok(())
+}
+
+fn binary_refusal() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "this is a binary (Hamming) index: its vectors are bit codes, and this operation takes float vectors",
+    )
+}
 
 /// A path plus its sidecar path, for messages and cleanup.
 pub fn sidecar_path(index: &Path) -> PathBuf {

@@ -96,6 +96,37 @@ const faiss::Index* unwrap(const faiss::Index* idx, faissx_info* info) {
     return idx;
 }
 
+// IVF and HNSW facts and knobs of the innermost index, for float (IndexIVF, IndexHNSW) and
+// binary (IndexBinaryIVF, IndexBinaryHNSW) indices alike.
+template <class IVF, class HNSW, class I>
+void fill_params(const I* inner, faissx_info* out) {
+    if (auto ivf = dynamic_cast<const IVF*>(inner)) {
+        out->nlist = ivf->nlist;
+        out->nprobe = ivf->nprobe;
+    }
+    if (auto h = dynamic_cast<const HNSW*>(inner)) {
+        out->hnsw_m = h->hnsw.nb_neighbors(1);
+        out->ef_search = h->hnsw.efSearch;
+        out->ef_construction = h->hnsw.efConstruction;
+    }
+}
+
+// which = 0 nprobe, 1 efSearch, 2 efConstruction. Returns 2 if the index has no such knob.
+template <class IVF, class HNSW, class I>
+int set_param_on(I* inner, int which, int64_t value) {
+    if (which == 0) {
+        auto ivf = dynamic_cast<IVF*>(inner);
+        if (!ivf) return 2;
+        ivf->nprobe = value;
+        return 0;
+    }
+    auto h = dynamic_cast<HNSW*>(inner);
+    if (!h) return 2;
+    if (which == 1) h->hnsw.efSearch = (int)value;
+    else h->hnsw.efConstruction = (int)value;
+    return 0;
+}
+
 }  // namespace
 
 extern "C" {
@@ -109,15 +140,9 @@ int faissx_describe(const void* p, faissx_info* out, char* err, size_t errlen) {
         copy_str(out->type_name, sizeof(out->type_name), class_name(idx));
         auto inner = unwrap(idx, out);
         copy_str(out->inner_name, sizeof(out->inner_name), class_name(inner));
+        fill_params<faiss::IndexIVF, faiss::IndexHNSW>(inner, out);
         if (auto ivf = dynamic_cast<const faiss::IndexIVF*>(inner)) {
-            out->nlist = ivf->nlist;
-            out->nprobe = ivf->nprobe;
             if (dynamic_cast<const faiss::IndexHNSW*>(ivf->quantizer)) out->ivf_quantizer_hnsw = 1;
-        }
-        if (auto h = dynamic_cast<const faiss::IndexHNSW*>(inner)) {
-            out->hnsw_m = h->hnsw.nb_neighbors(1);
-            out->ef_search = h->hnsw.efSearch;
-            out->ef_construction = h->hnsw.efConstruction;
         }
         return 0;
     } catch (const std::exception& e) {
@@ -131,17 +156,7 @@ int faissx_describe(const void* p, faissx_info* out, char* err, size_t errlen) {
 int faissx_set_param(void* p, int which, int64_t value, char* err, size_t errlen) {
     try {
         auto inner = const_cast<faiss::Index*>(unwrap(static_cast<faiss::Index*>(p), nullptr));
-        if (which == 0) {
-            auto ivf = dynamic_cast<faiss::IndexIVF*>(inner);
-            if (!ivf) return 2;
-            ivf->nprobe = value;
-            return 0;
-        }
-        auto h = dynamic_cast<faiss::IndexHNSW*>(inner);
-        if (!h) return 2;
-        if (which == 1) h->hnsw.efSearch = (int)value;
-        else h->hnsw.efConstruction = (int)value;
-        return 0;
+        return set_param_on<faiss::IndexIVF, faiss::IndexHNSW>(inner, which, value);
     } catch (const std::exception& e) {
         copy_str(err, errlen, e.what());
         return 1;
@@ -514,4 +529,152 @@ int faissx_read_index(const char* fname, int io_flags, void** out, char* err, si
         return 1;
     }
 }
+}  // extern "C"
+
+// ---- Binary (Hamming) indices, for the server's BINARY_* index types. ----------------------
+// The C API covers add/train/reconstruct/remove/range search of faiss::IndexBinary; these fill
+// the same gaps as above: describe through IDMap wrappers, per-call nprobe, IDMap wrapping,
+// and a clone that works for every binary type (faiss::clone_binary_index knows only
+// Flat/IVF/HNSW) by a round trip through FAISS's own serialization.
+#include <faiss/IndexBinary.h>
+#include <faiss/IndexBinaryFlat.h>
+#include <faiss/IndexBinaryHNSW.h>
+#include <faiss/IndexBinaryIVF.h>
+#include <faiss/impl/io.h>
+
+namespace {
+std::string binary_class_name(const faiss::IndexBinary* idx) {
+    const char* mangled = typeid(*idx).name();
+    int status = 0;
+    char* dem = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+    std::string s = (status == 0 && dem) ? dem : mangled;
+    free(dem);
+    if (s.rfind("faiss::", 0) == 0) s = s.substr(7);
+    // IndexIDMapTemplate<faiss::IndexBinary> is what Python calls IndexBinaryIDMap.
+    if (s.rfind("IndexIDMap2Template<", 0) == 0) return "IndexBinaryIDMap2";
+    if (s.rfind("IndexIDMapTemplate<", 0) == 0) return "IndexBinaryIDMap";
+    return s;
+}
+
+// The index under an IDMap/IDMap2 wrapper (idmap: 0 none, 1 IDMap, 2 IDMap2).
+const faiss::IndexBinary* binary_unwrap(const faiss::IndexBinary* idx, int* idmap) {
+    if (idmap) *idmap = 0;
+    if (auto m2 = dynamic_cast<const faiss::IndexBinaryIDMap2*>(idx)) {
+        if (idmap) *idmap = 2;
+        return m2->index;
+    }
+    if (auto m = dynamic_cast<const faiss::IndexBinaryIDMap*>(idx)) {
+        if (idmap) *idmap = 1;
+        return m->index;
+    }
+    return idx;
+}
+}  // namespace
+
+extern "C" {
+
+int faissx_binary_describe(const void* p, faissx_info* out, char* err, size_t errlen) {
+    try {
+        auto idx = static_cast<const faiss::IndexBinary*>(p);
+        memset(out, 0, sizeof(*out));
+        out->nlist = out->nprobe = -1;
+        out->hnsw_m = out->ef_search = out->ef_construction = -1;
+        copy_str(out->type_name, sizeof(out->type_name), binary_class_name(idx));
+        int idmap = 0;
+        auto inner = binary_unwrap(idx, &idmap);
+        out->idmap = idmap;
+        copy_str(out->inner_name, sizeof(out->inner_name), binary_class_name(inner));
+        fill_params<faiss::IndexBinaryIVF, faiss::IndexBinaryHNSW>(inner, out);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// As faissx_set_param, for binary indices.
+int faissx_binary_set_param(void* p, int which, int64_t value, char* err, size_t errlen) {
+    try {
+        auto inner = const_cast<faiss::IndexBinary*>(binary_unwrap(static_cast<faiss::IndexBinary*>(p), nullptr));
+        return set_param_on<faiss::IndexBinaryIVF, faiss::IndexBinaryHNSW>(inner, which, value);
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// k-NN search of n packed codes (n × code_size bytes) with a per-call nprobe (<= 0: the
+// index's own). Hamming distances (int32) and labels are n × k. Const on the index:
+// IndexBinaryIVF::search takes no parameters, so this runs its two steps (coarse
+// assignment, search_preassigned) with an IVFSearchParameters, and maps labels through an
+// IDMap wrapper as IndexBinaryIDMap::search would.
+int faissx_binary_search(const void* p, int64_t n, const uint8_t* x, int64_t k, int64_t nprobe,
+                         int32_t* D, int64_t* I, char* err, size_t errlen) {
+    try {
+        auto idx = static_cast<const faiss::IndexBinary*>(p);
+        auto inner = binary_unwrap(idx, nullptr);
+        auto ivf = dynamic_cast<const faiss::IndexBinaryIVF*>(inner);
+        if (!ivf || nprobe <= 0) {
+            idx->search(n, x, k, D, I);
+            return 0;
+        }
+        faiss::IVFSearchParameters sp;
+        sp.nprobe = std::min<int64_t>(nprobe, ivf->nlist);
+        std::vector<faiss::idx_t> assign(n * sp.nprobe);
+        std::vector<int32_t> coarse(n * sp.nprobe);
+        ivf->quantizer->search(n, x, sp.nprobe, coarse.data(), assign.data());
+        ivf->search_preassigned(n, x, k, assign.data(), coarse.data(), D, I, false, &sp);
+        if (auto m = dynamic_cast<const faiss::IndexBinaryIDMap*>(idx)) {
+            for (int64_t i = 0; i < n * k; i++) {
+                if (I[i] >= 0) I[i] = m->id_map[I[i]];
+            }
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Wrap an empty binary index in IndexBinaryIDMap (v2: IndexBinaryIDMap2), which owns it.
+int faissx_binary_wrap_idmap(void* p, int v2, void** out, char* err, size_t errlen) {
+    try {
+        auto idx = static_cast<faiss::IndexBinary*>(p);
+        faiss::IndexBinaryIDMap* m = v2 ? new faiss::IndexBinaryIDMap2(idx) : new faiss::IndexBinaryIDMap(idx);
+        m->own_fields = true;
+        *out = m;
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Deep copy of any binary index (write_index_binary + read_index_binary in memory).
+int faissx_binary_clone(const void* p, void** out, char* err, size_t errlen) {
+    try {
+        faiss::VectorIOWriter w;
+        faiss::write_index_binary(static_cast<const faiss::IndexBinary*>(p), &w);
+        faiss::VectorIOReader r;
+        r.data = std::move(w.data);
+        *out = faiss::read_index_binary(&r);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// faiss::read_index_binary with stdout silenced. *out owns the result.
+int faissx_read_index_binary(const char* fname, int io_flags, void** out, char* err, size_t errlen) {
+    try {
+        QuietStdout quiet;
+        *out = faiss::read_index_binary(fname, io_flags);
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
 }  // extern "C"

@@ -16,6 +16,9 @@ pub enum Metric {
     Ip,
     /// Cosine similarity (inner product of normalized vectors; larger is closer).
     Cosine,
+    /// Hamming distance between bit codes: the metric of binary indices (`faiss::IndexBinary`),
+    /// which only the server creates (`BINARY_*` index types); not a `--metric` choice.
+    Hamming,
 }
 
 impl Metric {
@@ -31,7 +34,7 @@ impl Metric {
 
     /// Whether FAISS should use METRIC_INNER_PRODUCT.
     pub fn faiss_inner_product(self) -> bool {
-        !matches!(self, Metric::L2)
+        matches!(self, Metric::Ip | Metric::Cosine)
     }
 
     /// Whether vectors are L2-normalized before they reach FAISS.
@@ -46,6 +49,7 @@ impl fmt::Display for Metric {
             Metric::L2 => "l2",
             Metric::Ip => "ip",
             Metric::Cosine => "cosine",
+            Metric::Hamming => "hamming",
         })
     }
 }

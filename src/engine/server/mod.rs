@@ -13,7 +13,7 @@ mod net;
 pub mod store;
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Index, IndexSpec, Metric, OpenOptions, SearchParams, Storage};
+use crate::engine::index::{Index, IndexSpec, Metric, OpenOptions, Rows, SearchParams, Storage};
 use crate::engine::protocol::{self, Encoding, Msg, Value, MAX_DIMENSION, MAX_K};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -183,8 +183,41 @@ fn not_found(id: &str) -> Error {
 /// What an `index_type` asks for.
 #[derive(Debug, Clone, PartialEq)]
 enum TypeSpec {
-    Factory { factory: String, metric: Metric },
-    Wrap { v2: bool, base: String },
+    Factory {
+        factory: String,
+        metric: Metric,
+    },
+    /// A binary (Hamming) index from FAISS's binary factory.
+    Binary {
+        factory: String,
+    },
+    Wrap {
+        v2: bool,
+        base: String,
+    },
+}
+
+/// FAISSx's binary index names (`BINARY_FLAT`, `BINARY_IVF<nlist>`, `BINARY_HASH<bits>`) and
+/// FAISS's binary factory strings (`BFlat`, `BIVF…`, `BHNSW…`, `BHash…`) as a binary factory
+/// string; `None` for every other type.
+fn binary_factory(t: &str) -> Result<Option<String>> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let upper = t.to_ascii_uppercase();
+    if let Some(rest) = upper.strip_prefix("BINARY") {
+        let f = match rest {
+            "_FLAT" | "" => "BFlat".to_string(),
+            r if r.strip_prefix("_IVF").is_some_and(digits) => format!("BIVF{}", &r[4..]),
+            r if r.strip_prefix("_HASH").is_some_and(digits) => format!("BHash{}", &r[5..]),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "index type {t:?}: binary types are BINARY_FLAT, BINARY_IVF<nlist> and BINARY_HASH<bits>"
+                )))
+            }
+        };
+        return Ok(Some(f));
+    }
+    let factory = ["BFlat", "BIVF", "BHNSW", "BHash"].iter().any(|p| t.starts_with(p));
+    Ok(factory.then(|| t.to_string()))
 }
 
 /// Translate FAISSx's index type names into FAISS factory strings; anything else is taken as
@@ -197,8 +230,8 @@ fn parse_index_type(t: &str, metric: Option<Metric>) -> Result<TypeSpec> {
     if let Some(base) = t.strip_prefix("IDMap:") {
         return Ok(TypeSpec::Wrap { v2: false, base: base.to_string() });
     }
-    if t.to_ascii_uppercase().starts_with("BINARY") {
-        return Err(Error::new(ErrorKind::Unsupported, format!("index type {t:?}: binary indices are not supported")));
+    if let Some(factory) = binary_factory(t)? {
+        return Ok(TypeSpec::Binary { factory });
     }
     let (t, ip) = match t.strip_suffix("_IP") {
         Some(s) => (s, true),
@@ -544,12 +577,12 @@ impl Service {
         let out = match call.action.as_str() {
             "search" | "search_and_reconstruct" => {
                 let k = k_of(m)?;
-                let q = m.vectors("query_vectors", ix.d())?;
+                let q = m.rows("query_vectors", ix)?;
                 let params = search_params(m, k)?;
-                let nq = q.len() / ix.d();
+                let nq = ix.rows_in(&q)?;
                 // Small searches are cheaper on one thread than through OpenMP's pool.
                 crate::engine::index::set_threads(if nq >= 16 { self.cores } else { 1 });
-                let n = ix.search(&q, &params)?;
+                let n = ix.search_rows(&q, &params)?;
                 let with_md = m.flag("include_metadata")?;
                 let md_row = |ids: &[i64]| {
                     Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect())
@@ -578,7 +611,7 @@ impl Service {
                                     if i < 0 {
                                         Ok(Value::Nil)
                                     } else {
-                                        ix.reconstruct(i).map(|v| protocol::vector_value(&v))
+                                        ix.reconstruct_rows(i).map(|v| protocol::row_value(&v))
                                     }
                                 })
                                 .collect::<Result<Vec<_>>>()?;
@@ -599,8 +632,8 @@ impl Service {
             }
             "range_search" => {
                 let radius = m.float("radius")?.ok_or_else(|| Error::invalid("missing field \"radius\""))?;
-                let q = m.vectors("query_vectors", ix.d())?;
-                let h = ix.range_search(&q, radius as f32)?;
+                let q = m.rows("query_vectors", ix)?;
+                let h = ix.range_search_rows(&q, radius as f32)?;
                 let mut results = Vec::with_capacity(h.nq());
                 for qi in 0..h.nq() {
                     let (ids, d) = h.row(qi);
@@ -626,10 +659,10 @@ impl Service {
                     Some(k) => k,
                     None => m.int("idx")?.ok_or_else(|| Error::invalid("missing field \"id\" (or \"idx\")"))?,
                 };
-                let v = ix.reconstruct(key)?;
+                let v = ix.reconstruct_rows(key)?;
                 Msg::default().with(
                     "vector",
-                    if binary { Value::Binary(protocol::f32_bytes(&v)) } else { protocol::vector_value(&v) },
+                    if binary { protocol::rows_value(&v, ix.d(), Encoding::Binary) } else { protocol::row_value(&v) },
                 )
             }
             "reconstruct_n" | "get_vectors" => {
@@ -648,10 +681,14 @@ impl Service {
                 } else {
                     (m.uint("limit")?.map_or(nt, |l| l as usize)).min(nt - start)
                 };
-                let v = if n == 0 { Vec::new() } else { ix.reconstruct_n(start, n)? };
+                let v = match (n, ix.is_binary()) {
+                    (0, false) => Rows::Float(Vec::new()),
+                    (0, true) => Rows::Codes(Vec::new()),
+                    _ => ix.reconstruct_n_rows(start, n)?,
+                };
                 let enc = if binary { Encoding::Binary } else { Encoding::Nested };
                 Msg::default()
-                    .with("vectors", protocol::vectors_value(&v, ix.d(), enc))
+                    .with("vectors", protocol::rows_value(&v, ix.d(), enc))
                     .with("start_idx", start as u64)
                     .with("num_vectors", n as u64)
                     .with("ntotal", nt as u64)
@@ -800,11 +837,10 @@ impl Service {
 
     fn mutate(&self, call: &Call, s: &mut Slot) -> Result<Msg> {
         let m = &call.msg;
-        let d = s.index.d();
         let mutation = match call.action.as_str() {
             "add_vectors" | "add_with_ids" => {
-                let x = m.vectors("vectors", d)?;
-                let n = x.len() / d;
+                let x = m.rows("vectors", &s.index)?;
+                let n = s.index.rows_in(&x)?;
                 let ids = m.ids("ids")?;
                 if call.action == "add_with_ids" && ids.is_none() {
                     return Err(Error::invalid("add_with_ids needs \"ids\""));
@@ -837,7 +873,7 @@ impl Service {
                 // implicit training, which for a scalar quantizer (value ranges) is cheap and
                 // deterministic, so the first add trains on its own vectors.
                 if !s.index.is_trained() && s.index.describe()?.inner_name == "IndexScalarQuantizer" && !x.is_empty() {
-                    s.index.train(&x)?;
+                    s.index.train_rows(&x)?;
                     checkpoint(s)?;
                 }
                 // Check everything the engine would refuse before logging.
@@ -858,12 +894,12 @@ impl Service {
                 Mutation::Add { x, ids, md }
             }
             "train_index" => {
-                let x = m.vectors("training_vectors", d)?;
+                let x = m.rows("training_vectors", &s.index)?;
                 if x.is_empty() {
                     return Err(Error::invalid("training needs at least one vector"));
                 }
-                let n = x.len() / d;
-                s.index.train(&x)?;
+                let n = s.index.rows_in(&x)?;
+                s.index.train_rows(&x)?;
                 checkpoint(s)?;
                 return Ok(Msg::default().with("is_trained", s.index.is_trained()).with("trained_with", n as u64));
             }
@@ -873,8 +909,8 @@ impl Service {
             }
             "replace_vector" => {
                 let id = m.req_int("id")?;
-                let x = m.vectors("vector", d)?;
-                if x.len() != d {
+                let x = m.rows("vector", &s.index)?;
+                if s.index.rows_in(&x)? != 1 {
                     return Err(Error::invalid("replace_vector takes exactly one vector"));
                 }
                 if s.index.describe()?.idmap != 2 {
@@ -925,6 +961,7 @@ impl Service {
         let metric = metric_of(m)?;
         let mut index = match parse_index_type(&kind, metric)? {
             TypeSpec::Factory { factory, metric } => Index::create(&IndexSpec { factory, metric, dim }, false)?,
+            TypeSpec::Binary { factory } => Index::create_binary(dim, &factory)?,
             TypeSpec::Wrap { v2, base } => {
                 let existing = valid_id("index_id", &base).ok().and_then(|_| self.entry(t, &base).ok());
                 let inner = match existing {
@@ -947,6 +984,7 @@ impl Service {
                         TypeSpec::Factory { factory, metric } => {
                             Index::create(&IndexSpec { factory, metric, dim }, false)?
                         }
+                        TypeSpec::Binary { factory } => Index::create_binary(dim, &factory)?,
                         TypeSpec::Wrap { .. } => {
                             return Err(Error::invalid(format!("index type {kind:?}: nested IDMap")))
                         }
@@ -981,6 +1019,7 @@ impl Service {
         let te = self.entry(t, target)?;
         writable(target, &te.read().index)?;
         // Copy the sources first (read locks only), so no lock is held while waiting for another.
+        let target_binary = te.read().index.is_binary();
         let mut copies = Vec::new();
         for sid in &sources {
             if sid == target {
@@ -994,13 +1033,24 @@ impl Service {
                     format!("source {sid:?} has d={}, target has d={}", g.index.d(), te.d),
                 ));
             }
+            if g.index.is_binary() != target_binary {
+                return Err(Error::invalid(format!(
+                    "source {sid:?} and target {target:?} hold different kinds of vectors (binary codes and floats)"
+                )));
+            }
             if g.index.storage() != Storage::Loaded {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
                     format!("source {sid:?} is memory-mapped (serve --mmap): merging copies it, which needs it loaded"),
                 ));
             }
-            copies.push((sid.clone(), g.index.try_clone()?, g.md.vectors.clone()));
+            // Binary indices have no IVF merge: read their vectors now, so that a source that
+            // cannot give them back fails before the target changes.
+            let rows = match (g.index.is_binary(), g.index.ntotal()) {
+                (true, n) if n > 0 => Some(g.index.reconstruct_n_rows(0, n)?),
+                _ => None,
+            };
+            copies.push((sid.clone(), g.index.try_clone()?, g.md.vectors.clone(), rows));
         }
         let mut g = te.write();
         let s = &mut *g;
@@ -1008,7 +1058,7 @@ impl Service {
         if !s.index.is_trained() {
             return Err(Error::new(ErrorKind::NotTrained, "target index is not trained"));
         }
-        for (sid, mut src, md) in copies {
+        for (sid, mut src, md, rows) in copies {
             let base = s.index.ntotal() as i64;
             let renumbered = !src.takes_ids()?;
             if s.index.ivf_merge_from(&mut src, 0)? {
@@ -1026,8 +1076,11 @@ impl Service {
             }
             let n = src.ntotal();
             if n > 0 {
-                let x = src.reconstruct_n(0, n)?;
-                s.index.add(&x, None)?;
+                let x = match rows {
+                    Some(x) => x,
+                    None => src.reconstruct_n_rows(0, n)?,
+                };
+                s.index.add_rows(&x, None)?;
             }
             for (k, v) in md {
                 s.md.vectors.insert(if renumbered { base + k } else { k }, v);
@@ -1059,15 +1112,24 @@ fn checkpoint(s: &mut Slot) -> Result<()> {
 }
 
 fn estimate_bytes(ix: &Index) -> u64 {
-    // Flat storage as an upper bound; compressed indices use less.
-    (ix.ntotal() * ix.d() * 4) as u64
+    // Flat storage as an upper bound; compressed indices use less. Binary codes: d/8 bytes.
+    let per_vector = if ix.is_binary() { ix.d() / 8 } else { ix.d() * 4 };
+    (ix.ntotal() * per_vector) as u64
+}
+
+/// A WAL field for vectors: `x` (f32 LE) for float rows, `codes` for binary codes.
+fn rows_record(x: &Rows) -> (Value, Value) {
+    match x {
+        Rows::Float(v) => (Value::from("x"), Value::Binary(protocol::f32_bytes(v))),
+        Rows::Codes(c) => (Value::from("codes"), Value::Binary(c.clone())),
+    }
 }
 
 /// A logged mutation: validated, written to the WAL, then applied (also on replay).
 enum Mutation {
-    Add { x: Vec<f32>, ids: Option<Vec<i64>>, md: Option<Vec<Value>> },
+    Add { x: Rows, ids: Option<Vec<i64>>, md: Option<Vec<Value>> },
     Remove { ids: Vec<i64> },
-    Replace { id: i64, x: Vec<f32> },
+    Replace { id: i64, x: Rows },
     SetParam { name: String, value: u64 },
 }
 
@@ -1102,18 +1164,16 @@ impl Mutation {
         match self {
             Mutation::Add { x, ids, md } => vec![
                 kv("op", Value::from("add")),
-                kv("x", Value::Binary(protocol::f32_bytes(x))),
+                rows_record(x),
                 kv("ids", ids.as_ref().map_or(Value::Nil, |i| Value::Binary(protocol::i64_bytes(i)))),
                 kv("md", md.as_ref().map_or(Value::Nil, |m| Value::Array(m.clone()))),
             ],
             Mutation::Remove { ids } => {
                 vec![kv("op", Value::from("remove")), kv("ids", Value::Binary(protocol::i64_bytes(ids)))]
             }
-            Mutation::Replace { id, x } => vec![
-                kv("op", Value::from("replace")),
-                kv("id", Value::from(*id)),
-                kv("x", Value::Binary(protocol::f32_bytes(x))),
-            ],
+            Mutation::Replace { id, x } => {
+                vec![kv("op", Value::from("replace")), kv("id", Value::from(*id)), rows_record(x)]
+            }
             Mutation::SetParam { name, value } => {
                 vec![
                     kv("op", Value::from("set")),
@@ -1135,9 +1195,16 @@ impl Mutation {
             Some(Value::Binary(b)) => Some(b.clone()),
             _ => None,
         };
+        // Float vectors are logged as "x" (f32 LE), binary codes as "codes".
+        let rows_of_record = || -> Result<Rows> {
+            match bin("codes") {
+                Some(c) => Ok(Rows::Codes(c)),
+                None => Ok(Rows::Float(protocol::f32_from_bytes(&bin("x").unwrap_or_default())?)),
+            }
+        };
         Ok(match m.req_str("op")? {
             "add" => Mutation::Add {
-                x: protocol::f32_from_bytes(&bin("x").unwrap_or_default())?,
+                x: rows_of_record()?,
                 ids: bin("ids").map(|b| protocol::i64_from_bytes(&b)).transpose()?,
                 md: match m.get("md") {
                     Some(Value::Array(a)) => Some(a.clone()),
@@ -1145,9 +1212,7 @@ impl Mutation {
                 },
             },
             "remove" => Mutation::Remove { ids: protocol::i64_from_bytes(&bin("ids").unwrap_or_default())? },
-            "replace" => {
-                Mutation::Replace { id: m.req_int("id")?, x: protocol::f32_from_bytes(&bin("x").unwrap_or_default())? }
-            }
+            "replace" => Mutation::Replace { id: m.req_int("id")?, x: rows_of_record()? },
             "set" => Mutation::SetParam { name: m.req_str("name")?.to_string(), value: m.uint("value")?.unwrap_or(1) },
             other => return Err(Error::new(ErrorKind::Format, format!("unknown WAL op {other:?}"))),
         })
@@ -1157,8 +1222,8 @@ impl Mutation {
         match self {
             Mutation::Add { x, ids, md } => {
                 let before = s.index.ntotal() as i64;
-                s.index.add(x, ids.as_deref())?;
-                let n = x.len() / s.index.d();
+                let n = s.index.rows_in(x)?;
+                s.index.add_rows(x, ids.as_deref())?;
                 if let Some(md) = md {
                     for (i, v) in md.iter().enumerate() {
                         let key = ids.as_ref().map_or(before + i as i64, |ids| ids[i]);
@@ -1193,7 +1258,7 @@ impl Mutation {
             }
             Mutation::Replace { id, x } => {
                 s.index.remove_ids(&[*id])?;
-                s.index.add(x, Some(&[*id]))?;
+                s.index.add_rows(x, Some(&[*id]))?;
                 Ok(Msg::default().with("ntotal", s.index.ntotal() as u64).with("id", *id))
             }
             Mutation::SetParam { name, value } => {
@@ -1230,7 +1295,12 @@ mod tests {
         assert_eq!(f("IVF4_SQ0_IP"), ("IVF4,SQ8".into(), Metric::Ip));
         assert_eq!(f("OPQ16,IVF1024,PQ16"), ("OPQ16,IVF1024,PQ16".into(), Metric::L2));
         assert_eq!(parse_index_type("IDMap2:base", None).unwrap(), TypeSpec::Wrap { v2: true, base: "base".into() });
-        assert_eq!(parse_index_type("BINARY_FLAT", None).unwrap_err().kind(), ErrorKind::Unsupported);
+        let b = |t: &str| parse_index_type(t, None).unwrap();
+        assert_eq!(b("BINARY_FLAT"), TypeSpec::Binary { factory: "BFlat".into() });
+        assert_eq!(b("BINARY_IVF16"), TypeSpec::Binary { factory: "BIVF16".into() });
+        assert_eq!(b("BINARY_HASH32"), TypeSpec::Binary { factory: "BHash32".into() });
+        assert_eq!(b("BHNSW16"), TypeSpec::Binary { factory: "BHNSW16".into() });
+        assert_eq!(parse_index_type("BINARY_IVF", None).unwrap_err().kind(), ErrorKind::InvalidInput);
     }
 
     #[test]
