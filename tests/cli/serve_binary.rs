@@ -224,6 +224,28 @@ fn serve_binary_indices() {
         c.call("get_index_status", vec![("index_id", Value::from("bivf"))]).unwrap().map("status").unwrap().unwrap();
     assert_eq!((st.uint("nlist").unwrap(), st.uint("nprobe").unwrap()), (Some(4), Some(4)));
 
+    // IVF without a direct map reconstructs by id (FAISS's own reconstruct_n for binary IVF
+    // would write past its buffer; the shim reads the lists instead)
+    let r = c
+        .call(
+            "reconstruct_n",
+            vec![
+                ("index_id", Value::from("bivf")),
+                ("start_idx", Value::from(20)),
+                ("num_vectors", Value::from(6)),
+                ("binary", Value::Boolean(true)),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.get("vectors"), Some(&Value::Binary(base[20 * CS..26 * CS].to_vec())));
+    let r = c
+        .call(
+            "reconstruct",
+            vec![("index_id", Value::from("bivf")), ("id", Value::from(42)), ("binary", Value::Boolean(true))],
+        )
+        .unwrap();
+    assert_eq!(r.get("vector"), Some(&Value::Binary(base[42 * CS..43 * CS].to_vec())));
+
     // BINARY_HASH: a stored vector finds itself
     create(&mut c, "bhash", "BINARY_HASH16");
     c.call("add_vectors", vec![("index_id", Value::from("bhash")), ("vectors", Value::Binary(base.clone()))]).unwrap();
@@ -237,8 +259,7 @@ fn serve_binary_indices() {
     };
     assert_eq!(call(&mut c, "reconstruct", vec![("id", Value::from(300))], "bflat"), ErrorKind::NotFound);
     assert_eq!(call(&mut c, "reconstruct", vec![("id", Value::from(-1))], "bflat"), ErrorKind::NotFound);
-    let n2 = vec![("start_idx", Value::from(0)), ("num_vectors", Value::from(2))];
-    assert_eq!(call(&mut c, "reconstruct_n", n2, "bivf"), ErrorKind::Unsupported);
+    assert_eq!(call(&mut c, "reconstruct", vec![("id", Value::from(300))], "bivf"), ErrorKind::NotFound);
     assert_eq!(call(&mut c, "remove_ids", vec![("ids", protocol::ints_value(&[1]))], "bhash"), ErrorKind::Unsupported);
     for (kind, d) in [("BINARY_HASH16", 32u64), ("BINARY_HASH64", 64), ("BHash4x8", 64), ("BINARY_IVF0", 64)] {
         let f = vec![("dimension", Value::from(d)), ("index_type", Value::from(kind))];
@@ -375,4 +396,31 @@ fn query_remote_binary_index_from_bvecs() {
         2,
         "do not fit a binary index of d=64 bits",
     );
+}
+
+#[test]
+fn serve_reconstructs_from_float_ivf_without_direct_map() {
+    let env = TestEnv::new("serve-ivf-reconstruct");
+    let srv = Server::start(&env, &[]);
+    let mut c = srv.client(None, None);
+    let d = 8;
+    let base = lcg_vectors(200, d, 21);
+    c.create("ivf", d, "IVF4", None).unwrap();
+    c.train("ivf", &base, d).unwrap();
+    c.add("ivf", &base, d, None, None).unwrap();
+    c.create("base", d, "IVF4", None).unwrap();
+    c.create("idm", d, "IDMap2:base", None).unwrap();
+    c.train("idm", &base, d).unwrap();
+    let ids: Vec<i64> = (0..200).map(|i| 7000 + i).collect();
+    c.add("idm", &base, d, Some(&ids), None).unwrap();
+    for (index, key, row) in [("ivf", 17, 17), ("ivf", 199, 199), ("idm", 7033, 33)] {
+        let r = c.call("reconstruct", vec![("index_id", Value::from(index)), ("id", Value::from(key))]).unwrap();
+        let Some(Value::Array(v)) = r.get("vector") else { panic!("{r:?}") };
+        let v: Vec<f32> = v.iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        assert_eq!(v, base[row * d..(row + 1) * d].to_vec(), "{index} id {key}");
+    }
+    for (index, key) in [("ivf", 200), ("idm", 33)] {
+        let e = c.call("reconstruct", vec![("index_id", Value::from(index)), ("id", Value::from(key))]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{index} id {key}: {e}");
+    }
 }

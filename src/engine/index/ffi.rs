@@ -5,7 +5,7 @@
 //! range search and reconstruct take `&self`, so one opened index can serve concurrent readers
 //! (the read/write split: mutation needs `&mut`).
 
-use crate::engine::error::{Error, Result};
+use crate::engine::error::{Error, ErrorKind, Result};
 use faiss_sys::*;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
@@ -369,8 +369,13 @@ impl RawIndex {
     }
 
     /// Reconstruct the vector stored under `key` (a FAISS id; for IDMap2 the user id).
+    /// IVF indices (bare or under IDMap2) without a direct map are served by a scan of
+    /// their lists' ids (faissx's shim).
     pub fn reconstruct(&self, key: i64) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.d()];
+        if ivf_reconstruct(self.0.as_ptr().cast(), false, key, out.as_mut_ptr().cast())? {
+            return Ok(out);
+        }
         // SAFETY: out holds d floats.
         check(unsafe { faiss_Index_reconstruct(self.0.as_ptr(), key, out.as_mut_ptr()) }, || {
             format!("reconstructing id {key}")
@@ -579,6 +584,23 @@ fn range_results(
     }
 }
 
+/// Reconstruct `key` of an IVF index without a direct map (float, or binary when `binary`;
+/// bare or under IDMap2) into `out` (`d` floats or `d/8` bytes) by scanning its lists' ids.
+/// Returns false when the index is something else (FAISS's own reconstruct applies).
+///
+/// Errors: `NotFound` when no vector has id `key`.
+fn ivf_reconstruct(p: *const std::ffi::c_void, binary: bool, key: i64, out: *mut std::ffi::c_void) -> Result<bool> {
+    let mut err = [0 as c_char; 512];
+    // SAFETY: p is a valid index of the kind `binary` says; out holds one vector of it.
+    let rc = unsafe { faissx_ivf_reconstruct(p, binary as c_int, key, out, err.as_mut_ptr(), err.len()) };
+    match rc {
+        0 => Ok(true),
+        2 => Ok(false),
+        3 => Err(Error::new(ErrorKind::NotFound, format!("id {key} is not in the index"))),
+        _ => shim_check(rc, &err, || format!("reconstructing id {key}")).map(|_| false),
+    }
+}
+
 /// Remove `ids` through an `IDSelectorBatch` handed to `remove`; returns how many were removed.
 fn remove_batch(ids: &[i64], remove: impl FnOnce(*const FaissIDSelector, &mut usize) -> c_int) -> Result<usize> {
     let mut sel = std::ptr::null_mut();
@@ -709,6 +731,22 @@ extern "C" {
     fn faissx_binary_clone(
         p: *const FaissIndexBinary,
         out: *mut *mut FaissIndexBinary,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_ivf_reconstruct(
+        p: *const std::ffi::c_void,
+        binary: c_int,
+        key: i64,
+        out: *mut std::ffi::c_void,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn faissx_binary_ivf_reconstruct_n(
+        p: *const FaissIndexBinary,
+        i0: i64,
+        n: i64,
+        out: *mut u8,
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
@@ -920,6 +958,9 @@ impl RawBinaryIndex {
     /// The code stored under `key` (`d/8` bytes).
     pub fn reconstruct(&self, key: i64) -> Result<Vec<u8>> {
         let mut out = vec![0u8; self.code_size()];
+        if ivf_reconstruct(self.0.as_ptr().cast(), true, key, out.as_mut_ptr().cast())? {
+            return Ok(out);
+        }
         // SAFETY: out holds one code.
         check(unsafe { faiss_IndexBinary_reconstruct(self.0.as_ptr(), key, out.as_mut_ptr()) }, || {
             format!("reconstructing id {key}")
@@ -927,9 +968,26 @@ impl RawBinaryIndex {
         Ok(out)
     }
 
-    /// The codes at internal positions `i0..i0+n` (`n × d/8` bytes).
+    /// The codes at internal positions `i0..i0+n` (`n × d/8` bytes); for binary IVF, the
+    /// codes of ids `i0..i0+n` (zeros for ids not stored), read by the shim because FAISS
+    /// 1.12's `IndexBinaryIVF::reconstruct_n` writes past the end of its output.
     pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Vec<u8>> {
         let mut out = vec![0u8; n * self.code_size()];
+        let mut err = [0 as c_char; 512];
+        // SAFETY: out holds n codes; the shim writes only there.
+        let rc = unsafe {
+            faissx_binary_ivf_reconstruct_n(
+                self.0.as_ptr(),
+                i0 as i64,
+                n as i64,
+                out.as_mut_ptr(),
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if shim_check(rc, &err, || format!("reconstructing vectors {i0}..{}", i0 + n))? == 0 {
+            return Ok(out);
+        }
         // SAFETY: out holds n codes.
         check(
             unsafe { faiss_IndexBinary_reconstruct_n(self.0.as_ptr(), i0 as i64, n as i64, out.as_mut_ptr()) },

@@ -521,21 +521,13 @@ impl Index {
         self.b()?.reconstruct(key)
     }
 
-    /// The codes at internal positions `i0..i0+n` (`n × d/8` bytes) of a binary flat or HNSW
-    /// index.
+    /// The codes at internal positions `i0..i0+n` (`n × d/8` bytes; binary IVF: of ids
+    /// `i0..i0+n`).
     ///
-    /// Errors: `Unsupported` for binary IVF (FAISS 1.12's `IndexBinaryIVF::reconstruct_n`
-    /// writes with a stride of `d` bytes instead of `d/8`, past the end of its output) and
-    /// hash indices; `InvalidInput` past `ntotal`.
+    /// Errors: `Unsupported` for hash indices; `InvalidInput` past `ntotal`.
     pub fn reconstruct_n_codes(&self, i0: usize, n: usize) -> Result<Vec<u8>> {
         let info = self.b()?.describe()?;
         refuse_binary_hash(&info, "reconstruct vectors")?;
-        if info.inner_name.starts_with("IndexBinaryIVF") {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "reading vectors back by position is not supported for binary IVF indices",
-            ));
-        }
         if i0 + n > self.ntotal() {
             return Err(Error::invalid(format!("positions {i0}..{} are past ntotal={}", i0 + n, self.ntotal())));
         }

@@ -678,3 +678,79 @@ int faissx_read_index_binary(const char* fname, int io_flags, void** out, char* 
 }
 
 }  // extern "C"
+
+// ---- Reconstruct from IVF indices without a direct map. ---------------------------------------
+// FAISS's IndexIVF::reconstruct needs a direct map (make_direct_map), which servers do not
+// keep (it costs memory per vector and an Array map refuses add_with_ids). These find the id
+// in the inverted lists instead: O(ntotal) over the stored ids, then one decode. Float and
+// binary IVF, bare or under IndexIDMap2 (whose rev_map turns a user id into the IVF's id).
+namespace {
+template <class IVF, class IDMap2, class Base, class Code>
+int ivf_reconstruct_scan(const Base* idx, int64_t key, Code* out) {
+    if (auto m2 = dynamic_cast<const IDMap2*>(idx)) {
+        auto it = m2->rev_map.find(key);
+        if (it == m2->rev_map.end()) return 3;
+        key = it->second;
+        idx = m2->index;
+    }
+    auto ivf = dynamic_cast<const IVF*>(idx);
+    if (!ivf || ivf->direct_map.type != faiss::DirectMap::NoMap) return 2;
+    for (size_t l = 0; l < ivf->nlist; l++) {
+        size_t n = ivf->invlists->list_size(l);
+        if (n == 0) continue;
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        for (size_t o = 0; o < n; o++) {
+            if (ids[o] == key) {
+                ivf->reconstruct_from_offset(l, o, out);
+                return 0;
+            }
+        }
+    }
+    return 3;
+}
+}  // namespace
+
+extern "C" {
+
+// Reconstruct `key` (d floats, or d/8 bytes when `binary`) by scanning IVF lists. Returns
+// 0 done, 2 not an IVF index without a direct map (use FAISS's reconstruct), 3 no such id.
+int faissx_ivf_reconstruct(const void* p, int binary, int64_t key, void* out, char* err, size_t errlen) {
+    try {
+        if (binary) {
+            return ivf_reconstruct_scan<faiss::IndexBinaryIVF, faiss::IndexBinaryIDMap2>(
+                    static_cast<const faiss::IndexBinary*>(p), key, static_cast<uint8_t*>(out));
+        }
+        return ivf_reconstruct_scan<faiss::IndexIVF, faiss::IndexIDMap2>(
+                static_cast<const faiss::Index*>(p), key, static_cast<float*>(out));
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+// Codes of ids i0..i0+n of a binary IVF index into out (n × code_size bytes, zeros for ids
+// not stored), as IndexBinaryIVF::reconstruct_n means to (FAISS 1.12's steps by d, not by
+// code_size, and writes past the end). Returns 2 if the index is not a bare binary IVF.
+int faissx_binary_ivf_reconstruct_n(const void* p, int64_t i0, int64_t n, uint8_t* out, char* err, size_t errlen) {
+    try {
+        auto ivf = dynamic_cast<const faiss::IndexBinaryIVF*>(static_cast<const faiss::IndexBinary*>(p));
+        if (!ivf) return 2;
+        memset(out, 0, n * ivf->code_size);
+        for (size_t l = 0; l < ivf->nlist; l++) {
+            size_t len = ivf->invlists->list_size(l);
+            if (len == 0) continue;
+            faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+            for (size_t o = 0; o < len; o++) {
+                if (ids[o] >= i0 && ids[o] < i0 + n) {
+                    ivf->reconstruct_from_offset(l, o, out + (ids[o] - i0) * ivf->code_size);
+                }
+            }
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        copy_str(err, errlen, e.what());
+        return 1;
+    }
+}
+
+}  // extern "C"
