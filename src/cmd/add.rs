@@ -45,7 +45,7 @@ pub struct AddArgs {
 
 /// Run `faissx add`.
 pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
-    let mut index = Index::open(&a.index)?;
+    let mut index = Index::open_float(&a.index, &Default::default())?;
     let input = a.input_args.open(&a.input)?;
     let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
     let before = index.ntotal();

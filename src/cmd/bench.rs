@@ -271,7 +271,7 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
         None
     } else {
         let open_opts = a.open.options();
-        let set = ShardSet::open_with(&a.indexes, |p| Index::open_with(p, &open_opts))?;
+        let set = ShardSet::open_with(&a.indexes, |p| Index::open_float(p, &open_opts))?;
         if set.d() != d {
             return Err(Error::new(
                 ErrorKind::DimensionMismatch,

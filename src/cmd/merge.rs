@@ -92,11 +92,11 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
     // On-disk merges only read their inputs, so map them (renumbering ids needs them loaded).
     let opts = OpenOptions { mmap: a.on_disk && policy != IdPolicy::Renumber, warm: false };
     let mut inputs =
-        a.indexes.iter().map(|p| Ok((p.clone(), Index::open_with(p, &opts)?))).collect::<Result<Vec<_>>>()?;
+        a.indexes.iter().map(|p| Ok((p.clone(), Index::open_float(p, &opts)?))).collect::<Result<Vec<_>>>()?;
     if a.on_disk && !merge::keeps_ids(&inputs, policy)? {
         for (p, idx) in inputs.iter_mut() {
             if idx.storage() == Storage::Mapped {
-                *idx = Index::open(p)?;
+                *idx = Index::open_float(p, &OpenOptions::default())?;
             }
         }
     }

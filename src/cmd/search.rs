@@ -114,7 +114,7 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     }
     let open_opts = a.open.options();
     let t_open = Instant::now();
-    let mut index = ShardSet::open_with(&a.index, |p| Index::open_with(p, &open_opts))?;
+    let mut index = ShardSet::open_with(&a.index, |p| Index::open_float(p, &open_opts))?;
     verbose(ctx, &format!("opened {} index file(s) in {:.3} s", a.index.len(), t_open.elapsed().as_secs_f64()));
     let t_search = Instant::now();
     let queries = a.input_args.open(&a.queries)?;

@@ -97,7 +97,7 @@ pub fn run(ctx: &Ctx, a: SplitArgs) -> Result<()> {
             ));
         }
     }
-    let mut index = Index::open(&a.index)?;
+    let mut index = Index::open_float(&a.index, &Default::default())?;
     if a.on_disk {
         // Refuse non-IVF indices before anything is written.
         index.empty_ivf_copy().map_err(|e| e.context("--on-disk"))?;

@@ -342,6 +342,20 @@ fn serve_binary_indices() {
         )
         .unwrap();
     assert_eq!(r.get("vector"), Some(&Value::Binary(queries[..CS].to_vec())));
+    // The checkpoint is FAISS's own binary index file: `info` reads it, the float commands
+    // refuse it by name.
+    srv.stop();
+    let dir = env.path("data/tenants/default/bflat");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "faiss"))
+        .expect("a checkpoint file");
+    let file = file.display().to_string();
+    let info: serde_json::Value = serde_json::from_str(&env.ok(&["info", &file])).unwrap();
+    assert_eq!((info["metric"].as_str(), info["ntotal"].as_u64()), (Some("hamming"), Some(300)));
+    let q = testdata("fashion-mnist/query200.bvecs").display().to_string();
+    env.fails(&["search", &file, &q, "-k", "1"], 2, "a binary (Hamming) index");
 }
 
 /// Rows of a `.bvecs` file.

@@ -301,6 +301,22 @@ impl Index {
         Index::open_with(path, &OpenOptions::default())
     }
 
+    /// [`Index::open_with`] for the commands that work on float vectors (search, add,
+    /// merge, split, bench).
+    ///
+    /// Errors: `InvalidInput` (exit status 2) naming `path` when it holds a binary (Hamming)
+    /// index, which only `faissx serve` handles.
+    pub fn open_float(path: &Path, opts: &OpenOptions) -> Result<Index> {
+        let ix = Index::open_with(path, opts)?;
+        if ix.is_binary() {
+            return Err(Error::invalid(format!(
+                "{}: a binary (Hamming) index: this command works on float vectors; binary indices are served by faissx serve",
+                path.display()
+            )));
+        }
+        Ok(ix)
+    }
+
     /// Open an index file, loaded or memory-mapped per `opts` (see [`storage`]). A mapped
     /// index, or one with on-disk lists, is read-only: mutations return `Unsupported`.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Index> {
