@@ -6,7 +6,7 @@ use super::common::{InputArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
 use crate::engine::client::{Client, ClientConfig};
-use crate::engine::index::Rows;
+use crate::engine::index::{pack_bits, Rows};
 use crate::engine::io::{self, check_dim};
 use crate::engine::jobs;
 use crate::engine::protocol::{Msg, Value};
@@ -462,11 +462,7 @@ impl Form {
             return Ok(Rows::Float(data));
         }
         if file_d == self.d {
-            let mut out = vec![0u8; data.len() / 8];
-            for (j, _) in data.iter().enumerate().filter(|(_, &b)| b > 0.5) {
-                out[j / 8] |= 1 << (j % 8);
-            }
-            return Ok(Rows::Codes(out));
+            return Ok(Rows::Codes(pack_bits(&data)));
         }
         data.iter()
             .enumerate()

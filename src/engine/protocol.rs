@@ -7,7 +7,7 @@
 //! sockets, indices or tenants.
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Index, Rows};
+use crate::engine::index::{pack_bits, Index, Rows};
 pub use rmpv::Value;
 
 /// Version of this protocol (sent in `health` replies).
@@ -328,12 +328,7 @@ impl Msg {
             }
             return Ok(b.clone());
         }
-        let bits = self.vectors(key, d)?;
-        let mut out = vec![0u8; bits.len() / 8];
-        for (j, _) in bits.iter().enumerate().filter(|(_, &b)| b > 0.5) {
-            out[j / 8] |= 1 << (j % 8);
-        }
-        Ok(out)
+        Ok(pack_bits(&self.vectors(key, d)?))
     }
 
     /// Vectors from field `key` in the form `ix` takes: binary codes of `ix.d()` bits for a

@@ -68,7 +68,8 @@ extern "C" {
     fn faissx_read_index(
         fname: *const c_char,
         io_flags: c_int,
-        out: *mut *mut FaissIndex,
+        binary: c_int,
+        out: *mut *mut std::ffi::c_void,
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
@@ -241,20 +242,7 @@ impl RawIndex {
 
     /// `faiss::read_index(path, io_flags)`.
     pub fn read(path: &Path, io_flags: i32) -> Result<RawIndex> {
-        let c = path_cstr(path)?;
-        let mut p = std::ptr::null_mut();
-        let mut err = [0 as c_char; 512];
-        // SAFETY: valid out-pointer, path and error buffer; the shim wraps faiss::read_index.
-        let rc = unsafe { faissx_read_index(c.as_ptr(), io_flags, &mut p, err.as_mut_ptr(), err.len()) };
-        if rc != 0 {
-            // SAFETY: the shim NUL-terminates `err`.
-            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-            return Err(Error::format(
-                path,
-                format!("not a FAISS index file that this build can read ({})", clean_exception(&msg)),
-            ));
-        }
-        RawIndex::from_ptr(p, "read_index")
+        RawIndex::from_ptr(read_file(path, io_flags, false)?.cast(), "read_index")
     }
 
     /// `faiss::write_index(this, path)`.
@@ -584,6 +572,28 @@ fn range_results(
     }
 }
 
+/// `faiss::read_index` (`read_index_binary` when `binary`) through the shim, which keeps
+/// FAISS's printf output off stdout. The caller owns the returned index.
+///
+/// Errors: `Format` naming `path` when FAISS cannot read it.
+fn read_file(path: &Path, io_flags: i32, binary: bool) -> Result<*mut std::ffi::c_void> {
+    let c = path_cstr(path)?;
+    let mut p = std::ptr::null_mut();
+    let mut err = [0 as c_char; 512];
+    // SAFETY: valid out-pointer, path and error buffer.
+    let rc = unsafe { faissx_read_index(c.as_ptr(), io_flags, binary as c_int, &mut p, err.as_mut_ptr(), err.len()) };
+    if rc != 0 {
+        // SAFETY: the shim NUL-terminates `err`.
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+        let kind = if binary { "binary index" } else { "index" };
+        return Err(Error::format(
+            path,
+            format!("not a FAISS {kind} file that this build can read ({})", clean_exception(&msg)),
+        ));
+    }
+    Ok(p)
+}
+
 /// Reconstruct `key` of an IVF index without a direct map (float, or binary when `binary`;
 /// bare or under IDMap2) into `out` (`d` floats or `d/8` bytes) by scanning its lists' ids.
 /// Returns false when the index is something else (FAISS's own reconstruct applies).
@@ -750,13 +760,6 @@ extern "C" {
         err: *mut c_char,
         errlen: usize,
     ) -> c_int;
-    fn faissx_read_index_binary(
-        fname: *const c_char,
-        io_flags: c_int,
-        out: *mut *mut FaissIndexBinary,
-        err: *mut c_char,
-        errlen: usize,
-    ) -> c_int;
 }
 
 /// Accept only the binary types that are memory-safe for every `d` and input here:
@@ -834,20 +837,7 @@ impl RawBinaryIndex {
 
     /// `faiss::read_index_binary(path, io_flags)`.
     pub fn read(path: &Path, io_flags: i32) -> Result<RawBinaryIndex> {
-        let c = path_cstr(path)?;
-        let mut p = std::ptr::null_mut();
-        let mut err = [0 as c_char; 512];
-        // SAFETY: valid out-pointer, path and error buffer.
-        let rc = unsafe { faissx_read_index_binary(c.as_ptr(), io_flags, &mut p, err.as_mut_ptr(), err.len()) };
-        if rc != 0 {
-            // SAFETY: the shim NUL-terminates `err`.
-            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-            return Err(Error::format(
-                path,
-                format!("not a FAISS binary index file that this build can read ({})", clean_exception(&msg)),
-            ));
-        }
-        RawBinaryIndex::from_ptr(p, "read_index_binary")
+        RawBinaryIndex::from_ptr(read_file(path, io_flags, true)?.cast(), "read_index_binary")
     }
 
     /// `faiss::write_index_binary(this, path)`.

@@ -121,6 +121,17 @@ impl Rows {
     }
 }
 
+/// Packed binary codes (`n × d/8` bytes) from one value per bit (`n × d`, `d` a multiple
+/// of 8): `> 0.5` is 1, as FAISSx reads bits; bit j goes to byte j/8 at bit position j%8,
+/// least significant first (numpy `packbits(..., bitorder="little")`).
+pub fn pack_bits(bits: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; bits.len() / 8];
+    for (j, _) in bits.iter().enumerate().filter(|(_, &b)| b > 0.5) {
+        out[j / 8] |= 1 << (j % 8);
+    }
+    out
+}
+
 /// Facts about an index for `info` and the server's status replies.
 #[derive(Debug, Clone, Serialize)]
 pub struct IndexInfo {
@@ -496,9 +507,7 @@ impl Index {
             return Err(Error::invalid("k and nprobe must be at least 1"));
         }
         let nq = self.codes_of(queries, "queries")?;
-        if !self.raw.is_trained() {
-            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
-        }
+        self.searchable()?;
         if nq == 0 {
             return Ok(Neighbors { nq: 0, k: params.k, ids: Vec::new(), dists: Vec::new() });
         }
@@ -513,9 +522,7 @@ impl Index {
             return Err(Error::invalid("radius must be a non-negative Hamming distance"));
         }
         self.codes_of(queries, "queries")?;
-        if !self.raw.is_trained() {
-            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
-        }
+        self.searchable()?;
         let (lims, ids, dists) = self.b()?.range_search(queries, radius.ceil() as i32)?;
         Ok(RangeHits::sorted(lims, ids, dists, false))
     }
@@ -553,17 +560,7 @@ impl Index {
     /// How many vectors `x` holds for this index (checking its width).
     pub fn rows_in(&self, x: &Rows) -> Result<usize> {
         match x {
-            Rows::Float(v) => {
-                self.f()?;
-                let d = self.d();
-                if !v.len().is_multiple_of(d) {
-                    return Err(Error::new(
-                        ErrorKind::DimensionMismatch,
-                        format!("vectors: {} values is not a whole number of d={d} vectors", v.len()),
-                    ));
-                }
-                Ok(v.len() / d)
-            }
+            Rows::Float(v) => self.floats_of(v, "vectors"),
             Rows::Codes(c) => self.codes_of(c, "vectors"),
         }
     }
@@ -684,9 +681,8 @@ impl Index {
         self.raw.describe()
     }
 
-    /// Check `x` is a whole number of rows of width `d` and copy-normalize it when the metric
-    /// is cosine. `what` names the input in errors.
-    fn prepare<'a>(&self, x: &'a [f32], what: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
+    /// Check that `x` is a whole number of float rows of this (float) index; returns the count.
+    fn floats_of(&self, x: &[f32], what: &str) -> Result<usize> {
         self.f()?;
         let d = self.d();
         if !x.len().is_multiple_of(d) {
@@ -695,6 +691,22 @@ impl Index {
                 format!("{what}: {} values is not a whole number of d={d} vectors", x.len()),
             ));
         }
+        Ok(x.len() / d)
+    }
+
+    /// `NotTrained` unless the index is trained (searches need it).
+    fn searchable(&self) -> Result<()> {
+        if !self.raw.is_trained() {
+            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
+        }
+        Ok(())
+    }
+
+    /// Check `x` is a whole number of rows of width `d` and copy-normalize it when the metric
+    /// is cosine. `what` names the input in errors.
+    fn prepare<'a>(&self, x: &'a [f32], what: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
+        self.floats_of(x, what)?;
+        let d = self.d();
         if let Some(pos) = crate::engine::io::first_nonfinite(x) {
             return Err(Error::invalid(format!(
                 "{what}: vector {} component {} is {} (must be finite)",
@@ -787,9 +799,7 @@ impl Index {
         if params.nprobe == Some(0) || params.ef_search == Some(0) {
             return Err(Error::invalid("--nprobe and --ef-search must be at least 1"));
         }
-        if !self.raw.is_trained() {
-            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
-        }
+        self.searchable()?;
         let q = self.prepare(queries, "queries")?;
         let nq = q.len() / self.d();
         if nq == 0 {
@@ -805,9 +815,7 @@ impl Index {
         if !radius.is_finite() {
             return Err(Error::invalid("--radius must be a finite number"));
         }
-        if !self.raw.is_trained() {
-            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
-        }
+        self.searchable()?;
         let q = self.prepare(queries, "queries")?;
         let raw = self.f()?;
         let (lims, ids, dists) = raw.range_search(&q, radius)?;

@@ -59,7 +59,11 @@ void copy_str(char* dst, size_t cap, const std::string& s) {
     dst[n] = 0;
 }
 
-std::string class_name(const faiss::Index* idx) {
+// The class of a float (faiss::Index) or binary (faiss::IndexBinary) index as Python names
+// it: IndexIDMapTemplate<faiss::Index> is IndexIDMap, IndexIDMap2Template<faiss::IndexBinary>
+// is IndexBinaryIDMap2.
+template <class I>
+std::string class_name(const I* idx) {
     const char* mangled = typeid(*idx).name();
     int status = 0;
     char* dem = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
@@ -67,11 +71,14 @@ std::string class_name(const faiss::Index* idx) {
     free(dem);
     if (s.rfind("faiss::", 0) == 0) s = s.substr(7);
     auto lt = s.find('<');
-    if (lt != std::string::npos) s = s.substr(0, lt);
-    // IndexIDMapTemplate<Index> is what Python calls IndexIDMap.
-    const std::string tmpl = "Template";
-    if (s.size() > tmpl.size() && s.compare(s.size() - tmpl.size(), tmpl.size(), tmpl) == 0)
-        s = s.substr(0, s.size() - tmpl.size());
+    if (lt != std::string::npos) {
+        bool binary = s.find("IndexBinary", lt) != std::string::npos;
+        s = s.substr(0, lt);
+        const std::string tmpl = "Template";
+        if (s.size() > tmpl.size() && s.compare(s.size() - tmpl.size(), tmpl.size(), tmpl) == 0)
+            s = s.substr(0, s.size() - tmpl.size());
+        if (binary && s.rfind("Index", 0) == 0) s = "IndexBinary" + s.substr(5);
+    }
     return s;
 }
 
@@ -518,11 +525,13 @@ void* faissx_wrap_idmap2(void* p, char* err, size_t errlen) {
 
 
 extern "C" {
-// faiss::read_index with stdout silenced (see QuietStdout). *out owns the result.
-int faissx_read_index(const char* fname, int io_flags, void** out, char* err, size_t errlen) {
+// faiss::read_index (read_index_binary when `binary`) with stdout silenced (see
+// QuietStdout). *out owns the result.
+int faissx_read_index(const char* fname, int io_flags, int binary, void** out, char* err, size_t errlen) {
     try {
         QuietStdout quiet;
-        *out = faiss::read_index(fname, io_flags);
+        if (binary) *out = faiss::read_index_binary(fname, io_flags);
+        else *out = faiss::read_index(fname, io_flags);
         return 0;
     } catch (const std::exception& e) {
         copy_str(err, errlen, e.what());
@@ -543,19 +552,6 @@ int faissx_read_index(const char* fname, int io_flags, void** out, char* err, si
 #include <faiss/impl/io.h>
 
 namespace {
-std::string binary_class_name(const faiss::IndexBinary* idx) {
-    const char* mangled = typeid(*idx).name();
-    int status = 0;
-    char* dem = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-    std::string s = (status == 0 && dem) ? dem : mangled;
-    free(dem);
-    if (s.rfind("faiss::", 0) == 0) s = s.substr(7);
-    // IndexIDMapTemplate<faiss::IndexBinary> is what Python calls IndexBinaryIDMap.
-    if (s.rfind("IndexIDMap2Template<", 0) == 0) return "IndexBinaryIDMap2";
-    if (s.rfind("IndexIDMapTemplate<", 0) == 0) return "IndexBinaryIDMap";
-    return s;
-}
-
 // The index under an IDMap/IDMap2 wrapper (idmap: 0 none, 1 IDMap, 2 IDMap2).
 const faiss::IndexBinary* binary_unwrap(const faiss::IndexBinary* idx, int* idmap) {
     if (idmap) *idmap = 0;
@@ -579,11 +575,11 @@ int faissx_binary_describe(const void* p, faissx_info* out, char* err, size_t er
         memset(out, 0, sizeof(*out));
         out->nlist = out->nprobe = -1;
         out->hnsw_m = out->ef_search = out->ef_construction = -1;
-        copy_str(out->type_name, sizeof(out->type_name), binary_class_name(idx));
+        copy_str(out->type_name, sizeof(out->type_name), class_name(idx));
         int idmap = 0;
         auto inner = binary_unwrap(idx, &idmap);
         out->idmap = idmap;
-        copy_str(out->inner_name, sizeof(out->inner_name), binary_class_name(inner));
+        copy_str(out->inner_name, sizeof(out->inner_name), class_name(inner));
         fill_params<faiss::IndexBinaryIVF, faiss::IndexBinaryHNSW>(inner, out);
         return 0;
     } catch (const std::exception& e) {
@@ -658,18 +654,6 @@ int faissx_binary_clone(const void* p, void** out, char* err, size_t errlen) {
         faiss::VectorIOReader r;
         r.data = std::move(w.data);
         *out = faiss::read_index_binary(&r);
-        return 0;
-    } catch (const std::exception& e) {
-        copy_str(err, errlen, e.what());
-        return 1;
-    }
-}
-
-// faiss::read_index_binary with stdout silenced. *out owns the result.
-int faissx_read_index_binary(const char* fname, int io_flags, void** out, char* err, size_t errlen) {
-    try {
-        QuietStdout quiet;
-        *out = faiss::read_index_binary(fname, io_flags);
         return 0;
     } catch (const std::exception& e) {
         copy_str(err, errlen, e.what());
