@@ -24,3 +24,9 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 echo "== scan (no FAISS)"; "$tmp/scan"
 echo "== FAISS IndexFlatL2 search, per query"; "$tmp/batch"
 echo "== one query over two threads (helper spins 100 us, then sleeps)"; "$tmp/split" 100 0
+py=${FAISSX_PYTHON:-$HOME/.cache/faissx/venv/bin/python}
+if "$py" -c "import faiss" 2>/dev/null; then
+    echo "== faiss-cpu wheel IndexFlatL2 search, one query at a time (Python call included)"; "$py" "$here/wheel.py"
+else
+    echo "== faiss-cpu wheel: skipped ($py has no faiss; scripts/test.sh installs it)"
+fi
