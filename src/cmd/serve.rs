@@ -130,6 +130,11 @@ impl ServeArgs {
         if let Some(p) = &self.auth_file {
             keys.extend(auth_from_file(p)?);
         }
+        if !self.enable_auth && !keys.is_empty() {
+            return Err(Error::invalid(
+                "--auth-keys/--auth-file without --enable-auth would serve every client without authentication: add --enable-auth",
+            ));
+        }
         if self.enable_auth && keys.is_empty() {
             return Err(Error::invalid("--enable-auth needs API keys: give --auth-keys or --auth-file"));
         }

@@ -41,6 +41,10 @@ pub enum ErrorKind {
     Timeout,
     /// The operation was interrupted (stop flag set).
     Interrupted,
+    /// The server has too many requests in flight (per connection or in all); retry later.
+    Busy,
+    /// A bug: a request handler panicked. The server answers with this error and goes on.
+    Internal,
 }
 
 /// An engine error: a kind plus a one-line message that names the file, field or request at

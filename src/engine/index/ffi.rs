@@ -371,8 +371,16 @@ impl RawIndex {
         Ok(out)
     }
 
-    /// Reconstruct `n` vectors starting at internal position `i0`: `n × d`.
+    /// Reconstruct `n` vectors starting at internal position `i0`: `n × d`. A bare IVF index
+    /// (FAISS's own `reconstruct_n`: ids `i0..i0+n`, one thread) is asked directly; every
+    /// other type goes through the shim's position walk ([`RawIndex::extract`]), because
+    /// FAISS's generic `reconstruct_n` calls `reconstruct` inside an OpenMP region, where an
+    /// exception (an IDMap whose ids are not `0..n`) ends the process.
     pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Vec<f32>> {
+        let info = self.describe()?;
+        if !(info.idmap == 0 && !info.pretransform && info.type_name.starts_with("IndexIVF")) {
+            return Ok(self.extract(i0, n, true)?.1);
+        }
         let mut out = vec![0f32; n * self.d()];
         // SAFETY: out holds n × d floats.
         check(unsafe { faiss_Index_reconstruct_n(self.0.as_ptr(), i0 as i64, n as i64, out.as_mut_ptr()) }, || {

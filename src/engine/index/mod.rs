@@ -6,6 +6,7 @@
 //! checks happen here, so every caller (CLI, server, bench) gets them. `unsafe` lives only in
 //! `ffi.rs`.
 
+pub mod factory;
 pub mod ffi;
 pub mod meta;
 pub mod spec;
@@ -299,6 +300,7 @@ impl Index {
     ///
     /// Errors: `InvalidInput` for a bad `d` or factory string.
     pub fn create_binary(d: usize, factory: &str) -> Result<Index> {
+        factory::check_safe(factory)?;
         let raw = RawBinaryIndex::factory(d, factory)?;
         let meta = IndexMeta::new(d, Metric::Hamming, factory);
         Ok(Index { raw: Raw::Binary(raw), meta, has_sidecar: true, storage: Storage::Loaded })
@@ -534,13 +536,7 @@ impl Index {
     pub fn reconstruct_codes(&self, key: i64) -> Result<Vec<u8>> {
         let info = self.b()?.describe()?;
         refuse_binary_hash(&info, "reconstruct vectors")?;
-        let by_position = info.idmap == 0 && !info.inner_name.starts_with("IndexBinaryIVF");
-        if by_position && !(0..self.ntotal() as i64).contains(&key) {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("id {key} is not in the index (ntotal={})", self.ntotal()),
-            ));
-        }
+        self.check_key(&info, key)?;
         self.b()?.reconstruct(key)
     }
 
@@ -551,9 +547,7 @@ impl Index {
     pub fn reconstruct_n_codes(&self, i0: usize, n: usize) -> Result<Vec<u8>> {
         let info = self.b()?.describe()?;
         refuse_binary_hash(&info, "reconstruct vectors")?;
-        if i0 + n > self.ntotal() {
-            return Err(Error::invalid(format!("positions {i0}..{} are past ntotal={}", i0 + n, self.ntotal())));
-        }
+        self.check_range(i0, n)?;
         self.b()?.reconstruct_n(i0, n)
     }
 
@@ -707,12 +701,13 @@ impl Index {
     fn prepare<'a>(&self, x: &'a [f32], what: &str) -> Result<std::borrow::Cow<'a, [f32]>> {
         self.floats_of(x, what)?;
         let d = self.d();
-        if let Some(pos) = crate::engine::io::first_nonfinite(x) {
+        if let Some(pos) = crate::engine::io::first_out_of_range(x) {
             return Err(Error::invalid(format!(
-                "{what}: vector {} component {} is {} (must be finite)",
+                "{what}: vector {} component {} is {} ({})",
                 pos / d,
                 pos % d,
-                x[pos]
+                x[pos],
+                crate::engine::io::out_of_range_reason(x[pos])
             )));
         }
         if self.meta.normalize {
@@ -766,6 +761,11 @@ impl Index {
         }
         match ids {
             Some(ids) => {
+                if let Some(bad) = ids.iter().find(|&&i| i < 0) {
+                    return Err(Error::invalid(format!(
+                        "id {bad} is negative: ids must be >= 0 (FAISS reports missing results as -1)"
+                    )));
+                }
                 if ids.len() != n {
                     return Err(Error::invalid(format!(
                         "{} ids for {n} vectors: give exactly one id per vector",
@@ -849,13 +849,45 @@ impl Index {
     }
 
     /// Reconstruct the vector stored under id `key`.
+    ///
+    /// Errors: `NotFound` for a negative id, and for an id outside `0..ntotal` of an index
+    /// that numbers its vectors by position (FAISS itself only checks `key < ntotal`, so a
+    /// negative key would read memory outside the index).
     pub fn reconstruct(&self, key: i64) -> Result<Vec<f32>> {
+        self.check_key(&self.raw.describe()?, key)?;
         self.f()?.reconstruct(key)
     }
 
-    /// Reconstruct `n` vectors from internal position `i0` (`n × d`).
+    /// Reconstruct `n` vectors from internal position `i0` (`n × d`): IDMap wrappers by the
+    /// wrapped index's positions, IVF by ids `i0..i0+n`, others by position.
+    ///
+    /// Errors: `InvalidInput` when `i0 + n` is past `ntotal` (or overflows).
     pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Vec<f32>> {
+        self.check_range(i0, n)?;
         self.f()?.reconstruct_n(i0, n)
+    }
+
+    /// Refuse an id that cannot name a stored vector before FAISS sees it: negative ids
+    /// (FAISS's "no result" is -1), and ids outside `0..ntotal` where ids are positions (no
+    /// IDMap and not IVF; a refine index reconstructs from its flat refinement by position).
+    fn check_key(&self, info: &RawInfo, key: i64) -> Result<()> {
+        let ivf = info.inner_name.starts_with("IndexIVF") || info.inner_name.starts_with("IndexBinaryIVF");
+        let by_position = info.idmap == 0 && (!ivf || info.type_name.starts_with("IndexRefine"));
+        if key < 0 || (by_position && key as u64 >= self.ntotal() as u64) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("id {key} is not in the index (ntotal={})", self.ntotal()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuse positions `i0..i0+n` that are not all below `ntotal` (overflow included).
+    fn check_range(&self, i0: usize, n: usize) -> Result<()> {
+        match i0.checked_add(n) {
+            Some(end) if end <= self.ntotal() => Ok(()),
+            _ => Err(Error::invalid(format!("positions {i0}..{i0}+{n} are past ntotal={}", self.ntotal()))),
+        }
     }
 
     /// Remove ids; returns how many were removed.

@@ -7,6 +7,7 @@
 // builds; the symbols come from that static libfaiss. Every function catches all exceptions
 // and returns non-zero with the message in `err`.
 #include <faiss/Index.h>
+#include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
@@ -427,7 +428,15 @@ void extract_rec(const faiss::Index* idx, faiss::idx_t i0, faiss::idx_t n, faiss
         if (pos < end) throw std::runtime_error("inverted lists hold fewer vectors than ntotal");
     } else {
         for (faiss::idx_t j = 0; j < n; j++) ids[j] = i0 + j;
-        if (x) idx->reconstruct_n(i0, n, x);
+        if (!x) return;
+        // Flat-code indices decode ranges themselves; for the rest, FAISS's generic
+        // reconstruct_n calls reconstruct inside an OpenMP region, where an exception would
+        // end the process: loop here instead.
+        if (dynamic_cast<const faiss::IndexFlatCodes*>(idx)) {
+            idx->reconstruct_n(i0, n, x);
+        } else {
+            for (faiss::idx_t j = 0; j < n; j++) idx->reconstruct(i0 + j, x + (size_t)j * idx->d);
+        }
     }
 }
 

@@ -67,7 +67,8 @@ pub struct IndexSpec {
 }
 
 impl IndexSpec {
-    /// Check the parts that FAISS would not explain well.
+    /// Check the parts that FAISS would not explain well, and refuse factory strings that
+    /// crash or hang FAISS ([`super::factory::check_safe`]).
     pub fn validate(&self) -> Result<()> {
         if self.factory.trim().is_empty() {
             return Err(Error::invalid("--factory: empty factory string"));
@@ -75,6 +76,6 @@ impl IndexSpec {
         if self.dim == 0 || self.dim > 65_536 {
             return Err(Error::invalid(format!("dimension d={} is out of range 1..=65536", self.dim)));
         }
-        Ok(())
+        super::factory::check_safe(&self.factory)
     }
 }

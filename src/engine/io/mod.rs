@@ -230,8 +230,8 @@ impl VectorFile {
         match &self.layout {
             Layout::Decoded(v) => {
                 out.extend_from_slice(&v[start * self.dim..end * self.dim]);
-                if let Some(pos) = first_nonfinite(out) {
-                    return Err(self.nonfinite(start, pos, out[pos]));
+                if let Some(pos) = first_out_of_range(out) {
+                    return Err(self.out_of_range(start, pos, out[pos]));
                 }
             }
             Layout::Records { offset, header, elem } => {
@@ -262,8 +262,8 @@ impl VectorFile {
                         }
                     }
                     if elem.may_be_nonfinite() {
-                        if let Some(pos) = first_nonfinite(&out[from..]) {
-                            return Err(self.nonfinite(start + b * block_rows, pos, out[from + pos]));
+                        if let Some(pos) = first_out_of_range(&out[from..]) {
+                            return Err(self.out_of_range(start + b * block_rows, pos, out[from + pos]));
                         }
                     }
                 }
@@ -272,14 +272,15 @@ impl VectorFile {
         Ok(count)
     }
 
-    /// The error for a NaN/inf `value` at position `pos` of rows decoded from row `first`.
-    fn nonfinite(&self, first: usize, pos: usize, value: f32) -> Error {
+    /// The error for a NaN/inf or too large `value` at position `pos` of rows decoded from row `first`.
+    fn out_of_range(&self, first: usize, pos: usize, value: f32) -> Error {
         Error::invalid(format!(
-            "{}: record {} component {} is {} (vectors must be finite)",
+            "{}: record {} component {} is {} ({})",
             self.path.display(),
             first + pos / self.dim.max(1),
             pos % self.dim.max(1),
-            value
+            value,
+            out_of_range_reason(value)
         ))
     }
 
@@ -355,19 +356,41 @@ impl VectorFile {
 /// Bytes of f32 output decoded (and checked for NaN/inf) at a time by `read_rows_into`.
 const DECODE_BLOCK: usize = 16 << 10;
 
-/// Position of the first NaN or infinite value in `v`. Scans blocks with a branch-free
-/// integer test that the compiler vectorizes (the exponent bits of a NaN/inf are all ones),
-/// and only locates the value inside a block that has one.
-pub(crate) fn first_nonfinite(v: &[f32]) -> Option<usize> {
+/// The largest accepted magnitude of a vector component: `|x| < 2^50` (about 1.1e15).
+///
+/// FAISS computes squared L2 distances and k-means in f32 without overflow checks: with
+/// components near 1e19 a distance overflows to infinity and PQ training crashes (SIGBUS,
+/// SIGSEGV) or never ends (issue 10). Below 2^50, `d × (2·2^50)^2 ≤ 2^118` stays finite for
+/// every `d ≤ 65,536`, so every input that reaches FAISS (files, wire requests) is checked
+/// against this bound together with NaN/inf.
+pub const MAX_ABS_COMPONENT: f32 = (1u64 << 50) as f32;
+
+/// `MAX_ABS_COMPONENT`'s bit pattern: for a non-negative f32, bits compare like values, and
+/// NaN/inf patterns are above every finite one.
+const MAX_ABS_BITS: u32 = 0x5880_0000;
+
+/// Position of the first component of `v` that is NaN, infinite or of magnitude at least
+/// [`MAX_ABS_COMPONENT`]. Scans blocks with a branch-free integer test that the compiler
+/// vectorizes (sign bit cleared, the bit pattern orders magnitudes), and only locates the
+/// value inside a block that has one.
+pub(crate) fn first_out_of_range(v: &[f32]) -> Option<usize> {
     const BLOCK: usize = 256;
     for (b, block) in v.chunks(BLOCK).enumerate() {
-        // (e + 2^23) has bit 31 set exactly when e == 0x7f80_0000 (exponent all ones).
-        let bad = block.iter().fold(0u32, |acc, x| acc | ((x.to_bits() & 0x7f80_0000) + 0x0080_0000));
-        if bad & 0x8000_0000 != 0 {
-            return block.iter().position(|x| !x.is_finite()).map(|p| b * BLOCK + p);
+        let top = block.iter().fold(0u32, |acc, x| acc.max(x.to_bits() & 0x7fff_ffff));
+        if top >= MAX_ABS_BITS {
+            return block.iter().position(|x| (x.to_bits() & 0x7fff_ffff) >= MAX_ABS_BITS).map(|p| b * BLOCK + p);
         }
     }
     None
+}
+
+/// Why component `x` was refused by [`first_out_of_range`].
+pub(crate) fn out_of_range_reason(x: f32) -> &'static str {
+    if x.is_finite() {
+        "too large: |x| must be below 2^50 ≈ 1.1e15"
+    } else {
+        "not finite"
+    }
 }
 
 /// Iterator over a [`VectorFile`] in batches.
@@ -463,15 +486,18 @@ mod tests {
     }
 
     #[test]
-    fn first_nonfinite_finds_the_first() {
+    fn first_out_of_range_finds_the_first() {
         let mut v = vec![1.0f32; 1000];
-        assert_eq!(first_nonfinite(&v), None);
+        assert_eq!(first_out_of_range(&v), None);
         v[700] = f32::NEG_INFINITY;
         v[900] = f32::NAN;
-        assert_eq!(first_nonfinite(&v), Some(700));
+        assert_eq!(first_out_of_range(&v), Some(700));
         v[3] = f32::NAN;
-        assert_eq!(first_nonfinite(&v), Some(3));
-        assert_eq!(first_nonfinite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE, 0.0, -0.0]), None);
+        assert_eq!(first_out_of_range(&v), Some(3));
+        assert_eq!(first_out_of_range(&[1.1e15, -1.1e15, f32::MIN_POSITIVE, 0.0, -0.0]), None);
+        assert_eq!(first_out_of_range(&[1.0, -1.2e15]), Some(1));
+        assert_eq!(first_out_of_range(&[1.0, 2.0, f32::MAX]), Some(2));
+        assert_eq!(first_out_of_range(&[MAX_ABS_COMPONENT]), Some(0));
     }
 
     #[test]

@@ -13,11 +13,11 @@ mod net;
 pub mod store;
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Index, IndexSpec, Metric, OpenOptions, Rows, SearchParams, Storage};
+use crate::engine::index::{factory, Index, IndexSpec, Metric, OpenOptions, Rows, SearchParams, Storage};
 use crate::engine::protocol::{self, Encoding, Msg, Value, MAX_DIMENSION, MAX_K};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use store::{IndexStore, Metadata, Store};
@@ -126,9 +126,8 @@ pub struct Service {
     store: Option<Store>,
     auth: Option<HashMap<String, String>>,
     started: Instant,
-    requests: AtomicU64,
-    errors: AtomicU64,
-    stats: Mutex<HashMap<String, ActionStats>>,
+    /// Per (tenant, action).
+    stats: Mutex<HashMap<(String, String), ActionStats>>,
     cores: usize,
 }
 
@@ -269,18 +268,55 @@ fn parse_index_type(t: &str, metric: Option<Metric>) -> Result<TypeSpec> {
     Ok(TypeSpec::Factory { factory, metric })
 }
 
+/// Largest `nq × k` of one search (results the server allocates and encodes: 12 bytes each,
+/// plus the reply's msgpack).
+pub const MAX_RESULTS: usize = 1 << 20;
+
+/// Largest `efSearch` / `efConstruction` (HNSW allocates search heaps of this size per query;
+/// `efSearch = 5e7` took 400 MB for one query).
+pub const MAX_EF: u64 = 1 << 16;
+
+/// Largest `nq × ntotal` of one range search (every stored vector may be a hit: FAISS
+/// allocates 12 bytes per hit before the server can count them).
+pub const MAX_RANGE_CANDIDATES: usize = 1 << 25;
+
+/// Check a search knob against the server's limits (`nprobe` ≤ [`factory::MAX_NLIST`], which
+/// FAISS clamps to nlist anyway; `efSearch`/`efConstruction` ≤ [`MAX_EF`]).
+fn knob(name: &str, v: u64) -> Result<usize> {
+    let max = if name == "nprobe" { crate::engine::index::factory::MAX_NLIST } else { MAX_EF };
+    if v == 0 || v > max {
+        return Err(Error::invalid(format!("{name}={v} is out of range 1..={max}")));
+    }
+    Ok(v as usize)
+}
+
 /// Search parameters from a request's `params` map.
 fn search_params(m: &Msg, k: usize) -> Result<SearchParams> {
     let mut p = SearchParams { k, nprobe: None, ef_search: None };
     if let Some(params) = m.map("params")? {
-        p.nprobe = params.uint("nprobe")?.map(|v| v as usize);
+        if let Some(v) = params.uint("nprobe")? {
+            p.nprobe = Some(knob("nprobe", v)?);
+        }
         for key in ["efSearch", "ef_search", "ef"] {
             if let Some(v) = params.uint(key)? {
-                p.ef_search = Some(v as usize);
+                p.ef_search = Some(knob("efSearch", v)?);
             }
         }
     }
     Ok(p)
+}
+
+/// Refuse a search of `nq` queries whose `nq × k` results exceed [`MAX_RESULTS`].
+fn check_results(nq: usize, k: usize) -> Result<()> {
+    if nq.saturating_mul(k) > MAX_RESULTS {
+        return Err(Error::new(
+            ErrorKind::TooLarge,
+            format!(
+                "nq={nq} × k={k} results exceed the server's limit of {MAX_RESULTS} per request: split the queries"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn k_of(m: &Msg) -> Result<usize> {
@@ -313,8 +349,6 @@ impl Service {
             store,
             auth: cfg.auth_keys.clone(),
             started: Instant::now(),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
             stats: Mutex::new(HashMap::new()),
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
@@ -358,20 +392,23 @@ impl Service {
             .ok_or_else(|| not_found(id))
     }
 
-    /// Decode-level checks: action present, authentication, tenant.
-    pub fn prepare(&self, msg: Msg) -> Result<Call> {
-        let action = msg
-            .str("action")?
-            .ok_or_else(|| Error::new(ErrorKind::Protocol, "request has no \"action\" field"))?
-            .to_string();
+    /// Authenticate a request frame, then decode it: `action`, `api_key` and `tenant_id`
+    /// are read first with a scan that allocates nothing ([`protocol::peek_head`]), so a
+    /// request with a missing or wrong key is refused before any of its payload is
+    /// materialised; only then is the frame decoded ([`Msg::decode_request`], memory-bounded).
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Call> {
+        let head = protocol::peek_head(bytes)?;
+        let action =
+            head.action.ok_or_else(|| Error::new(ErrorKind::Protocol, "request has no \"action\" field"))?.to_string();
         let tenant = match &self.auth {
             Some(keys) if action != "ping" => {
-                let key = msg.str("api_key")?.ok_or_else(|| Error::new(ErrorKind::Auth, "API key required"))?;
+                let key = head.api_key.ok_or_else(|| Error::new(ErrorKind::Auth, "API key required"))?;
                 keys.get(key).cloned().ok_or_else(|| Error::new(ErrorKind::Auth, "Invalid API key"))?
             }
-            _ => msg.str("tenant_id")?.filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
+            _ => head.tenant_id.filter(|s| !s.is_empty()).unwrap_or("default").to_string(),
         };
         valid_id("tenant_id", &tenant)?;
+        let msg = Msg::decode_request(bytes)?;
         Ok(Call { action, tenant, msg })
     }
 
@@ -387,8 +424,8 @@ impl Service {
         }
     }
 
-    /// Whether `call` is a search small enough (≤ ~2M multiply-adds of flat distance work)
-    /// to answer on the I/O thread without delaying other requests noticeably.
+    /// Whether `call` is a search small enough (≤ ~2M multiply-adds of flat distance work,
+    /// ≤ 4,096 results) to answer on the I/O thread without delaying other requests noticeably.
     pub fn is_cheap_search(&self, call: &Call) -> bool {
         if call.action != "search" {
             return false;
@@ -396,15 +433,15 @@ impl Service {
         let Some(Ok(e)) = call.msg.str("index_id").ok().flatten().map(|id| self.entry(&call.tenant, id)) else {
             return false;
         };
-        e.ntotal.load(Ordering::Relaxed).saturating_mul(e.d) <= 2_000_000
+        let nq = call.msg.rows_hint("query_vectors").unwrap_or(1) as usize;
+        let k = call.msg.uint("k").ok().flatten().unwrap_or(10) as usize;
+        e.ntotal.load(Ordering::Relaxed).saturating_mul(e.d).saturating_mul(nq) <= 2_000_000
+            && nq.saturating_mul(k) <= 4096
     }
 
-    /// Record a finished request for `metrics`.
-    pub fn record(&self, action: &str, took: Duration, ok: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Record a finished request of `tenant` for `metrics` (requests that failed before
+    /// authentication have tenant `""`, which no caller can see).
+    pub fn record(&self, tenant: &str, action: &str, took: Duration, ok: bool) {
         let mut st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let known = matches!(
             action,
@@ -437,7 +474,8 @@ impl Service {
                 | "get_metadata"
                 | "snapshot"
         );
-        let a = st.entry(if known { action.to_string() } else { "other".to_string() }).or_default();
+        let action = if known { action } else { "other" };
+        let a = st.entry((tenant.to_string(), action.to_string())).or_default();
         a.count += 1;
         if !ok {
             a.errors += 1;
@@ -482,13 +520,17 @@ impl Service {
                     .with("persistent", self.store.is_some()))
             }
             "metrics" => {
+                // Only the caller's tenant: another tenant's traffic is its own business.
                 let st = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                let mut names: Vec<&String> = st.keys().collect();
+                let mut names: Vec<&(String, String)> = st.keys().filter(|(t, _)| *t == call.tenant).collect();
                 names.sort();
+                let (mut requests, mut errors) = (0u64, 0u64);
                 let actions = names
                     .into_iter()
                     .map(|n| {
                         let a = &st[n];
+                        requests += a.count;
+                        errors += a.errors;
                         let mut s = a.samples.clone();
                         s.sort_by(f32::total_cmp);
                         let pct = |p: f64| {
@@ -499,7 +541,7 @@ impl Service {
                             }
                         };
                         (
-                            Value::from(n.as_str()),
+                            Value::from(n.1.as_str()),
                             Msg::default()
                                 .with("count", a.count)
                                 .with("errors", a.errors)
@@ -510,8 +552,9 @@ impl Service {
                     })
                     .collect();
                 Ok(Msg::default()
-                    .with("requests", self.requests.load(Ordering::Relaxed))
-                    .with("errors", self.errors.load(Ordering::Relaxed))
+                    .with("tenant", call.tenant.as_str())
+                    .with("requests", requests)
+                    .with("errors", errors)
                     .with("uptime_s", self.started.elapsed().as_secs_f64())
                     .with("actions", Value::Map(actions)))
             }
@@ -580,6 +623,7 @@ impl Service {
                 let q = m.rows("query_vectors", ix)?;
                 let params = search_params(m, k)?;
                 let nq = ix.rows_in(&q)?;
+                check_results(nq, k)?;
                 // Small searches are cheaper on one thread than through OpenMP's pool.
                 crate::engine::index::set_threads(if nq >= 16 { self.cores } else { 1 });
                 let n = ix.search_rows(&q, &params)?;
@@ -633,7 +677,23 @@ impl Service {
             "range_search" => {
                 let radius = m.float("radius")?.ok_or_else(|| Error::invalid("missing field \"radius\""))?;
                 let q = m.rows("query_vectors", ix)?;
+                let nq = ix.rows_in(&q)?;
+                if nq.saturating_mul(ix.ntotal()) > MAX_RANGE_CANDIDATES {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!(
+                            "range search of nq={nq} over ntotal={} may return more than the server's limit of {MAX_RANGE_CANDIDATES} hits: split the queries",
+                            ix.ntotal()
+                        ),
+                    ));
+                }
                 let h = ix.range_search_rows(&q, radius as f32)?;
+                if h.ids.len() > MAX_RESULTS {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("range search found {} hits, more than the server's limit of {MAX_RESULTS} per reply: use a smaller radius or fewer queries", h.ids.len()),
+                    ));
+                }
                 let mut results = Vec::with_capacity(h.nq());
                 for qi in 0..h.nq() {
                     let (ids, d) = h.row(qi);
@@ -674,13 +734,19 @@ impl Service {
                 let n = if call.action == "reconstruct_n" {
                     let n =
                         m.uint("num_vectors")?.ok_or_else(|| Error::invalid("missing field \"num_vectors\""))? as usize;
-                    if start + n > nt {
+                    if start.checked_add(n).is_none_or(|end| end > nt) {
                         return Err(Error::invalid(format!("start_idx={start} + num_vectors={n} is past ntotal={nt}")));
                     }
                     n
                 } else {
                     (m.uint("limit")?.map_or(nt, |l| l as usize)).min(nt - start)
                 };
+                if n.saturating_mul(ix.d()) > MAX_RESULTS.saturating_mul(64) {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("{n} vectors of d={} exceed the server's limit per reply: read them in ranges (start_idx, num_vectors)", ix.d()),
+                    ));
+                }
                 let v = match (n, ix.is_binary()) {
                     (0, false) => Rows::Float(Vec::new()),
                     (0, true) => Rows::Codes(Vec::new()),
@@ -959,9 +1025,22 @@ impl Service {
         let dim = dim as usize;
         let kind = m.str("index_type")?.unwrap_or("L2").to_string();
         let metric = metric_of(m)?;
+        // Within the server's per-index memory limits (factory::check_cost) before FAISS
+        // allocates anything.
+        let make = |spec: TypeSpec| -> Result<Index> {
+            match spec {
+                TypeSpec::Factory { factory, metric } => {
+                    factory::check_cost(&factory, dim)?;
+                    Index::create(&IndexSpec { factory, metric, dim }, false)
+                }
+                TypeSpec::Binary { factory } => {
+                    factory::check_cost(&factory, dim)?;
+                    Index::create_binary(dim, &factory)
+                }
+                TypeSpec::Wrap { .. } => Err(Error::invalid(format!("index type {kind:?}: nested IDMap"))),
+            }
+        };
         let mut index = match parse_index_type(&kind, metric)? {
-            TypeSpec::Factory { factory, metric } => Index::create(&IndexSpec { factory, metric, dim }, false)?,
-            TypeSpec::Binary { factory } => Index::create_binary(dim, &factory)?,
             TypeSpec::Wrap { v2, base } => {
                 let existing = valid_id("index_id", &base).ok().and_then(|_| self.entry(t, &base).ok());
                 let inner = match existing {
@@ -980,21 +1059,14 @@ impl Service {
                         }
                         g.index.try_clone()?
                     }
-                    None => match parse_index_type(if base.is_empty() { "L2" } else { &base }, metric)? {
-                        TypeSpec::Factory { factory, metric } => {
-                            Index::create(&IndexSpec { factory, metric, dim }, false)?
-                        }
-                        TypeSpec::Binary { factory } => Index::create_binary(dim, &factory)?,
-                        TypeSpec::Wrap { .. } => {
-                            return Err(Error::invalid(format!("index type {kind:?}: nested IDMap")))
-                        }
-                    },
+                    None => make(parse_index_type(if base.is_empty() { "L2" } else { &base }, metric)?)?,
                 };
                 if inner.describe()?.idmap > 0 {
                     return Err(Error::invalid(format!("index type {kind:?}: the base already has an IDMap")));
                 }
                 inner.wrap_idmap(v2)?
             }
+            spec => make(spec)?,
         };
         let md = Metadata { index: m.get("metadata").cloned(), vectors: HashMap::new() };
         let store = match &self.store {
@@ -1136,9 +1208,7 @@ enum Mutation {
 impl Mutation {
     fn check(&self, s: &Slot) -> Result<()> {
         if let Mutation::SetParam { name, value } = self {
-            if *value == 0 {
-                return Err(Error::invalid(format!("{name} must be at least 1")));
-            }
+            knob(name, *value)?;
             let info = s.index.describe()?;
             let ok = match name.as_str() {
                 "nprobe" => info.nprobe.is_some(),

@@ -6,6 +6,12 @@
 //! The I/O thread answers small cheap requests (`ping`, `health`, `metrics`, `list_indices`)
 //! itself, so they never queue behind a busy index. A search whose index is being mutated is
 //! handed to a short-lived thread instead of occupying a worker.
+//!
+//! Nothing a client sends may end or wedge the process: every handler runs under
+//! `catch_unwind` (a panic becomes an `INTERNAL` reply and the thread lives on), and what is
+//! queued is bounded — at most [`MAX_INFLIGHT_PER_PEER`] requests per connection and
+//! [`MAX_INFLIGHT_BYTES`] bytes of requests in all; past that the I/O thread answers `BUSY`
+//! at once instead of queueing.
 
 use super::{Call, Class, ServerConfig, Service};
 use crate::engine::error::{Error, ErrorKind, Result};
@@ -19,6 +25,29 @@ use std::time::Instant;
 /// Requests up to this size are decoded on the I/O thread.
 const INLINE_DECODE_BYTES: usize = 4096;
 
+/// Requests of one connection (ZeroMQ peer) being worked on or queued at once.
+pub const MAX_INFLIGHT_PER_PEER: usize = 64;
+
+/// Bytes of requests being worked on or queued at once, over all connections (at least one
+/// request of `--max-request-bytes` is always let through).
+pub const MAX_INFLIGHT_BYTES: usize = 512 << 20;
+
+/// Run `f`, turning a panic into an `Internal` error so that the thread serving the request
+/// lives on and the client gets a reply.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::new(ErrorKind::Internal, format!("internal error while handling the request: {what}")))
+        }
+    }
+}
+
 enum Payload {
     /// The request frame as ZeroMQ received it (decoded on a worker, without a copy).
     Raw(zmq::Message),
@@ -30,6 +59,8 @@ struct Job {
     payload: Payload,
     started: Instant,
     peer: String,
+    /// Size of the request frame (accounted in flight until the reply).
+    bytes: usize,
 }
 
 /// Sends replies to the I/O thread.
@@ -40,28 +71,36 @@ struct Replier {
 }
 
 impl Replier {
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         job_env: Vec<Vec<u8>>,
+        bytes: usize,
+        tenant: &str,
         action: &str,
         started: Instant,
         peer: &str,
         nq_k: (u64, u64),
         r: Result<Msg>,
     ) {
-        let bytes = finish(&self.svc, self.verbose, action, started, peer, nq_k, r);
-        let mut frames = job_env;
-        frames.push(bytes);
+        let reply = finish(&self.svc, self.verbose, tenant, action, started, peer, nq_k, r);
+        // First frame: the request's size, for the I/O thread's in-flight accounting.
+        let mut frames = vec![(bytes as u64).to_le_bytes().to_vec()];
+        frames.extend(job_env);
+        frames.push(reply);
         let s = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         // The I/O thread is alive as long as replies are expected; a failure here means shutdown.
         let _ = s.send_multipart(frames, 0);
     }
 }
 
-/// Record the request for `metrics`, log it (with `verbose`) and encode its reply.
+/// Record the request for `metrics` (under its tenant), log it (with `verbose`) and encode
+/// its reply.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     svc: &Service,
     verbose: bool,
+    tenant: &str,
     action: &str,
     started: Instant,
     peer: &str,
@@ -70,7 +109,7 @@ fn finish(
 ) -> Vec<u8> {
     let ok = r.is_ok();
     let took = started.elapsed();
-    svc.record(action, took, ok);
+    svc.record(tenant, action, took, ok);
     if verbose {
         // Rows as the reply counts them (a binary payload's row count needs the index's d).
         let rows = |m: &Msg| m.uint("num_queries").ok().flatten().or_else(|| m.uint("count").ok().flatten());
@@ -89,10 +128,7 @@ fn finish(
 
 /// Rows and `k` of a request, for the log line (binary payloads: 0, counted from the reply).
 fn nq_k(call: &Call) -> (u64, u64) {
-    let nq = match call.msg.get("query_vectors").or_else(|| call.msg.get("vectors")) {
-        Some(protocol::Value::Array(a)) => a.len() as u64,
-        _ => 0,
-    };
+    let nq = call.msg.rows_hint("query_vectors").or_else(|| call.msg.rows_hint("vectors")).unwrap_or(0);
     (nq, call.msg.uint("k").ok().flatten().unwrap_or(0))
 }
 
@@ -134,8 +170,17 @@ impl Lanes {
                 }
             };
             if let Payload::Call(call) = job.payload {
-                let r = self.svc.write(&call);
-                self.replier.send(job.env, &call.action, job.started, &job.peer, nq_k(&call), r);
+                let r = guarded(|| self.svc.write(&call));
+                self.replier.send(
+                    job.env,
+                    job.bytes,
+                    &call.tenant,
+                    &call.action,
+                    job.started,
+                    &job.peer,
+                    nq_k(&call),
+                    r,
+                );
             }
         }
     }
@@ -150,36 +195,34 @@ struct Pools {
 impl Pools {
     /// Decode (if needed), authenticate and run or route one job (on a worker thread).
     fn handle(&self, job: Job) {
-        let Job { env, payload, started, peer } = job;
+        let Job { env, payload, started, peer, bytes } = job;
         let call = match payload {
             Payload::Call(c) => Ok(c),
-            Payload::Raw(b) => Msg::decode(&b).and_then(|m| self.svc.prepare(m)),
+            Payload::Raw(b) => guarded(|| self.svc.prepare(&b)),
         };
         let call = match call {
             Ok(c) => c,
-            Err(e) => return self.replier.send(env, "invalid", started, &peer, (0, 0), Err(e)),
+            Err(e) => return self.replier.send(env, bytes, "", "invalid", started, &peer, (0, 0), Err(e)),
         };
+        let send = |env, r| self.replier.send(env, bytes, &call.tenant, &call.action, started, &peer, nq_k(&call), r);
         match Service::class(&call) {
-            Class::Inline => {
-                let r = self.svc.inline(&call);
-                self.replier.send(env, &call.action, started, &peer, nq_k(&call), r)
-            }
+            Class::Inline => send(env, guarded(|| self.svc.inline(&call))),
             Class::Write(key) => {
                 let key = (call.tenant.clone(), key);
-                self.lanes.submit(key, Job { env, payload: Payload::Call(call), started, peer });
+                self.lanes.submit(key, Job { env, payload: Payload::Call(call), started, peer, bytes });
             }
-            Class::Read => match self.svc.read(&call, false) {
-                Ok(Some(m)) => self.replier.send(env, &call.action, started, &peer, nq_k(&call), Ok(m)),
+            Class::Read => match guarded(|| self.svc.read(&call, false)) {
+                Ok(Some(m)) => send(env, Ok(m)),
                 Ok(None) => {
                     // The index is being mutated: wait for it on a thread of its own.
                     let (svc, replier) = (self.svc.clone(), self.replier.clone());
                     std::thread::spawn(move || {
                         crate::engine::index::set_threads(1);
-                        let r = svc.read(&call, true).map(|m| m.unwrap_or_default());
-                        replier.send(env, &call.action, started, &peer, nq_k(&call), r);
+                        let r = guarded(|| svc.read(&call, true).map(|m| m.unwrap_or_default()));
+                        replier.send(env, bytes, &call.tenant, &call.action, started, &peer, nq_k(&call), r);
                     });
                 }
-                Err(e) => self.replier.send(env, &call.action, started, &peer, nq_k(&call), Err(e)),
+                Err(e) => send(env, Err(e)),
             },
         }
     }
@@ -249,6 +292,9 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     crate::engine::index::set_threads(1);
 
     let mut inflight = 0usize;
+    let mut inflight_bytes = 0usize;
+    let mut per_peer: HashMap<Vec<u8>, usize> = HashMap::new();
+    let byte_limit = MAX_INFLIGHT_BYTES.max(cfg.max_request_bytes);
     let mut stopping = false;
     loop {
         let mut items = [router.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
@@ -258,8 +304,20 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         }
         let (req_ready, rep_ready) = (items[0].is_readable(), items[1].is_readable());
         if rep_ready {
-            while let Ok(frames) = pull.recv_multipart(zmq::DONTWAIT) {
+            while let Ok(mut frames) = pull.recv_multipart(zmq::DONTWAIT) {
+                if frames.len() < 2 {
+                    continue;
+                }
+                let size = frames.remove(0);
+                let size = u64::from_le_bytes(size.try_into().unwrap_or([0; 8])) as usize;
                 inflight = inflight.saturating_sub(1);
+                inflight_bytes = inflight_bytes.saturating_sub(size);
+                if let Some(n) = per_peer.get_mut(&frames[0]) {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_peer.remove(&frames[0]);
+                    }
+                }
                 let _ = router.send_multipart(frames, zmq::DONTWAIT);
             }
         }
@@ -282,7 +340,9 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
             };
             let started = Instant::now();
             let reply = |r: Result<Msg>, action: &str, call: Option<&Call>| {
-                let bytes = finish(&svc, cfg.verbose, action, started, &peer, call.map(nq_k).unwrap_or((0, 0)), r);
+                let tenant = call.map_or("", |c| c.tenant.as_str());
+                let bytes =
+                    finish(&svc, cfg.verbose, tenant, action, started, &peer, call.map(nq_k).unwrap_or((0, 0)), r);
                 let mut frames = env.clone();
                 frames.push(bytes);
                 let _ = router.send_multipart(frames, zmq::DONTWAIT);
@@ -299,17 +359,28 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
                 reply(Err(e), "invalid", None);
                 continue;
             }
+            let peer_count = per_peer.get(&env[0]).copied().unwrap_or(0);
+            if peer_count >= MAX_INFLIGHT_PER_PEER || inflight_bytes + payload.len() > byte_limit {
+                let e = Error::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "server busy: {peer_count} requests of this connection and {inflight_bytes} bytes in all are in flight (limits {MAX_INFLIGHT_PER_PEER} and {byte_limit}); retry later"
+                    ),
+                );
+                reply(Err(e), "busy", None);
+                continue;
+            }
             let job_payload = if payload.len() <= INLINE_DECODE_BYTES {
-                match Msg::decode(&payload).and_then(|m| svc.prepare(m)) {
+                match guarded(|| svc.prepare(&payload)) {
                     Err(e) => {
                         reply(Err(e), "invalid", None);
                         continue;
                     }
                     Ok(call) if Service::class(&call) == Class::Inline => {
-                        reply(svc.inline(&call), &call.action, Some(&call));
+                        reply(guarded(|| svc.inline(&call)), &call.action, Some(&call));
                         continue;
                     }
-                    Ok(call) if svc.is_cheap_search(&call) => match svc.read(&call, false) {
+                    Ok(call) if svc.is_cheap_search(&call) => match guarded(|| svc.read(&call, false)) {
                         // Two thread hops cost more than a small search.
                         Ok(Some(m)) => {
                             reply(Ok(m), &call.action, Some(&call));
@@ -326,8 +397,14 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
             } else {
                 Payload::Raw(payload)
             };
+            let bytes = match &job_payload {
+                Payload::Raw(b) => b.len(),
+                Payload::Call(_) => INLINE_DECODE_BYTES,
+            };
             inflight += 1;
-            let _ = job_tx.send(Job { env, payload: job_payload, started, peer });
+            inflight_bytes += bytes;
+            *per_peer.entry(env[0].clone()).or_default() += 1;
+            let _ = job_tx.send(Job { env, payload: job_payload, started, peer, bytes });
         }
     }
     drop(job_tx);

@@ -10,6 +10,18 @@ use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{pack_bits, Index, Rows};
 pub use rmpv::Value;
 
+mod decode;
+use decode::PACKED_F32;
+pub use decode::{peek_head, Head, MAX_DEPTH};
+
+/// Memory a request's decoded values may take: 64 MiB plus 4 bytes per byte of the request.
+/// Vectors and ids decode to less than their msgpack size (they are packed), so this refuses
+/// only frames of many tiny values (a 16 MiB array of one-byte integers would otherwise take
+/// half a gigabyte as msgpack values).
+pub fn request_budget(len: usize) -> usize {
+    (64usize << 20).saturating_add(len.saturating_mul(4))
+}
+
 /// Version of this protocol (sent in `health` replies).
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -43,6 +55,8 @@ pub enum ErrorCode {
     TooLarge,
     /// The operation timed out.
     Timeout,
+    /// Too many requests in flight on this connection or in the server: retry later.
+    Busy,
     /// Anything else (FAISS exceptions, I/O failures on the server).
     Internal,
 }
@@ -60,6 +74,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooLarge => "TOO_LARGE",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Busy => "BUSY",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -76,6 +91,7 @@ impl ErrorCode {
             "UNSUPPORTED" => ErrorCode::Unsupported,
             "TOO_LARGE" => ErrorCode::TooLarge,
             "TIMEOUT" => ErrorCode::Timeout,
+            "BUSY" => ErrorCode::Busy,
             "INTERNAL" => ErrorCode::Internal,
             _ => return None,
         })
@@ -93,7 +109,10 @@ impl ErrorCode {
             ErrorKind::TooLarge => ErrorCode::TooLarge,
             ErrorKind::Auth => ErrorCode::Auth,
             ErrorKind::Timeout => ErrorCode::Timeout,
-            ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted => ErrorCode::Internal,
+            ErrorKind::Busy => ErrorCode::Busy,
+            ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted | ErrorKind::Internal => {
+                ErrorCode::Internal
+            }
         }
     }
 
@@ -109,6 +128,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => ErrorKind::Unsupported,
             ErrorCode::TooLarge => ErrorKind::TooLarge,
             ErrorCode::Timeout => ErrorKind::Timeout,
+            ErrorCode::Busy => ErrorKind::Busy,
             ErrorCode::Internal => ErrorKind::Remote,
         }
     }
@@ -140,14 +160,30 @@ pub enum Encoding {
 }
 
 impl Msg {
-    /// Decode one frame; it must be a single msgpack map.
+    /// Decode one frame (a reply, on the client); it must be a single msgpack map, nested at
+    /// most [`MAX_DEPTH`] levels.
     pub fn decode(bytes: &[u8]) -> Result<Msg> {
-        let mut rd = bytes;
-        let v =
-            rmpv::decode::read_value(&mut rd).map_err(|e| bad(format!("request is not valid MessagePack ({e})")))?;
-        match v {
-            Value::Map(map) => Ok(Msg { map }),
-            other => Err(bad(format!("request must be a MessagePack map, got {}", type_name(&other)))),
+        Ok(Msg { map: decode::decode_map(bytes, usize::MAX, false)? })
+    }
+
+    /// Decode a request frame from a peer: one msgpack map, nested at most [`MAX_DEPTH`]
+    /// levels, whose decoded values take at most [`request_budget`] bytes (`TooLarge`
+    /// otherwise). Vector fields and `ids` are packed (4 or 8 bytes per number); the accessors
+    /// ([`Msg::vectors`], [`Msg::codes`], [`Msg::ids`]) read them as if they were nested arrays.
+    pub fn decode_request(bytes: &[u8]) -> Result<Msg> {
+        Ok(Msg { map: decode::decode_map(bytes, request_budget(bytes.len()), true)? })
+    }
+
+    /// How many rows vector field `key` holds, when that is known without the index's `d`
+    /// (nested or packed rows; `None` for a `bin`). For log lines.
+    pub fn rows_hint(&self, key: &str) -> Option<u64> {
+        match self.get(key)? {
+            Value::Array(a) => Some(a.len() as u64),
+            Value::Ext(PACKED_F32, b) => {
+                let (w, x) = decode::unpack_f32(b);
+                Some(x.len().checked_div(w).unwrap_or(0) as u64)
+            }
+            _ => None,
         }
     }
 
@@ -298,12 +334,13 @@ impl Msg {
     pub fn vectors(&self, key: &str, d: usize) -> Result<Vec<f32>> {
         let v = self.get(key).ok_or_else(|| missing(key))?;
         let out = decode_vectors(key, v, d)?;
-        if let Some(pos) = crate::engine::io::first_nonfinite(&out) {
+        if let Some(pos) = crate::engine::io::first_out_of_range(&out) {
             return Err(Error::invalid(format!(
-                "{key}: vector {} component {} is {} (must be finite)",
+                "{key}: vector {} component {} is {} ({})",
                 pos / d.max(1),
                 pos % d.max(1),
-                out[pos]
+                out[pos],
+                crate::engine::io::out_of_range_reason(out[pos])
             )));
         }
         Ok(out)
@@ -411,6 +448,7 @@ pub fn type_name(v: &Value) -> &'static str {
         Value::Binary(_) => "binary data",
         Value::Array(_) => "an array",
         Value::Map(_) => "a map",
+        Value::Ext(PACKED_F32, _) => "an array of numbers",
         Value::Ext(..) => "an extension value",
     }
 }
@@ -432,6 +470,16 @@ fn width_error(key: &str, d: usize, got: usize, row: usize) -> Error {
 
 fn decode_vectors(key: &str, v: &Value, d: usize) -> Result<Vec<f32>> {
     match v {
+        Value::Ext(PACKED_F32, b) => {
+            let (w, x) = decode::unpack_f32(b);
+            if x.is_empty() {
+                return Ok(x);
+            }
+            if w != d {
+                return Err(width_error(key, d, w, 0));
+            }
+            Ok(x)
+        }
         Value::Binary(b) => {
             if d == 0 || b.len() % (4 * d) != 0 {
                 return Err(Error::new(
@@ -621,9 +669,10 @@ fn encoded_len(v: &Value) -> usize {
     }
 }
 
-/// Decode one msgpack value from the front of `rd`, advancing it.
+/// Decode one msgpack value from the front of `rd`, advancing it (at most [`MAX_DEPTH`]
+/// levels deep).
 pub fn decode_value(rd: &mut &[u8]) -> Result<Value> {
-    rmpv::decode::read_value(rd).map_err(|e| bad(format!("invalid MessagePack ({e})")))
+    decode::decode_one(rd)
 }
 
 #[cfg(test)]
