@@ -453,3 +453,81 @@ mod tests {
         assert!(rd.is_empty());
     }
 }
+
+/// Bounded fuzzing of the decoder (proptest on stable): arbitrary and mutated frames never
+/// panic, and what decodes stays within its budget.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::engine::protocol::encode_value;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<bool>().prop_map(Value::Boolean),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f32>().prop_map(Value::F32),
+            any::<f64>().prop_map(Value::F64),
+            "[a-z_]{0,12}".prop_map(|s| Value::from(s.as_str())),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Binary),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::vec((inner.clone(), inner), 0..6).prop_map(Value::Map),
+            ]
+        })
+    }
+
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop_oneof![
+            Just("action"),
+            Just("api_key"),
+            Just("vectors"),
+            Just("query_vectors"),
+            Just("ids"),
+            Just("k"),
+            Just("x")
+        ];
+        proptest::collection::vec((key, value()), 0..6).prop_map(|fields| {
+            encode_value(&Value::Map(fields.into_iter().map(|(k, v)| (Value::from(k), v)).collect()))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = peek_head(&b);
+            let _ = decode_map(&b, 1 << 16, true);
+            let mut rd = &b[..];
+            let _ = decode_one(&mut rd);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(
+            req in request(),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            // The unmutated request decodes, packed or not, and its head agrees with it.
+            let full = decode_map(&req, usize::MAX, true).expect("a valid request decodes");
+            let head = peek_head(&req).ok();
+            let first = |k: &str| full.iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.clone());
+            if let (Some(h), Some(Value::String(a))) = (head, first("action")) {
+                prop_assert_eq!(h.action, a.as_str());
+            }
+            let mut m = req.clone();
+            for (at, byte) in flips {
+                let n = m.len();
+                m[at % n] ^= byte | 1;
+            }
+            m.truncate(cut % (m.len() + 1));
+            let _ = peek_head(&m);
+            let _ = decode_map(&m, 1 << 16, true);
+        }
+    }
+}

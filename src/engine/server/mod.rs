@@ -1383,3 +1383,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;
