@@ -11,4 +11,5 @@ mod mmap;
 mod python_compat;
 mod serve;
 mod serve_binary;
+mod serve_hardening;
 mod serve_python;
