@@ -434,3 +434,17 @@ fn recv_request(router: &zmq::Socket, want_peer: bool) -> Option<(Vec<Vec<u8>>, 
         return if env.is_empty() { None } else { Some((env, msg, peer)) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_handler_becomes_an_internal_error() {
+        let e = guarded::<()>(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert!(e.to_string().contains("boom 7"), "{e}");
+        assert_eq!(protocol::ErrorCode::of(&e).as_str(), "INTERNAL");
+        assert_eq!(guarded(|| Ok(3)).unwrap(), 3);
+    }
+}
