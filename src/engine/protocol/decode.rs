@@ -283,7 +283,8 @@ fn top_map<'a>(r: &mut Reader<'a>) -> Result<usize> {
 }
 
 /// Read `action`, `api_key` and `tenant_id` of a request frame without decoding (or
-/// allocating for) anything else. The first occurrence of a key counts, as in [`decode_map`].
+/// allocating for) anything else. The first occurrence of a key counts, as when the whole
+/// frame is decoded ([`super::Msg::decode_request`]).
 ///
 /// Errors: `Protocol` for a frame that is not one msgpack map, or a field of these three that
 /// is not a string.

@@ -82,36 +82,48 @@ fn service() -> Service {
     };
     let svc = Service::open(&cfg).expect("in-memory service");
     for (id, t, d) in INDICES {
-        let r = call(&svc, vec![
-            ("action", Value::from("create_index")),
-            ("index_id", Value::from(id)),
-            ("index_type", Value::from(t)),
-            ("dimension", Value::from(d)),
-        ]);
+        let r = call(
+            &svc,
+            vec![
+                ("action", Value::from("create_index")),
+                ("index_id", Value::from(id)),
+                ("index_type", Value::from(t)),
+                ("dimension", Value::from(d)),
+            ],
+        );
         r.unwrap_or_else(|e| panic!("create {id}: {e}"));
         if t.starts_with("IVF") || t.starts_with("PQ") {
-            call(&svc, vec![
-                ("action", Value::from("train_index")),
-                ("index_id", Value::from(id)),
-                ("training_vectors", rows(300, d as usize, 1)),
-            ])
+            call(
+                &svc,
+                vec![
+                    ("action", Value::from("train_index")),
+                    ("index_id", Value::from(id)),
+                    ("training_vectors", rows(300, d as usize, 1)),
+                ],
+            )
             .unwrap_or_else(|e| panic!("train {id}: {e}"));
         }
         if t.starts_with("IDMap") {
             let ids = Value::Array((100..120).map(Value::from).collect());
-            call(&svc, vec![
-                ("action", Value::from("add_with_ids")),
-                ("index_id", Value::from(id)),
-                ("vectors", rows(20, d as usize, 2)),
-                ("ids", ids),
-            ])
+            call(
+                &svc,
+                vec![
+                    ("action", Value::from("add_with_ids")),
+                    ("index_id", Value::from(id)),
+                    ("vectors", rows(20, d as usize, 2)),
+                    ("ids", ids),
+                ],
+            )
             .unwrap_or_else(|e| panic!("add {id}: {e}"));
         } else if !t.starts_with("BINARY") {
-            call(&svc, vec![
-                ("action", Value::from("add_vectors")),
-                ("index_id", Value::from(id)),
-                ("vectors", rows(20, d as usize, 2)),
-            ])
+            call(
+                &svc,
+                vec![
+                    ("action", Value::from("add_vectors")),
+                    ("index_id", Value::from(id)),
+                    ("vectors", rows(20, d as usize, 2)),
+                ],
+            )
             .unwrap_or_else(|e| panic!("add {id}: {e}"));
         }
     }
@@ -184,9 +196,28 @@ fn field() -> impl Strategy<Value = &'static str> {
 
 /// Index types for `create_index`: good ones and ones that crashed or hung FAISS (issue 10).
 const TYPES: [&str; 22] = [
-    "L2", "IVF4,Flat", "HNSW8", "PQ2x4", "SQ8", "IVF0,Flat", "PQ0x8", "PQ4x0", "OPQ0,Flat", "RQ2x0", "HNSW1", "NSG1",
-    "NSG8", "IVF1000000,Flat", "IDMap:L2", "IDMap2:HNSW1", "BINARY_IVF0", "BHNSW1", "RR0,Flat", "IVF4_HNSW0,Flat",
-    "LSQ0x4", "IVF4,PQ1x0",
+    "L2",
+    "IVF4,Flat",
+    "HNSW8",
+    "PQ2x4",
+    "SQ8",
+    "IVF0,Flat",
+    "PQ0x8",
+    "PQ4x0",
+    "OPQ0,Flat",
+    "RQ2x0",
+    "HNSW1",
+    "NSG1",
+    "NSG8",
+    "IVF1000000,Flat",
+    "IDMap:L2",
+    "IDMap2:HNSW1",
+    "BINARY_IVF0",
+    "BHNSW1",
+    "RR0,Flat",
+    "IVF4_HNSW0,Flat",
+    "LSQ0x4",
+    "IVF4,PQ1x0",
 ];
 
 /// A valid request of `action` on index `id` of width `d`.
@@ -219,7 +250,7 @@ fn template(action: &'static str, id: &'static str, d: usize, seed: u64) -> Vec<
             r.push(("vector", rows(1, d, seed)));
         }
         "get_parameter" | "set_parameter" => {
-            r.push(("parameter", Value::from(if seed % 2 == 0 { "nprobe" } else { "efSearch" })));
+            r.push(("parameter", Value::from(if seed.is_multiple_of(2) { "nprobe" } else { "efSearch" })));
             r.push(("value", Value::from(4)));
         }
         _ => {}
