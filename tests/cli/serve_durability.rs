@@ -488,3 +488,49 @@ fn serve_checkpoint_cut_short_by_the_disk_is_an_error() {
     assert_eq!(reconstruct(&mut c, "t", 99), x[99 * d..].to_vec());
     srv.stop();
 }
+
+/// A mutation that is logged but then fails to apply is taken out of the log (so the next
+/// start does not meet it); a log record that fails to apply on replay quarantines its
+/// index, naming the record.
+#[test]
+fn serve_failed_mutation_is_not_replayed_and_a_bad_record_quarantines() {
+    let env = TestEnv::new("dur-replay");
+    let data = env.path("data");
+    let d = 8;
+    let srv = start(&env, &data, None);
+    let mut c = client(&srv, Duration::from_secs(30));
+    c.create("h", d, "HNSW16", None).unwrap();
+    c.add("h", &lcg_vectors(20, d, 1), d, None, None).unwrap();
+    // FAISS cannot remove from HNSW: an error reply, and nothing left in the log.
+    let wal_h = data.join("tenants/default/h/wal.log");
+    let before = std::fs::read(&wal_h).unwrap();
+    c.call("remove_ids", vec![id("h"), ("ids", Value::Binary(protocol::i64_bytes(&[0])))]).unwrap_err();
+    assert_eq!(std::fs::read(&wal_h).unwrap(), before);
+    c.add("h", &lcg_vectors(5, d, 2), d, None, None).unwrap();
+    c.create("e", d, "Flat", None).unwrap();
+    c.add("e", &lcg_vectors(5, d, 3), d, None, None).unwrap();
+    srv.kill9();
+    // A record with a good checksum that no server wrote: an unknown operation, seq 2.
+    let payload = protocol::encode_value(&Value::Map(vec![
+        (Value::from("op"), Value::from("bogus")),
+        (Value::from("seq"), Value::from(2u64)),
+    ]));
+    let mut rec = (payload.len() as u32).to_le_bytes().to_vec();
+    rec.extend_from_slice(&faissx::engine::server::store::crc32(&payload).to_le_bytes());
+    rec.extend_from_slice(&payload);
+    let wal_e = data.join("tenants/default/e/wal.log");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&wal_e).unwrap();
+    f.write_all(&rec).unwrap();
+    drop(f);
+
+    let srv = start(&env, &data, None);
+    let mut c = client(&srv, Duration::from_secs(30));
+    assert_eq!(ntotal(&mut c, "h"), 25);
+    let rows = listed(&mut c);
+    assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["e", "h"]);
+    assert_eq!(field(&rows[0].1, "status").unwrap().as_str(), Some("quarantined"));
+    let reason = field(&rows[0].1, "reason").unwrap().as_str().unwrap();
+    assert!(reason.contains("record seq 2") && reason.contains("bogus"), "{reason}");
+    assert_eq!(field(&rows[1].1, "status").unwrap().as_str(), Some("ok"));
+    srv.stop();
+}

@@ -8,6 +8,12 @@
 //! searches share an index; mutations take the write lock and run on a per-index queue of that index, so a big add on one index never holds up searches or pings elsewhere. Cheap facts
 //! (`ntotal`, `d`, type) are mirrored in atomics so `list_indices`, `health` and `ping` never
 //! wait for an index lock.
+//!
+//! Persistence (`--data-dir`, see [`store`]): a WAL-logged mutation is logged before it is
+//! applied (and taken back if it fails to apply); train, reset and merge are checkpointed on
+//! copies that replace the served index only once on disk. An index whose files are damaged,
+//! or whose log does not replay, is quarantined at start-up: listed with its reason, refused
+//! by name, its files kept; the other indices are served.
 
 mod net;
 pub mod store;
