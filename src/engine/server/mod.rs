@@ -376,7 +376,7 @@ impl Service {
         if let Some(st) = &svc.store {
             let report = st.load_all(cfg.mmap)?;
             for w in &report.warnings {
-                eprintln!("faissx: {w}");
+                log_line(format_args!("{w}"));
             }
             let mut map = HashMap::new();
             let mut quarantined: HashMap<Key, String> =
@@ -396,9 +396,9 @@ impl Service {
             let mut shown: Vec<(&Key, &String)> = quarantined.iter().collect();
             shown.sort();
             for ((t, id), reason) in shown {
-                eprintln!(
-                    "faissx: index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}"
-                );
+                log_line(format_args!(
+                    "index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}"
+                ));
             }
             *svc.indices.write().unwrap_or_else(|p| p.into_inner()) = map;
             *svc.quarantined.write().unwrap_or_else(|p| p.into_inner()) = quarantined;
@@ -1075,7 +1075,7 @@ impl Service {
         // WAL longer, so it must not turn the reply into an error.
         if s.store.as_ref().is_some_and(|st| st.wants_checkpoint()) {
             if let Err(e) = checkpoint(s) {
-                eprintln!("faissx: checkpoint of {} failed: {}", dir_of(s), e.chain());
+                log_line(format_args!("checkpoint of {} failed: {}", dir_of(s), e.chain()));
             }
         }
         Ok(out)
@@ -1252,7 +1252,7 @@ impl Service {
             if g.index.storage() == Storage::Loaded && g.store.as_ref().is_some_and(|st| st.wal_bytes() > 0) {
                 if let Err(e) = checkpoint(&mut g) {
                     // The WAL still holds everything: the next start replays it.
-                    eprintln!("faissx: checkpoint of {} failed: {}", dir_of(&g), e.chain());
+                    log_line(format_args!("checkpoint of {} failed: {}", dir_of(&g), e.chain()));
                 }
             }
         }
@@ -1296,7 +1296,7 @@ fn unlog_failed(s: &mut Slot, before: usize) {
     let undone = if changed { st.checkpoint(&mut s.index, &s.md) } else { st.retract_last() };
     if let Err(e) = undone {
         st.refuse_writes(format!("a failed mutation could not be taken out of the log ({})", e.chain()));
-        eprintln!("faissx: {dir}: a failed mutation could not be taken out of the log: {}", e.chain());
+        log_line(format_args!("{dir}: a failed mutation could not be taken out of the log: {}", e.chain()));
     }
 }
 
@@ -1326,10 +1326,17 @@ fn restore(l: store::Loaded, mmap: bool) -> std::result::Result<Slot, String> {
         });
         match mapped {
             Ok(ix) => slot.index = ix,
-            Err(e) => eprintln!("faissx: {}: serving the index loaded, not mapped: {}", dir_of(&slot), e.chain()),
+            Err(e) => log_line(format_args!("{}: serving the index loaded, not mapped: {}", dir_of(&slot), e.chain())),
         }
     }
     Ok(slot)
+}
+
+/// One `faissx: …` line on stderr. Unlike `eprintln!`, never panics: stderr may be a file
+/// on the very disk that is full.
+fn log_line(msg: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "faissx: {msg}");
 }
 
 /// The index folder of a slot, for messages.
