@@ -11,5 +11,6 @@ mod mmap;
 mod python_compat;
 mod serve;
 mod serve_binary;
+mod serve_durability;
 mod serve_hardening;
 mod serve_python;

@@ -247,11 +247,8 @@ impl RawIndex {
 
     /// `faiss::write_index(this, path)`.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let c = path_cstr(path)?;
-        // SAFETY: valid index and path.
-        check(unsafe { faiss_write_index_fname(self.0.as_ptr(), c.as_ptr()) }, || {
-            format!("{}: writing index", path.display())
-        })
+        // SAFETY: valid index; `f` is an open stream.
+        write_checked(path, "writing index", |f| unsafe { faiss_write_index(self.0.as_ptr(), f) })
     }
 
     /// Deep copy (`faiss::clone_index`).
@@ -632,6 +629,26 @@ fn remove_batch(ids: &[i64], remove: impl FnOnce(*const FaissIDSelector, &mut us
     Ok(removed)
 }
 
+/// Write an index to `path` through a stream this function opens, flushes and closes,
+/// checking each step. FAISS's own file writer (`write_index(idx, fname)`) ignores the error
+/// of its final `fclose`, so a disk that fills up during the last buffered block leaves a
+/// truncated file behind a successful write.
+fn write_checked(path: &Path, what: &str, write: impl FnOnce(*mut FILE) -> c_int) -> Result<()> {
+    let c = path_cstr(path)?;
+    // SAFETY: NUL-terminated path and mode.
+    let f = unsafe { libc::fopen(c.as_ptr(), c"wb".as_ptr()) };
+    if f.is_null() {
+        return Err(Error::io(path, std::io::Error::last_os_error()).context(what));
+    }
+    let written = check(write(f.cast::<FILE>()), || format!("{}: {what}", path.display()));
+    // SAFETY: `f` is open; it is closed exactly once, here.
+    let flushed = if unsafe { libc::fflush(f) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: as above.
+    let closed = if unsafe { libc::fclose(f) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    written?;
+    flushed.and(closed).map_err(|e| Error::io(path, e).context(what))
+}
+
 fn path_cstr(path: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(path.as_os_str().as_bytes())
@@ -850,11 +867,8 @@ impl RawBinaryIndex {
 
     /// `faiss::write_index_binary(this, path)`.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let c = path_cstr(path)?;
-        // SAFETY: valid index and path.
-        check(unsafe { faiss_write_index_binary_fname(self.0.as_ptr(), c.as_ptr()) }, || {
-            format!("{}: writing binary index", path.display())
-        })
+        // SAFETY: valid index; `f` is an open stream.
+        write_checked(path, "writing binary index", |f| unsafe { faiss_write_index_binary(self.0.as_ptr(), f) })
     }
 
     /// Deep copy (any binary index type).

@@ -8,6 +8,12 @@
 //! searches share an index; mutations take the write lock and run on a per-index queue of that index, so a big add on one index never holds up searches or pings elsewhere. Cheap facts
 //! (`ntotal`, `d`, type) are mirrored in atomics so `list_indices`, `health` and `ping` never
 //! wait for an index lock.
+//!
+//! Persistence (`--data-dir`, see [`store`]): a WAL-logged mutation is logged before it is
+//! applied (and taken back if it fails to apply); train, reset and merge are checkpointed on
+//! copies that replace the served index only once on disk. An index whose files are damaged,
+//! or whose log does not replay, is quarantined at start-up: listed with its reason, refused
+//! by name, its files kept; the other indices are served.
 
 mod net;
 pub mod store;
@@ -129,6 +135,9 @@ pub struct Service {
     /// Per (tenant, action).
     stats: Mutex<HashMap<(String, String), ActionStats>>,
     cores: usize,
+    /// Indices found damaged at start-up, with the reason: listed to their tenant, refused
+    /// to every request, their files kept.
+    quarantined: RwLock<HashMap<Key, String>>,
 }
 
 /// Check an index or tenant id: 1–128 of `[A-Za-z0-9._-]`, not `.` or `..`.
@@ -177,6 +186,15 @@ fn storage_name(s: Storage) -> &'static str {
 
 fn not_found(id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("index {id:?} not found"))
+}
+
+fn quarantined_error(id: &str, reason: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "index {id:?} is quarantined: {reason}; its files are kept as they were found: an operator must repair or remove them and restart the server"
+        ),
+    )
 }
 
 /// What an `index_type` asks for.
@@ -341,7 +359,9 @@ fn metric_of(m: &Msg) -> Result<Option<Metric>> {
 }
 
 impl Service {
-    /// Open the data directory (if any) and restore every index.
+    /// Open the data directory (if any) and restore every index. An index that cannot be
+    /// restored (damaged files, a WAL record that fails on replay) is quarantined, with one
+    /// line on stderr, and the others are served.
     pub fn open(cfg: &ServerConfig) -> Result<Service> {
         let store = cfg.data_dir.as_deref().map(Store::open).transpose()?;
         let svc = Service {
@@ -351,28 +371,37 @@ impl Service {
             started: Instant::now(),
             stats: Mutex::new(HashMap::new()),
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            quarantined: RwLock::new(HashMap::new()),
         };
         if let Some(st) = &svc.store {
+            let report = st.load_all(cfg.mmap)?;
+            for w in &report.warnings {
+                log_line(format_args!("{w}"));
+            }
             let mut map = HashMap::new();
-            for l in st.load_all(cfg.mmap)? {
-                let replayed = !l.replay.is_empty();
-                let mut slot = Slot { index: l.index, md: l.metadata, store: None };
-                for rec in &l.replay {
-                    // A record that fails again changed nothing the first time either.
-                    let _ = Mutation::from_record(rec).and_then(|m| m.apply(&mut slot));
-                }
-                slot.store = Some(l.store);
-                if cfg.mmap && replayed && slot.index.ntotal() > 0 {
-                    // WAL records newer than the checkpoint were replayed into a loaded copy
-                    // (a mapped index cannot change): checkpoint it, then map the new file.
-                    checkpoint(&mut slot)?;
-                    if let Some(path) = slot.store.as_ref().map(|st| st.checkpoint_index_path()) {
-                        slot.index = Index::open_with(&path, &OpenOptions { mmap: true, warm: false })?;
+            let mut quarantined: HashMap<Key, String> =
+                report.quarantined.into_iter().map(|q| ((q.tenant, q.id), q.reason)).collect();
+            for l in report.loaded {
+                let key = (l.tenant.clone(), l.id.clone());
+                let kind = l.kind.clone();
+                match restore(l, cfg.mmap) {
+                    Ok(slot) => {
+                        map.insert(key, Entry::new(kind, slot));
+                    }
+                    Err(reason) => {
+                        quarantined.insert(key, reason);
                     }
                 }
-                map.insert((l.tenant, l.id), Entry::new(l.kind, slot));
+            }
+            let mut shown: Vec<(&Key, &String)> = quarantined.iter().collect();
+            shown.sort();
+            for ((t, id), reason) in shown {
+                log_line(format_args!(
+                    "index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}"
+                ));
             }
             *svc.indices.write().unwrap_or_else(|p| p.into_inner()) = map;
+            *svc.quarantined.write().unwrap_or_else(|p| p.into_inner()) = quarantined;
         }
         Ok(svc)
     }
@@ -384,12 +413,23 @@ impl Service {
 
     fn entry(&self, tenant: &str, id: &str) -> Result<Arc<Entry>> {
         valid_id("index_id", id)?;
-        self.indices
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(tenant.to_string(), id.to_string()))
-            .cloned()
-            .ok_or_else(|| not_found(id))
+        let key = (tenant.to_string(), id.to_string());
+        if let Some(e) = self.indices.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(e.clone());
+        }
+        Err(match self.quarantined.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            Some(reason) => quarantined_error(id, reason),
+            None => not_found(id),
+        })
+    }
+
+    /// This tenant's quarantined indices, by id.
+    fn quarantined_of(&self, tenant: &str) -> Vec<(String, String)> {
+        let q = self.quarantined.read().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<(String, String)> =
+            q.iter().filter(|((t, _), _)| t == tenant).map(|((_, id), r)| (id.clone(), r.clone())).collect();
+        rows.sort();
+        rows
     }
 
     /// Authenticate a request frame, then decode it: `action`, `api_key` and `tenant_id`
@@ -511,13 +551,19 @@ impl Service {
                         v += e.ntotal.load(Ordering::Relaxed) as u64;
                     }
                 }
+                let quarantined: Vec<Value> = self
+                    .quarantined_of(&call.tenant)
+                    .into_iter()
+                    .map(|(id, reason)| Msg::default().with("index_id", id).with("reason", reason).into_value())
+                    .collect();
                 Ok(Msg::default()
-                    .with("status", "ok")
+                    .with("status", if quarantined.is_empty() { "ok" } else { "degraded" })
                     .with("uptime_s", self.started.elapsed().as_secs_f64())
                     .with("indexes", n)
                     .with("vectors", v)
                     .with("protocol_version", protocol::PROTOCOL_VERSION)
-                    .with("persistent", self.store.is_some()))
+                    .with("persistent", self.store.is_some())
+                    .with("quarantined", Value::Array(quarantined)))
             }
             "metrics" => {
                 // Only the caller's tenant: another tenant's traffic is its own business.
@@ -560,21 +606,32 @@ impl Service {
             }
             "list_indices" | "list_indexes" => {
                 let map = self.indices.read().unwrap_or_else(|p| p.into_inner());
-                let mut rows: Vec<(&String, &Arc<Entry>)> =
+                let rows: Vec<(&String, &Arc<Entry>)> =
                     map.iter().filter(|((t, _), _)| *t == call.tenant).map(|((_, id), e)| (id, e)).collect();
-                rows.sort_by(|a, b| a.0.cmp(b.0));
-                let list = rows
+                let mut list: Vec<(String, Value)> = rows
                     .into_iter()
                     .map(|(id, e)| {
-                        Msg::default()
+                        let row = Msg::default()
                             .with("index_id", id.as_str())
                             .with("dimension", e.d as u64)
                             .with("vector_count", e.ntotal.load(Ordering::Relaxed) as u64)
                             .with("type", e.kind.as_str())
                             .with("is_trained", e.trained.load(Ordering::Relaxed))
-                            .into_value()
+                            .with("status", "ok");
+                        (id.clone(), row.into_value())
                     })
                     .collect();
+                drop(map);
+                // Quarantined indices are listed too, with why they are not served.
+                for (id, reason) in self.quarantined_of(&call.tenant) {
+                    let row = Msg::default()
+                        .with("index_id", id.as_str())
+                        .with("status", "quarantined")
+                        .with("reason", reason);
+                    list.push((id, row.into_value()));
+                }
+                list.sort_by(|a, b| a.0.cmp(&b.0));
+                let list: Vec<Value> = list.into_iter().map(|(_, v)| v).collect();
                 let _ = m;
                 Ok(Msg::default().with("indexes", Value::Array(list)))
             }
@@ -939,8 +996,7 @@ impl Service {
                 // implicit training, which for a scalar quantizer (value ranges) is cheap and
                 // deterministic, so the first add trains on its own vectors.
                 if !s.index.is_trained() && s.index.describe()?.inner_name == "IndexScalarQuantizer" && !x.is_empty() {
-                    s.index.train_rows(&x)?;
-                    checkpoint(s)?;
+                    change_durably(s, |ix, _| ix.train_rows(&x))?;
                 }
                 // Check everything the engine would refuse before logging.
                 if !s.index.is_trained() {
@@ -965,8 +1021,7 @@ impl Service {
                     return Err(Error::invalid("training needs at least one vector"));
                 }
                 let n = s.index.rows_in(&x)?;
-                s.index.train_rows(&x)?;
-                checkpoint(s)?;
+                change_durably(s, |ix, _| ix.train_rows(&x))?;
                 return Ok(Msg::default().with("is_trained", s.index.is_trained()).with("trained_with", n as u64));
             }
             "remove_ids" => {
@@ -990,9 +1045,13 @@ impl Service {
                 Mutation::SetParam { name, value }
             }
             "reset" | "clear" => {
-                s.index.reset()?;
-                s.md.vectors.clear();
-                checkpoint(s)?;
+                // The emptied copy is checkpointed before the vectors go (a copy costs the
+                // index's memory once more, for a moment; resets are rare).
+                change_durably(s, |ix, md| {
+                    ix.reset()?;
+                    md.vectors.clear();
+                    Ok(())
+                })?;
                 return Ok(Msg::default()
                     .with("message", "index reset")
                     .with("ntotal", 0u64)
@@ -1004,9 +1063,20 @@ impl Service {
         if let Some(st) = s.store.as_mut() {
             st.log(mutation.record())?;
         }
-        let out = mutation.apply(s)?;
+        let before = s.index.ntotal();
+        let out = match mutation.apply(s) {
+            Ok(out) => out,
+            Err(e) => {
+                unlog_failed(s, before);
+                return Err(e);
+            }
+        };
+        // The mutation is logged and applied: a checkpoint that fails now only leaves the
+        // WAL longer, so it must not turn the reply into an error.
         if s.store.as_ref().is_some_and(|st| st.wants_checkpoint()) {
-            checkpoint(s)?;
+            if let Err(e) = checkpoint(s) {
+                log_line(format_args!("checkpoint of {} failed: {}", dir_of(s), e.chain()));
+            }
         }
         Ok(out)
     }
@@ -1017,6 +1087,13 @@ impl Service {
         let key = (t.to_string(), id.to_string());
         if self.indices.read().unwrap_or_else(|p| p.into_inner()).contains_key(&key) {
             return Err(Error::new(ErrorKind::AlreadyExists, format!("index {id:?} already exists")));
+        }
+        if let Some(reason) = self.quarantined.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            // Its files are still there: never write over them.
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("index {id:?} already exists and is quarantined ({reason}); choose another name"),
+            ));
         }
         let dim = m.int("dimension")?.ok_or_else(|| Error::invalid("missing field \"dimension\""))?;
         if !(1..=MAX_DIMENSION as i64).contains(&dim) {
@@ -1130,35 +1207,38 @@ impl Service {
         if !s.index.is_trained() {
             return Err(Error::new(ErrorKind::NotTrained, "target index is not trained"));
         }
-        for (sid, mut src, md, rows) in copies {
-            let base = s.index.ntotal() as i64;
-            let renumbered = !src.takes_ids()?;
-            if s.index.ivf_merge_from(&mut src, 0)? {
-                // IVF merge keeps ids.
-                s.md.vectors.extend(md);
-                continue;
+        // Merged into a copy, checkpointed, and only then swapped in (in memory: in place).
+        change_durably(s, |ix, md_all| {
+            for (sid, mut src, md, rows) in copies {
+                let base = ix.ntotal() as i64;
+                let renumbered = !src.takes_ids()?;
+                if ix.ivf_merge_from(&mut src, 0)? {
+                    // IVF merge keeps ids.
+                    md_all.vectors.extend(md);
+                    continue;
+                }
+                if ix.requires_ids()? || src.requires_ids()? {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "merging {sid:?}: only IVF indices with the same quantizer, or id-less indices, can be merged"
+                        ),
+                    ));
+                }
+                let n = src.ntotal();
+                if n > 0 {
+                    let x = match rows {
+                        Some(x) => x,
+                        None => src.reconstruct_n_rows(0, n)?,
+                    };
+                    ix.add_rows(&x, None)?;
+                }
+                for (k, v) in md {
+                    md_all.vectors.insert(if renumbered { base + k } else { k }, v);
+                }
             }
-            if s.index.requires_ids()? || src.requires_ids()? {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "merging {sid:?}: only IVF indices with the same quantizer, or id-less indices, can be merged"
-                    ),
-                ));
-            }
-            let n = src.ntotal();
-            if n > 0 {
-                let x = match rows {
-                    Some(x) => x,
-                    None => src.reconstruct_n_rows(0, n)?,
-                };
-                s.index.add_rows(&x, None)?;
-            }
-            for (k, v) in md {
-                s.md.vectors.insert(if renumbered { base + k } else { k }, v);
-            }
-        }
-        checkpoint(s)?;
+            Ok(())
+        })?;
         te.refresh(s);
         Ok(Msg::default().with("ntotal", s.index.ntotal() as u64).with("message", format!("merged into {target}")))
     }
@@ -1170,17 +1250,98 @@ impl Service {
         for e in entries {
             let mut g = e.write();
             if g.index.storage() == Storage::Loaded && g.store.as_ref().is_some_and(|st| st.wal_bytes() > 0) {
-                let _ = checkpoint(&mut g);
+                if let Err(e) = checkpoint(&mut g) {
+                    // The WAL still holds everything: the next start replays it.
+                    log_line(format_args!("checkpoint of {} failed: {}", dir_of(&g), e.chain()));
+                }
             }
         }
     }
 }
 
+/// Checkpoint the slot's index and metadata as they are (with a store; else nothing).
 fn checkpoint(s: &mut Slot) -> Result<()> {
     if let Some(st) = s.store.as_mut() {
         st.checkpoint(&mut s.index, &s.md)?;
     }
     Ok(())
+}
+
+/// Make a change that the WAL does not record (train, reset, merge) durable before it is
+/// visible: with a store, `change` runs on copies of the index and metadata, the copies are
+/// checkpointed, and only then replace the slot's, so a failure anywhere leaves memory and
+/// disk as they were. Without a store `change` runs in place, as before.
+fn change_durably(s: &mut Slot, change: impl FnOnce(&mut Index, &mut Metadata) -> Result<()>) -> Result<()> {
+    let Some(st) = s.store.as_mut() else {
+        return change(&mut s.index, &mut s.md);
+    };
+    let mut index = s.index.try_clone()?;
+    let mut md = s.md.clone();
+    change(&mut index, &mut md)?;
+    st.checkpoint(&mut index, &md)?;
+    s.index = index;
+    s.md = md;
+    Ok(())
+}
+
+/// A logged mutation failed to apply: keep the WAL in step with memory. If nothing changed
+/// (`ntotal` as `before`), the record is taken back; if the failure left part of the change
+/// behind, the current state is checkpointed (which puts the record behind the checkpoint).
+/// If that fails too, the store refuses writes until restart, where replaying the record
+/// fails again and quarantines the index rather than serve a state nobody saw.
+fn unlog_failed(s: &mut Slot, before: usize) {
+    let changed = s.index.ntotal() != before;
+    let Some(st) = s.store.as_mut() else { return };
+    let dir = st.dir().display().to_string();
+    let undone = if changed { st.checkpoint(&mut s.index, &s.md) } else { st.retract_last() };
+    if let Err(e) = undone {
+        st.refuse_writes(format!("a failed mutation could not be taken out of the log ({})", e.chain()));
+        log_line(format_args!("{dir}: a failed mutation could not be taken out of the log: {}", e.chain()));
+    }
+}
+
+/// Replay a loaded index's WAL records (and, under `--mmap`, checkpoint and map it). A
+/// record that fails to apply quarantines the index: `Err` holds the reason.
+fn restore(l: store::Loaded, mmap: bool) -> std::result::Result<Slot, String> {
+    let replayed = !l.replay.is_empty();
+    let mut slot = Slot { index: l.index, md: l.metadata, store: None };
+    for rec in &l.replay {
+        if let Err(e) = Mutation::from_record(rec).and_then(|m| m.apply(&mut slot)) {
+            let seq = store::record_seq(rec).unwrap_or(0);
+            return Err(format!(
+                "{}: record seq {seq} fails to apply on replay: {}",
+                l.store.dir().join("wal.log").display(),
+                e.chain()
+            ));
+        }
+    }
+    slot.store = Some(l.store);
+    if mmap && replayed && slot.index.ntotal() > 0 {
+        // WAL records newer than the checkpoint were replayed into a loaded copy (a mapped
+        // index cannot change): checkpoint it, then map the new file. If either fails, the
+        // loaded copy is served.
+        let mapped = checkpoint(&mut slot).and_then(|_| match slot.store.as_ref() {
+            Some(st) => Index::open_with(&st.checkpoint_index_path(), &OpenOptions { mmap: true, warm: false }),
+            None => Err(Error::new(ErrorKind::Io, "no store")),
+        });
+        match mapped {
+            Ok(ix) => slot.index = ix,
+            Err(e) => log_line(format_args!("{}: serving the index loaded, not mapped: {}", dir_of(&slot), e.chain())),
+        }
+    }
+    Ok(slot)
+}
+
+/// One `faissx: …` line on stderr. Unlike `eprintln!`, never panics: stderr may be a file
+/// on the very disk that is full.
+fn log_line(msg: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "faissx: {msg}");
+}
+
+/// The index folder of a slot, for messages.
+fn dir_of(s: &Slot) -> String {
+    s.store.as_ref().map(|st| st.dir().display().to_string()).unwrap_or_default()
 }
 
 fn estimate_bytes(ix: &Index) -> u64 {
