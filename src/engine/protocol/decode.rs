@@ -363,6 +363,12 @@ pub fn decode_one(rd: &mut &[u8]) -> Result<Value> {
     Ok(v)
 }
 
+/// How many rows a packed vector field holds (without unpacking it).
+pub(crate) fn packed_rows_count(b: &[u8]) -> usize {
+    let w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    ((b.len() - 4) / 4).checked_div(w).unwrap_or(0)
+}
+
 /// The packed rows of a vector field: `(width, values)`.
 pub(crate) fn unpack_f32(b: &[u8]) -> (usize, Vec<f32>) {
     let w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
@@ -402,6 +408,7 @@ mod tests {
         let m = decode_map(&b, 1 << 20, true).unwrap();
         let Value::Ext(PACKED_F32, p) = &m[0].1 else { panic!("{:?}", m[0].1) };
         assert_eq!(unpack_f32(p), (2, vec![1.0, 2.0, 3.0, 4.5]));
+        assert_eq!(packed_rows_count(p), 2);
         assert_eq!(m[1].1, Value::Binary([7i64.to_le_bytes(), (-2i64).to_le_bytes()].concat()));
         let Value::Ext(PACKED_F32, p) = &m[2].1 else { panic!() };
         assert_eq!(unpack_f32(p), (3, vec![1.0, 2.0, 3.0]));

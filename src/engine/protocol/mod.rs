@@ -179,10 +179,7 @@ impl Msg {
     pub fn rows_hint(&self, key: &str) -> Option<u64> {
         match self.get(key)? {
             Value::Array(a) => Some(a.len() as u64),
-            Value::Ext(PACKED_F32, b) => {
-                let (w, x) = decode::unpack_f32(b);
-                Some(x.len().checked_div(w).unwrap_or(0) as u64)
-            }
+            Value::Ext(PACKED_F32, b) => Some(decode::packed_rows_count(b) as u64),
             _ => None,
         }
     }
