@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerates testdata/fashion-mnist/ from ../shared/data/fashion-mnist (Debian's
-dataset-fashion-mnist, MIT; equal to ann-benchmarks' fashion-mnist-784-euclidean):
+"""Regenerates testdata/fashion-mnist/ from the full set scripts/fashion-mnist.sh makes in
+$FAISSX_CACHE/data/fashion-mnist (Debian's dataset-fashion-mnist, MIT; or FAISSX_SHARED_DATA):
 the first 5,000 base vectors, the first 200 queries, and their exact top-100 L2 neighbours in
 that sample, computed here with numpy in exact integer arithmetic (independent of FAISS).
 Ties are broken by smaller id. Run with the interpreter from scripts/python-env.sh."""
@@ -10,7 +10,8 @@ import sys
 import numpy as np
 
 here = os.path.dirname(os.path.abspath(__file__))
-src = os.path.join(here, "..", "..", "shared", "data", "fashion-mnist")
+cache = os.environ.get("FAISSX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "faissx")
+src = os.path.join(os.environ.get("FAISSX_SHARED_DATA") or os.path.join(cache, "data"), "fashion-mnist")
 dst = os.path.join(here, "..", "testdata", "fashion-mnist")
 NB, NQ, K, D = 5000, 200, 100, 784
 

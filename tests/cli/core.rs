@@ -28,9 +28,9 @@ fn flat_search_returns_exact_ground_truth_on_sample() {
 #[test]
 fn flat_and_ivf_on_full_fashion_mnist_match_groundtruth() {
     let env = TestEnv::new("full-fm");
-    let base = shared_data("fashion-mnist/base.bvecs").display().to_string();
-    let query = shared_data("fashion-mnist/query.bvecs").display().to_string();
-    let gt = read_ivecs(&shared_data("fashion-mnist/groundtruth.ivecs"));
+    let base = fashion_mnist("base.bvecs").display().to_string();
+    let query = fashion_mnist("query.bvecs").display().to_string();
+    let gt = read_ivecs(&fashion_mnist("groundtruth.ivecs"));
     // 500 queries: a sample, read from stdin-free file slices.
     let qbytes = std::fs::read(&query).unwrap();
     std::fs::write(env.path("q500.bvecs"), &qbytes[..500 * 788]).unwrap();

@@ -16,12 +16,21 @@ pub fn testdata(rel: &str) -> PathBuf {
     repo_root().join("testdata").join(rel)
 }
 
-/// The shared real data set (`../shared/data/fashion-mnist`, or `FAISSX_SHARED_DATA`).
-pub fn shared_data(rel: &str) -> PathBuf {
-    let base =
-        std::env::var_os("FAISSX_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/data"));
-    let p = base.join(rel);
-    assert!(p.exists(), "{} is missing: the shared data set must sit beside the repository (../shared/data) or FAISSX_SHARED_DATA must point at it", p.display());
+/// A file of the full Fashion-MNIST set that `scripts/fashion-mnist.sh` makes (`scripts/test.sh`
+/// runs it first): `$FAISSX_SHARED_DATA/fashion-mnist/<file>` when that variable is set, else
+/// `$FAISSX_CACHE/data/fashion-mnist/<file>` (`FAISSX_CACHE` defaults to `~/.cache/faissx`, as
+/// in `scripts/env.sh`). Nothing else outside the clone is read by the tests.
+pub fn fashion_mnist(file: &str) -> PathBuf {
+    let root = match (std::env::var_os("FAISSX_SHARED_DATA"), std::env::var_os("FAISSX_CACHE")) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(cache)) => PathBuf::from(cache).join("data"),
+        (None, None) => {
+            let home = std::env::var_os("HOME").expect("HOME or FAISSX_CACHE must be set to find the data cache");
+            PathBuf::from(home).join(".cache/faissx/data")
+        }
+    };
+    let p = root.join("fashion-mnist").join(file);
+    assert!(p.exists(), "{} is missing: run `bash scripts/fashion-mnist.sh` (or set FAISSX_SHARED_DATA)", p.display());
     p
 }
 
