@@ -33,8 +33,8 @@ if [ ! -f "$src/train-images-idx3-ubyte.gz" ] || [ ! -f "$src/t10k-images-idx3-u
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "fashion-mnist: installing $pkg" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >&2
 fi
 python="$(bash scripts/python-env.sh)"
 mkdir -p "$out"

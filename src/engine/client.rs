@@ -1,4 +1,4 @@
-//! The client side of ../shared/protocol.md: a DEALER socket with send and receive timeouts,
+//! The client side of docs/protocol.md: a DEALER socket with send and receive timeouts,
 //! linger 0, and typed calls that send vectors and ids as binary payloads (our extension).
 //!
 //! Every request goes out as `[sequence number, "", payload]`. The server's ROUTER hands the

@@ -1,4 +1,4 @@
-//! The wire format of `faissx serve` (../shared/protocol.md): one MessagePack map per frame,
+//! The wire format of `faissx serve` (docs/protocol.md): one MessagePack map per frame,
 //! FAISSx-compatible, with binary vector payloads as our extension.
 //!
 //! This is the only file that knows bytes: it decodes requests and replies into [`Msg`] maps

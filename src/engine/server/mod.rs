@@ -1,5 +1,5 @@
 //! The server behind `faissx serve`: tenants, indices, per-vector metadata, persistence, and
-//! every action of ../shared/protocol.md §5. Bytes are `protocol.rs`'s business, sockets and
+//! every action of docs/protocol.md §7. Bytes are `protocol.rs`'s business, sockets and
 //! threads `net.rs`'s; this module turns a decoded request into a reply payload or an
 //! [`Error`].
 //!
