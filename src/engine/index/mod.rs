@@ -893,9 +893,19 @@ impl Index {
     /// Remove ids; returns how many were removed.
     ///
     /// Errors: `Unsupported` for an IDMap over an IVF index (FAISS's IDMap compacts its id
-    /// table while IVF keeps its internal ids, so later results would name wrong ids) and
-    /// for binary hash indices.
+    /// table while IVF keeps its internal ids, so later results would name wrong ids), for
+    /// HNSW and for binary hash indices ([`Index::check_removable`]).
     pub fn remove_ids(&mut self, ids: &[i64]) -> Result<usize> {
+        self.check_removable()?;
+        self.raw.remove_ids(ids)
+    }
+
+    /// Whether [`Index::remove_ids`] can work on this index, checked before anything is
+    /// logged or changed: not on mapped or on-disk indices, binary hash indices, IDMap over
+    /// IVF (see `remove_ids`), or graph indices (HNSW: FAISS cannot remove from its graph).
+    ///
+    /// Errors: `Unsupported` naming the reason.
+    pub fn check_removable(&self) -> Result<()> {
         self.writable("remove ids")?;
         let info = self.raw.describe()?;
         refuse_binary_hash(&info, "remove vectors")?;
@@ -906,7 +916,13 @@ impl Index {
                 "removing from an IDMap over an IVF index is not supported: IVF indices store ids themselves, create the index without IDMap",
             ));
         }
-        self.raw.remove_ids(ids)
+        if info.inner_name.starts_with("IndexHNSW") || info.inner_name.starts_with("IndexBinaryHNSW") {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{} cannot remove vectors (FAISS's HNSW graph does not support removal)", info.type_name),
+            ));
+        }
+        Ok(())
     }
 
     /// Remove all vectors, keep training.

@@ -310,6 +310,34 @@ proptest! {
     }
 }
 
+#[test]
+fn negative_ids_are_refused_before_anything_changes() {
+    let svc = service();
+    let status = |svc: &Service| {
+        call(svc, vec![("action", Value::from("get_index_status")), ("index_id", Value::from("idmap"))])
+            .expect("status")
+            .map("status")
+            .expect("map")
+            .expect("status")
+            .uint("ntotal")
+            .expect("ntotal")
+    };
+    let before = status(&svc);
+    let e = call(
+        &svc,
+        vec![
+            ("action", Value::from("add_with_ids")),
+            ("index_id", Value::from("idmap")),
+            ("vectors", rows(2, 8, 9)),
+            ("ids", Value::Array(vec![Value::from(7), Value::from(-5)])),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("-5"), "{e}");
+    assert_eq!(status(&svc), before);
+}
+
 thread_local! {
     static SERVICE: std::sync::Arc<Service> = std::sync::Arc::new(service());
 }

@@ -400,6 +400,13 @@ impl Service {
                     "index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}"
                 ));
             }
+            // Clients see paths relative to the data directory, not the server's layout.
+            if let Some(dir) = &cfg.data_dir {
+                let prefix = format!("{}/", dir.display());
+                for reason in quarantined.values_mut() {
+                    *reason = reason.replace(&prefix, "");
+                }
+            }
             *svc.indices.write().unwrap_or_else(|p| p.into_inner()) = map;
             *svc.quarantined.write().unwrap_or_else(|p| p.into_inner()) = quarantined;
         }
@@ -992,26 +999,34 @@ impl Service {
                         )))
                     }
                 };
-                // The Python client's IndexScalarQuantizer has no train(): it relies on
-                // implicit training, which for a scalar quantizer (value ranges) is cheap and
-                // deterministic, so the first add trains on its own vectors.
-                if !s.index.is_trained() && s.index.describe()?.inner_name == "IndexScalarQuantizer" && !x.is_empty() {
-                    change_durably(s, |ix, _| ix.train_rows(&x))?;
-                }
-                // Check everything the engine would refuse before logging.
-                if !s.index.is_trained() {
-                    return Err(Error::new(ErrorKind::NotTrained, "index is not trained: call train_index first"));
-                }
+                // Check everything the engine would refuse before anything changes or is
+                // logged.
                 match &ids {
                     Some(_) if !s.index.takes_ids()? => {
                         return Err(Error::invalid(
                             "this index does not store ids: create it as IDMap:<type> or IDMap2:<type>",
                         ))
                     }
+                    Some(ids) => {
+                        if let Some(bad) = ids.iter().find(|&&i| i < 0) {
+                            return Err(Error::invalid(format!(
+                                "id {bad} is negative: ids must be >= 0 (FAISS reports missing results as -1)"
+                            )));
+                        }
+                    }
                     None if s.index.requires_ids()? => {
                         return Err(Error::invalid("this index stores explicit ids (IDMap): use add_with_ids"))
                     }
-                    _ => {}
+                    None => {}
+                }
+                // The Python client's IndexScalarQuantizer has no train(): it relies on
+                // implicit training, which for a scalar quantizer (value ranges) is cheap and
+                // deterministic, so the first add trains on its own vectors.
+                if !s.index.is_trained() && s.index.describe()?.inner_name == "IndexScalarQuantizer" && !x.is_empty() {
+                    change_durably(s, |ix, _| ix.train_rows(&x))?;
+                }
+                if !s.index.is_trained() {
+                    return Err(Error::new(ErrorKind::NotTrained, "index is not trained: call train_index first"));
                 }
                 Mutation::Add { x, ids, md }
             }
@@ -1368,6 +1383,9 @@ enum Mutation {
 
 impl Mutation {
     fn check(&self, s: &Slot) -> Result<()> {
+        if let Mutation::Remove { .. } = self {
+            s.index.check_removable()?;
+        }
         if let Mutation::SetParam { name, value } = self {
             knob(name, *value)?;
             let info = s.index.describe()?;
