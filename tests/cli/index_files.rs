@@ -166,7 +166,7 @@ struct Mutant {
 fn mutate(rng: &mut Lcg, base: usize, orig: &[u8]) -> Mutant {
     let mut b = orig.to_vec();
     let offset = |rng: &mut Lcg, len: usize| {
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             rng.below(len.min(160))
         } else {
             rng.below(len)
@@ -189,7 +189,7 @@ fn mutate(rng: &mut Lcg, base: usize, orig: &[u8]) -> Mutant {
             format!("truncate to {len} bytes")
         }
         _ => {
-            let width = if rng.next() % 2 == 0 { 4 } else { 8 };
+            let width = if rng.next().is_multiple_of(2) { 4 } else { 8 };
             let value: u64 = match rng.next() % 4 {
                 0 => 0,
                 1 => u64::MAX,

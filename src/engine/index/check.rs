@@ -42,18 +42,22 @@ impl<'a> Reader<'a> {
         Error::format(self.path, detail)
     }
 
-    fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut b = [0u8; N];
-        match self.r.read_exact(&mut b) {
+    fn fill(&mut self, b: &mut [u8]) -> Result<()> {
+        match self.r.read_exact(b) {
             Ok(()) => {
-                self.pos += N as u64;
-                Ok(b)
+                self.pos += b.len() as u64;
+                Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 Err(self.bad(format!("damaged index file: it ends inside a field at byte {}", self.pos)))
             }
             Err(e) => Err(Error::io(self.path, e)),
         }
+    }
+    fn bytes<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut b = [0u8; N];
+        self.fill(&mut b)?;
+        Ok(b)
     }
     fn i32(&mut self) -> Result<i32> {
         Ok(i32::from_le_bytes(self.bytes::<4>()?))
@@ -200,10 +204,15 @@ pub fn check_hnsw(path: &Path) -> Result<()> {
     if total != offsets[n] {
         return bad(&r, format!("{total} neighbour slots, but the offsets need {}", offsets[n]));
     }
+    let mut buf = Vec::new();
     for (v, &lv) in levels.iter().enumerate() {
+        // Node v's lists, all levels at once (read in one call: this is most of the file).
+        buf.resize((offsets[v + 1] - offsets[v]) as usize * 4, 0);
+        r.fill(&mut buf)?;
         for level in 0..lv as usize {
-            for _ in cum[level]..cum[level + 1] {
-                let u = r.i32()?;
+            for slot in cum[level]..cum[level + 1] {
+                let b = &buf[slot as usize * 4..slot as usize * 4 + 4];
+                let u = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 if u == -1 {
                     continue;
                 }
