@@ -138,6 +138,27 @@ fn a_file_that_crashes_faiss_is_one_line_exit_2() {
     env.fails(&["search", "pq.index", "q.fvecs", "-k", "1", "--mmap"], 2, want);
 }
 
+#[test]
+fn a_check_that_does_not_finish_is_killed_and_reported() {
+    // A time limit no process start can meet stands in for a file FAISS loops on.
+    let env = TestEnv::new("files-timeout");
+    data(&env, "b.fvecs", 64, 9);
+    env.ok(&["build", "b.fvecs", "-o", "x.index", "--factory", "Flat", "-q"]);
+    std::fs::remove_file(env.path("x.index.meta.json")).unwrap();
+    let out = env.cmd().args(["info", "x.index"]).env("FAISSX_PROBE_TIMEOUT", "0.000001").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("faissx: x.index: checking the index in a child process did not finish within 0 s (killed)"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // With its checksum the file is not opened in a child process at all.
+    env.ok(&["build", "b.fvecs", "-o", "y.index", "--factory", "Flat", "-q"]);
+    let out = env.cmd().args(["info", "y.index"]).env("FAISSX_PROBE_TIMEOUT", "0.000001").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 // ---- mutation fuzz -------------------------------------------------------------------------
 
 /// 64-bit LCG (Knuth MMIX constants), as in util.rs.
