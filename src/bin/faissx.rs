@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         eprintln!("faissx: {msg}");
         return ExitCode::from(1);
     }
+    // This executable can run the hidden subcommand that opens unchecked index files in a
+    // child process (engine::index::probe); library users and tests of the library cannot.
+    faissx::engine::index::probe::enable();
     let cli = Cli::parse();
     match cmd::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ pub mod build;
 pub mod common;
 pub mod info;
 pub mod merge;
+pub mod probe_index;
 pub mod query_remote;
 pub mod render;
 pub mod search;
@@ -76,6 +77,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Talk to a running `faissx serve`: create, add, search, inspect remote indices.
     QueryRemote(query_remote::QueryRemoteArgs),
+    /// Open an index file in a child process before faissx reads it (internal).
+    #[command(name = "__probe-index", hide = true)]
+    ProbeIndex(probe_index::ProbeIndexArgs),
 }
 
 /// What every command gets besides its own arguments.
@@ -108,6 +112,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Merge(a) => merge::run(&ctx, a),
         Command::Split(a) => split::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
+        Command::ProbeIndex(a) => probe_index::run(&ctx, a),
     }
 }
 
@@ -143,5 +148,8 @@ mod tests {
         assert!(matches!(c.command, Command::Search(_)));
         assert!(Cli::try_parse_from(["faissx", "search", "fm.index", "q.bvecs", "-k", "0"]).is_err());
         assert!(Cli::try_parse_from(["faissx", "build", "b.bvecs", "-o", "x", "--metric", "hamming"]).is_err());
+        let c = Cli::try_parse_from(["faissx", crate::engine::index::probe::SUBCOMMAND, "--mmap", "--", "-x.index"])
+            .unwrap();
+        assert!(matches!(&c.command, Command::ProbeIndex(a) if a.mmap && a.index.to_str() == Some("-x.index")));
     }
 }

@@ -5,6 +5,7 @@ mod util;
 mod bench;
 mod core;
 mod errors;
+mod index_files;
 mod man_pages;
 mod merge_split;
 mod mmap;

@@ -113,6 +113,16 @@ pub fn single_threaded_blas() -> bool {
     true
 }
 
+/// Limit this process's address space to `bytes` (`RLIMIT_AS`, soft and hard), so that an
+/// allocation beyond it fails (`std::bad_alloc` in FAISS) instead of taking the machine's
+/// memory. Used by the child process that opens unchecked index files (`probe.rs`). Returns
+/// whether the limit was set.
+pub fn limit_address_space(bytes: u64) -> bool {
+    let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+    // SAFETY: setrlimit reads the struct we pass; it has no other effect on memory safety.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) == 0 }
+}
+
 fn last_error() -> String {
     // SAFETY: FAISS returns a pointer to a thread-local NUL-terminated string, or null.
     unsafe {

@@ -6,9 +6,11 @@
 //! checks happen here, so every caller (CLI, server, bench) gets them. `unsafe` lives only in
 //! `ffi.rs`.
 
+pub mod check;
 pub mod factory;
 pub mod ffi;
 pub mod meta;
+pub mod probe;
 pub mod spec;
 pub mod storage;
 
@@ -332,6 +334,22 @@ impl Index {
 
     /// Open an index file, loaded or memory-mapped per `opts` (see [`storage`]). A mapped
     /// index, or one with on-disk lists, is read-only: mutations return `Unsupported`.
+    ///
+    /// FAISS's reader trusts its input (a damaged file can crash or hang the process), so
+    /// before FAISS reads the file: when the sidecar records a checksum (every index faissx
+    /// wrote), the file must match it ([`IndexMeta::verify`]); otherwise (e.g. written by
+    /// Python) a child process opens it first ([`probe::check`]), and a crash, hang or error
+    /// there becomes an error here.
+    ///
+    /// Mapped opens are verified too: a damaged mapped file crashes FAISS just the same. The
+    /// cost is one sequential read of the file (it doubles as `--warm`): on a 200 MB Flat index
+    /// with a warm page cache, `faissx info --mmap` went from 5 ms to 34 ms, loaded from 141 ms
+    /// to 166 ms; on a cold cache it is a read of the whole file, which a mapped open otherwise
+    /// defers to the queries that touch it.
+    ///
+    /// Errors: `Format` (exit status 2) naming `path` for a checksum mismatch or a file the
+    /// child process could not open safely; `NotFound`/`InvalidInput` for a missing file or
+    /// a directory.
     pub fn open_with(path: &Path, opts: &OpenOptions) -> Result<Index> {
         match std::fs::metadata(path) {
             Err(e) => return Err(Error::io(path, e)),
@@ -340,15 +358,25 @@ impl Index {
             }
             Ok(_) => {}
         }
+        let sidecar = IndexMeta::load(path)?;
+        let verified = match &sidecar {
+            Some(m) => m.verify(path)?,
+            None => false,
+        };
+        if !verified {
+            probe::check(path, opts.mmap)?;
+        }
         let mut kind = storage::probe(path)?;
         if kind.fourcc.starts_with("IB") {
             // Binary indices (IBxF, IBwF, IBHf, IBMp, …) are always loaded.
             let raw = Raw::Binary(RawBinaryIndex::read(path, 0)?);
-            return Index::with_sidecar(path, raw, Storage::Loaded);
+            return Index::with_sidecar(path, raw, Storage::Loaded, sidecar);
         }
         let (mut flags, mut storage, _) = storage::read_flags(&kind, opts.mmap);
         if opts.warm && storage != Storage::Loaded {
-            storage::warm(path)?;
+            if !verified {
+                storage::warm(path)?;
+            }
             let data = storage::ivfdata_path(path);
             if storage == Storage::OnDisk && data.exists() {
                 storage::warm(&data)?;
@@ -369,12 +397,12 @@ impl Index {
             // FAISS's 32 prefetch threads cost ~1.1 ms per query; the page cache does better.
             raw.ondisk_configure(None, Some(0))?;
         }
-        Index::with_sidecar(path, Raw::Float(raw), storage)
+        Index::with_sidecar(path, Raw::Float(raw), storage, sidecar)
     }
 
-    /// The opened `raw` with the sidecar next to `path`, or facts read off the index.
-    fn with_sidecar(path: &Path, raw: Raw, storage: Storage) -> Result<Index> {
-        let sidecar = IndexMeta::load(path)?;
+    /// The opened `raw` with its `sidecar` (read from beside `path`), or facts read off the
+    /// index.
+    fn with_sidecar(path: &Path, raw: Raw, storage: Storage, sidecar: Option<IndexMeta>) -> Result<Index> {
         let has_sidecar = sidecar.is_some();
         let meta = match sidecar {
             Some(m) => {
@@ -608,17 +636,28 @@ impl Index {
     }
 
     /// Write the index (FAISS's own format) and its sidecar, each atomically (temp file,
-    /// fsync, rename). On error nothing under `path` changes.
+    /// fsync, rename). On error nothing under `path` changes. The sidecar records the size and
+    /// CRC-32 of the index file, which [`Index::open_with`] checks before FAISS reads it; the
+    /// `.ivfdata` file of on-disk inverted lists is not covered.
+    ///
+    /// The checksum is of the bytes actually written: the temp file is read back after FAISS
+    /// closed it, before it is renamed into place. It is still in the page cache: ~25 ms per
+    /// 200 MB (measured: `faissx build` of a 200 MB Flat index, 0.44 s before, 0.46 s after).
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.meta.ntotal = self.raw.ntotal();
         self.meta.updated_unix = meta::now_unix();
         self.meta.faissx_version = env!("CARGO_PKG_VERSION").to_string();
         let tmp = atomic::tmp_path(path);
-        if let Err(e) = self.raw.write(&tmp) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let sum = self.raw.write(&tmp).and_then(|()| meta::Checksum::of_file(&tmp));
+        let sum = match sum {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         atomic::commit_tmp(&tmp, path)?;
+        self.meta.set_checksum(Some(sum));
         self.meta.save(path)?;
         self.has_sidecar = true;
         Ok(())
