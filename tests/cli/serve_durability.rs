@@ -208,14 +208,14 @@ fn serve_corrupt_checkpoint_and_strays_do_not_stop_start_up() {
     let rows = listed(&mut c);
     assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), vec!["c", "d"]);
     let reason = field(&rows[0].1, "reason").unwrap().as_str().unwrap().to_string();
-    assert!(reason.contains(&iname) && reason.contains("checksum mismatch"), "{reason}");
+    assert!(reason.contains(&iname) && reason.contains("checksum"), "{reason}");
     assert_eq!(ntotal(&mut c, "d"), 50);
     assert_eq!(reconstruct(&mut c, "d", 49), dv[49 * d..].to_vec());
     assert!(!tenant.join("d/index-7.faiss.tmp").exists(), "leftover temp files are removed");
     assert!(tenant.join("stray.txt").exists(), "stray files are ignored, not removed");
     assert_eq!(std::fs::read(&ipath).unwrap(), bytes, "the damaged file is kept");
     let e = c.call("get_index_status", vec![id("c")]).unwrap_err();
-    assert!(e.to_string().contains("quarantined") && e.to_string().contains("checksum mismatch"), "{e}");
+    assert!(e.to_string().contains("quarantined") && e.to_string().contains("checksum"), "{e}");
     srv.stop();
     let log = std::fs::read_to_string(&log).unwrap();
     for needle in ["stray.txt", "notes.txt", "index-7.faiss.tmp", "index \"c\" of tenant \"default\" is quarantined"] {
