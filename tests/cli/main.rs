@@ -13,5 +13,6 @@ mod python_compat;
 mod serve;
 mod serve_binary;
 mod serve_durability;
+mod serve_fuzz;
 mod serve_hardening;
 mod serve_python;

@@ -654,6 +654,23 @@ fn serve_survives_requests_that_crashed_it() {
             rig.want_error(&format!("train PQ2x4 on vectors {label}"), r, &[])
         });
     }
+    // Found by serve_fuzz: k-means (an IVF quantizer's first training) dies on finite but huge
+    // components just as PQ does.
+    for (kind, scale) in [("IVF2,Flat", 1e25f32), ("IVF4,Flat", 1e20), ("IVF16,Flat", 3e38)] {
+        rig.case(&format!("train {kind} on vectors with components x{scale:e}"), move |rig| {
+            let d = 8;
+            let ix = format!("ivf-{scale:e}");
+            let x: Vec<f32> = lcg_vectors(64, d, 10)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 3 == 0 { v * scale * if i % 2 == 0 { 1.0 } else { -1.0 } } else { *v })
+                .collect();
+            let mut c = rig.client();
+            c.create(&ix, d, kind, None).map_err(|e| format!("create: {e}"))?;
+            let r = c.train(&ix, &x, d);
+            rig.want_error(&format!("train {kind} x{scale:e}"), r, &[])
+        });
+    }
     for kind in ["NSG0", "NSG1"] {
         rig.case(&format!("add_vectors on {kind}"), |rig| {
             let mut c = rig.client();
@@ -930,4 +947,77 @@ fn serve_refuses_auth_keys_without_enable_auth() {
     assert!(!out.status.success(), "expected a non-zero exit, got {:?}", out.status);
     assert_eq!(err.trim_end().lines().count(), 1, "expected a one-line error:\n{err}");
     assert!(err.contains("--enable-auth"), "the error should name --enable-auth: {err}");
+}
+
+/// `n × d` rows whose every third component is `big` (the others in [0, 1)).
+fn every_third(n: usize, d: usize, big: f32) -> Vec<f32> {
+    lcg_vectors(n, d, 5).iter().enumerate().map(|(i, x)| if i % 3 == 0 { big } else { *x }).collect()
+}
+
+/// `n × d` rows of ±f32::MAX.
+fn plus_minus_max(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    lcg_vectors(n, d, seed).iter().map(|v| if *v < 0.5 { f32::MAX } else { -f32::MAX }).collect()
+}
+
+/// Crashes and hangs that serve_fuzz found beyond issue 10's list (each reproduced alone):
+/// finite but huge components in adds and queries (not only in training), PQ fast-scan on
+/// an empty index, and HNSW searches that never end on the I/O thread.
+#[test]
+fn serve_survives_requests_found_by_fuzzing() {
+    let mut rig = Rig::new("harden-fuzz-found", &[], None, |_| {});
+    let d = 8;
+    for kind in ["IVF2,SQ8", "IVF2,RQ2x4", "IVF2,Flat,RFlat"] {
+        rig.case(&format!("add vectors with components 3e38 to a trained {kind}"), |rig| {
+            let mut c = rig.client();
+            c.create("v", d, kind, None).map_err(|e| format!("create: {e}"))?;
+            c.train("v", &lcg_vectors(300, d, 1), d).map_err(|e| format!("train: {e}"))?;
+            let r = c.add("v", &every_third(50, d, 3e38), d, None, None);
+            rig.want_reply(&format!("add to {kind}"), &r)?;
+            let r = c.search("v", &lcg_vectors(2, d, 3), d, 5, vec![], false).map(|_| Msg::default());
+            rig.want_reply(&format!("search {kind}"), &r)
+        });
+    }
+    rig.case("search a PQ2x4fs after reset", |rig| {
+        let mut c = rig.client();
+        c.create("fs", d, "PQ2x4fs", None).map_err(|e| format!("create: {e}"))?;
+        c.train("fs", &lcg_vectors(300, d, 1), d).map_err(|e| format!("train: {e}"))?;
+        c.add("fs", &lcg_vectors(50, d, 2), d, None, None).map_err(|e| format!("add: {e}"))?;
+        c.call("reset", vec![id("fs")]).map_err(|e| format!("reset: {e}"))?;
+        let r = c.search("fs", &lcg_vectors(2, d, 3), d, 5, vec![], false).map(|_| Msg::default());
+        rig.want_reply("search after reset", &r)
+    });
+    rig.case("reconstruct id 0 on an untrained, empty PQ2x4fs", |rig| {
+        let mut c = rig.client();
+        c.create("fs0", d, "PQ2x4fs", None).map_err(|e| format!("create: {e}"))?;
+        let r = c.call("reconstruct", vec![id("fs0"), ("id", Value::from(0))]);
+        rig.want_error("reconstruct id 0", r, &[ErrorKind::NotFound, ErrorKind::InvalidInput, ErrorKind::NotTrained])
+    });
+    rig.case("search an HNSW4 (ip) holding ±f32::MAX vectors", |rig| {
+        let d = 16;
+        let mut c = rig.client();
+        c.create("hm", d, "HNSW4", Some("ip")).map_err(|e| format!("create: {e}"))?;
+        let r = c.add("hm", &plus_minus_max(300, d, 1), d, None, None);
+        rig.want_reply("add ±f32::MAX", &r)?;
+        let r = c.search("hm", &lcg_vectors(17, d, 3), d, 1, vec![], false).map(|_| Msg::default());
+        rig.want_reply("search", &r)?;
+        let r = c.range_search("hm", &lcg_vectors(17, d, 3), d, -1.0).map(|_| Msg::default());
+        rig.want_reply("range_search radius -1", &r)
+    });
+    rig.case("range_search an HNSW4 (ip) with a ±f32::MAX query", |rig| {
+        let d = 64;
+        let mut c = rig.client();
+        c.create("hq", d, "HNSW4", Some("ip")).map_err(|e| format!("create: {e}"))?;
+        c.add("hq", &lcg_vectors(5, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
+        let r = c.range_search("hq", &plus_minus_max(1, d, 4), d, 10.0).map(|_| Msg::default());
+        rig.want_reply("range_search with a huge query", &r)
+    });
+    rig.case("search a small HNSW with params.efSearch = 2147483647", |rig| {
+        let mut c = rig.client();
+        c.create("he", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
+        c.add("he", &lcg_vectors(100, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
+        let params = vec![("efSearch", Value::from(2_147_483_647u64))];
+        let r = c.search("he", &lcg_vectors(1, d, 2), d, 4, params, false).map(|_| Msg::default());
+        rig.want_error("search efSearch=2147483647", r, &[])
+    });
+    rig.finish();
 }
