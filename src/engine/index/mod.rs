@@ -523,6 +523,10 @@ impl Index {
     pub fn add_codes(&mut self, x: &[u8], ids: Option<&[i64]>) -> Result<()> {
         let n = self.codes_of(x, "vectors")?;
         self.check_add(n, ids)?;
+        if n == 0 {
+            // FAISS's binary HNSW dereferences the first vector even when there is none.
+            return Ok(());
+        }
         self.b_mut()?.add(x, ids)?;
         if ids.is_some() {
             self.meta.ids = IdMode::Explicit;
@@ -778,6 +782,11 @@ impl Index {
         self.writable("add vectors")?;
         let x = self.prepare(x, "vectors")?;
         self.check_add(x.len() / self.d(), ids)?;
+        if x.is_empty() {
+            // Nothing to add: FAISS is not asked (some index types read the first vector
+            // regardless).
+            return Ok(());
+        }
         let raw = self.f_mut()?;
         match ids {
             Some(ids) => raw.add_with_ids(&x, ids)?,
@@ -843,6 +852,13 @@ impl Index {
         let nq = q.len() / self.d();
         if nq == 0 {
             return Ok(Neighbors { nq: 0, k: params.k, ids: Vec::new(), dists: Vec::new() });
+        }
+        if self.ntotal() == 0 {
+            // What FAISS answers for an empty index (id -1, the heap's neutral distance),
+            // without asking it: fast-scan PQ indices crash searching an empty index.
+            let worst = if self.f()?.is_inner_product() { -f32::MAX } else { f32::MAX };
+            let n = nq.saturating_mul(params.k);
+            return Ok(Neighbors { nq, k: params.k, ids: vec![-1; n], dists: vec![worst; n] });
         }
         let (dists, ids) = self.f()?.search(&q, params.k, params.nprobe, params.ef_search)?;
         Ok(Neighbors { nq, k: params.k, ids, dists })
