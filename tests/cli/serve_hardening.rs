@@ -680,7 +680,8 @@ fn serve_survives_requests_that_crashed_it() {
             if r.is_err() {
                 return Ok(());
             }
-            let r = c.add(&ix, &lcg_vectors(100, 8, 10), 8, None, None);
+            // NNDescent refuses 100 vectors or fewer with an error; more loop forever.
+            let r = c.add(&ix, &lcg_vectors(1000, 8, 10), 8, None, None);
             let add = rig.want_error(&format!("add to {kind}"), r, &[]);
             let stop = rig.sigterm_and_restart().map_err(|e| format!("after the add: {e}"));
             match (add, stop) {
