@@ -27,9 +27,9 @@
 //! Knobs: `FAISSX_FUZZ_SEED` (default [`DEFAULT_SEED`]); `FAISSX_FUZZ_REPLAY=i,j` sends only
 //! generated requests i, j of that seed; `FAISSX_FUZZ_SKIP_KNOWN=1` hunts for new causes:
 //! it leaves out issue 10's crashers, the saved corpus and the IDMap2 ids that crash
-//! get_vectors. Measured here (2 shared cores, unfixed server): about 1,100 generated requests
-//! a second without the time spent on findings, so the default 120,000 take about 2 minutes;
-//! mutations alone run at about 2,400 a second.
+//! get_vectors. Measured here (2 cores shared with other jobs, unfixed server): 1,100–1,500
+//! generated requests a second without the time spent on findings, so the default 200,000
+//! take 2¼–3 minutes; mutations alone run at about 2,400 a second.
 
 use crate::serve::Server;
 use crate::serve_hardening::{compact, connect, log_tail, try_start, TIMEOUT};
@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Requests per run unless `FAISSX_FUZZ_REQUESTS` says otherwise.
-const DEFAULT_REQUESTS: usize = 120_000;
+const DEFAULT_REQUESTS: usize = 200_000;
 /// Seed unless `FAISSX_FUZZ_SEED` says otherwise.
 const DEFAULT_SEED: u64 = 0x5eed_fa15;
 /// Requests in flight on the connection.
