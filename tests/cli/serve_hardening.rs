@@ -967,14 +967,15 @@ fn plus_minus_max(n: usize, d: usize, seed: u64) -> Vec<f32> {
 fn serve_survives_requests_found_by_fuzzing() {
     let mut rig = Rig::new("harden-fuzz-found", &[], None, |_| {});
     let d = 8;
-    for kind in ["IVF2,SQ8", "IVF2,RQ2x4", "IVF2,Flat,RFlat"] {
+    for (i, kind) in ["IVF2,SQ8", "IVF2,RQ2x4", "IVF2,Flat,RFlat"].into_iter().enumerate() {
         rig.case(&format!("add vectors with components 3e38 to a trained {kind}"), |rig| {
             let mut c = rig.client();
-            c.create("v", d, kind, None).map_err(|e| format!("create: {e}"))?;
-            c.train("v", &lcg_vectors(300, d, 1), d).map_err(|e| format!("train: {e}"))?;
-            let r = c.add("v", &every_third(50, d, 3e38), d, None, None);
+            let v = format!("v{i}");
+            c.create(&v, d, kind, None).map_err(|e| format!("create: {e}"))?;
+            c.train(&v, &lcg_vectors(300, d, 1), d).map_err(|e| format!("train: {e}"))?;
+            let r = c.add(&v, &every_third(50, d, 3e38), d, None, None);
             rig.want_reply(&format!("add to {kind}"), &r)?;
-            let r = c.search("v", &lcg_vectors(2, d, 3), d, 5, vec![], false).map(|_| Msg::default());
+            let r = c.search(&v, &lcg_vectors(2, d, 3), d, 5, vec![], false).map(|_| Msg::default());
             rig.want_reply(&format!("search {kind}"), &r)
         });
     }
