@@ -44,6 +44,7 @@
 //! checkpoint never writes over the files the one in force names.
 
 use crate::engine::error::{Error, ErrorKind, IoContext, Result};
+use crate::engine::index::meta::Checksum;
 use crate::engine::index::{Index, IndexMeta, OpenOptions};
 use crate::engine::io::atomic;
 use crate::engine::protocol::{self, Value};
@@ -342,31 +343,12 @@ fn checkpoint_file_number(cp_path: &Path, field: &str, name: &str, prefix: &str,
         })
 }
 
-/// CRC-32 and size of a file, read in 1 MiB blocks.
-fn file_crc32(path: &Path) -> Result<(u32, u64)> {
-    let mut f = File::open(path).at(path)?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        h.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((h.finalize(), len))
-}
-
 /// Check a checkpoint file against the CRC-32 and size `CHECKPOINT` recorded (if it did).
 fn verify(path: &Path, want_crc: Option<u32>, want_len: Option<u64>) -> Result<()> {
     if want_crc.is_none() && want_len.is_none() {
         return Ok(());
     }
-    let (crc, len) = file_crc32(path)?;
+    let Checksum { crc32: crc, bytes: len } = Checksum::of_file(path)?;
     if let Some(want) = want_len.filter(|&w| w != len) {
         return Err(Error::format(
             path,
@@ -770,7 +752,7 @@ impl IndexStore {
             // `save` checksummed the file it wrote (read back before its rename).
             let sum = index.meta().checksum().ok_or_else(|| Error::invalid("invariant: save records a checksum"))?;
             let (index_crc32, index_bytes) = (sum.crc32, sum.bytes);
-            let (sidecar_crc32, _) = file_crc32(&IndexMeta::path_for(&ipath))?;
+            let sidecar_crc32 = Checksum::of_file(&IndexMeta::path_for(&ipath))?.crc32;
             let mbytes = md.encode();
             atomic::write_all(&mpath, &mbytes)?;
             let cp = Checkpoint {
