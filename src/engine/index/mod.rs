@@ -809,11 +809,7 @@ impl Index {
         }
         match ids {
             Some(ids) => {
-                if let Some(bad) = ids.iter().find(|&&i| i < 0) {
-                    return Err(Error::invalid(format!(
-                        "id {bad} is negative: ids must be >= 0 (FAISS reports missing results as -1)"
-                    )));
-                }
+                check_ids(ids)?;
                 if ids.len() != n {
                     return Err(Error::invalid(format!(
                         "{} ids for {n} vectors: give exactly one id per vector",
@@ -1199,6 +1195,19 @@ impl Index {
 // ---- end merge / split / bench support ------------------------------------------------------
 
 /// `Unsupported` for FAISS's binary hash indices, which can neither reconstruct nor remove.
+/// Refuse user ids FAISS cannot store faithfully: negative ones (FAISS reports missing
+/// results as -1).
+///
+/// Errors: `InvalidInput` naming the first negative id.
+pub fn check_ids(ids: &[i64]) -> Result<()> {
+    match ids.iter().find(|&&i| i < 0) {
+        Some(bad) => {
+            Err(Error::invalid(format!("id {bad} is negative: ids must be >= 0 (FAISS reports missing results as -1)")))
+        }
+        None => Ok(()),
+    }
+}
+
 fn refuse_binary_hash(info: &RawInfo, what: &str) -> Result<()> {
     if info.inner_name.starts_with("IndexBinaryHash") || info.inner_name.starts_with("IndexBinaryMultiHash") {
         return Err(Error::new(ErrorKind::Unsupported, format!("binary hash indices cannot {what}")));

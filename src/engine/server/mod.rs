@@ -1015,13 +1015,7 @@ impl Service {
                             "this index does not store ids: create it as IDMap:<type> or IDMap2:<type>",
                         ))
                     }
-                    Some(ids) => {
-                        if let Some(bad) = ids.iter().find(|&&i| i < 0) {
-                            return Err(Error::invalid(format!(
-                                "id {bad} is negative: ids must be >= 0 (FAISS reports missing results as -1)"
-                            )));
-                        }
-                    }
+                    Some(ids) => crate::engine::index::check_ids(ids)?,
                     None if s.index.requires_ids()? => {
                         return Err(Error::invalid("this index stores explicit ids (IDMap): use add_with_ids"))
                     }
