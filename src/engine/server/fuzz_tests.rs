@@ -4,35 +4,13 @@
 //! each case the healthy indices must still add and search.
 
 use super::*;
-use crate::engine::protocol::encode_value;
+use crate::engine::protocol::{encode_value, Value};
 use proptest::prelude::*;
 
-const ACTIONS: [&str; 24] = [
-    "create_index",
-    "add_vectors",
-    "add_with_ids",
-    "search",
-    "range_search",
-    "train_index",
-    "reconstruct",
-    "reconstruct_n",
-    "get_vectors",
-    "remove_ids",
-    "replace_vector",
-    "get_index_status",
-    "get_index_info",
-    "get_parameter",
-    "set_parameter",
-    "get_metadata",
-    "search_and_reconstruct",
-    "merge_indices",
-    "reset",
-    "delete_index",
-    "list_indices",
-    "metrics",
-    "health",
-    "ping",
-];
+/// Every action of the protocol (new actions are fuzzed as soon as they exist).
+fn actions() -> Vec<&'static str> {
+    Action::ALL.iter().map(|a| a.name()).collect()
+}
 
 /// Index ids: healthy ones the fuzzer may change, and types worth poking.
 const INDICES: [(&str, &str, i64); 8] = [
@@ -263,7 +241,7 @@ proptest! {
 
     #[test]
     fn mutated_requests_leave_the_server_working(
-        action in proptest::sample::select(&ACTIONS[..]),
+        action in proptest::sample::select(actions()),
         target in proptest::sample::select(&INDICES[..]),
         seed in any::<u64>(),
         kind in proptest::sample::select(&TYPES[..]),

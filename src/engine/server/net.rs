@@ -181,7 +181,7 @@ impl Lanes {
                     job.env,
                     job.bytes,
                     &call.tenant,
-                    &call.action,
+                    call.action.name(),
                     job.started,
                     &job.peer,
                     nq_k(&call),
@@ -210,9 +210,10 @@ impl Pools {
             Ok(c) => c,
             Err(e) => return self.replier.send(env, bytes, "", "invalid", started, &peer, (0, 0), Err(e)),
         };
-        let send = |env, r| self.replier.send(env, bytes, &call.tenant, &call.action, started, &peer, nq_k(&call), r);
+        let send =
+            |env, r| self.replier.send(env, bytes, &call.tenant, call.action.name(), started, &peer, nq_k(&call), r);
         match Service::class(&call) {
-            Class::Inline => send(env, guarded(|| self.svc.inline(&call))),
+            Class::Inline => send(env, guarded(|| self.svc.admin(&call))),
             Class::Write(key) => {
                 let key = (call.tenant.clone(), key);
                 self.lanes.submit(key, Job { env, payload: Payload::Call(call), started, peer, bytes });
@@ -225,7 +226,7 @@ impl Pools {
                     std::thread::spawn(move || {
                         crate::engine::index::set_threads(1);
                         let r = guarded(|| svc.read(&call, true).map(|m| m.unwrap_or_default()));
-                        replier.send(env, bytes, &call.tenant, &call.action, started, &peer, nq_k(&call), r);
+                        replier.send(env, bytes, &call.tenant, call.action.name(), started, &peer, nq_k(&call), r);
                     });
                 }
                 Err(e) => send(env, Err(e)),
@@ -383,18 +384,18 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
                         continue;
                     }
                     Ok(call) if Service::class(&call) == Class::Inline => {
-                        reply(guarded(|| svc.inline(&call)), &call.action, Some(&call));
+                        reply(guarded(|| svc.admin(&call)), call.action.name(), Some(&call));
                         continue;
                     }
                     Ok(call) if svc.is_cheap_search(&call) => match guarded(|| svc.read(&call, false)) {
                         // Two thread hops cost more than a small search.
                         Ok(Some(m)) => {
-                            reply(Ok(m), &call.action, Some(&call));
+                            reply(Ok(m), call.action.name(), Some(&call));
                             continue;
                         }
                         Ok(None) => Payload::Call(call),
                         Err(e) => {
-                            reply(Err(e), &call.action, Some(&call));
+                            reply(Err(e), call.action.name(), Some(&call));
                             continue;
                         }
                     },

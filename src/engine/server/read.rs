@@ -1,0 +1,256 @@
+//! Actions that read one index under its read lock: searches, reconstruction, status,
+//! parameters and per-vector metadata. Concurrent reads share an index; a read never changes
+//! it (search parameters are per request).
+
+use super::limits::{check_results, k_of, search_params, MAX_RANGE_CANDIDATES, MAX_RESULTS};
+use super::{estimate_bytes, storage_name, Action, ActionClass, Call, Entry, Service, Slot};
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::Rows;
+use crate::engine::protocol::{self, Encoding, Msg, Value};
+
+impl Service {
+    /// Read actions. With `blocking == false`, returns `Ok(None)` instead of waiting for an
+    /// index that a mutation holds.
+    pub fn read(&self, call: &Call, blocking: bool) -> Result<Option<Msg>> {
+        let m = &call.msg;
+        if call.action.class() != ActionClass::Read {
+            return Err(super::misrouted(call.action));
+        }
+        let id = m.req_str("index_id")?;
+        let e = self.entry(&call.tenant, id)?;
+        let guard = if blocking {
+            e.read()
+        } else {
+            match e.slot.try_read() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            }
+        };
+        let s = &*guard;
+        let ix = &s.index;
+        let binary = m.flag("binary")?;
+        let out = match call.action {
+            Action::Search | Action::SearchAndReconstruct => {
+                let k = k_of(m)?;
+                let q = m.rows("query_vectors", ix)?;
+                let params = search_params(m, k)?;
+                let nq = ix.rows_in(&q)?;
+                check_results(nq, k)?;
+                // Small searches are cheaper on one thread than through OpenMP's pool.
+                crate::engine::index::set_threads(if nq >= 16 { self.cores } else { 1 });
+                let n = ix.search_rows(&q, &params)?;
+                let with_md = m.flag("include_metadata")?;
+                let md_row = |ids: &[i64]| {
+                    Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect())
+                };
+                let mut out = Msg::default().with("num_queries", n.nq as u64).with("k", k as u64);
+                if binary && call.action == Action::Search {
+                    out.set("distances", Value::Binary(protocol::f32_bytes(&n.dists)));
+                    out.set("labels", Value::Binary(protocol::i64_bytes(&n.ids)));
+                    if with_md {
+                        out.set("metadata", Value::Array((0..n.nq).map(|q| md_row(n.row(q).0)).collect()));
+                    }
+                } else {
+                    let mut results = Vec::with_capacity(n.nq);
+                    for qi in 0..n.nq {
+                        let (ids, d) = n.row(qi);
+                        let mut r = Msg::default()
+                            .with("distances", protocol::floats_value(d))
+                            .with("indices", protocol::ints_value(ids));
+                        if with_md {
+                            r.set("metadata", md_row(ids));
+                        }
+                        if call.action == Action::SearchAndReconstruct {
+                            let vecs = ids
+                                .iter()
+                                .map(|&i| {
+                                    if i < 0 {
+                                        Ok(Value::Nil)
+                                    } else {
+                                        ix.reconstruct_rows(i).map(|v| protocol::row_value(&v))
+                                    }
+                                })
+                                .collect::<Result<Vec<_>>>()?;
+                            r.set("vectors", Value::Array(vecs));
+                        }
+                        results.push(r.into_value());
+                    }
+                    out.set("results", Value::Array(results));
+                    if call.action == Action::Search {
+                        // The Python client's IndexIVFPQ reads nq × k `distances`/`indices`
+                        // at the top level.
+                        let k1 = n.k.max(1);
+                        out.set("distances", Value::Array(n.dists.chunks(k1).map(protocol::floats_value).collect()));
+                        out.set("indices", Value::Array(n.ids.chunks(k1).map(protocol::ints_value).collect()));
+                    }
+                }
+                out
+            }
+            Action::RangeSearch => {
+                let radius = m.float("radius")?.ok_or_else(|| Error::invalid("missing field \"radius\""))?;
+                let q = m.rows("query_vectors", ix)?;
+                let nq = ix.rows_in(&q)?;
+                if nq.saturating_mul(ix.ntotal()) > MAX_RANGE_CANDIDATES {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!(
+                            "range search of nq={nq} over ntotal={} may return more than the server's limit of {MAX_RANGE_CANDIDATES} hits: split the queries",
+                            ix.ntotal()
+                        ),
+                    ));
+                }
+                let h = ix.range_search_rows(&q, radius as f32)?;
+                if h.ids.len() > MAX_RESULTS {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("range search found {} hits, more than the server's limit of {MAX_RESULTS} per reply: use a smaller radius or fewer queries", h.ids.len()),
+                    ));
+                }
+                let mut results = Vec::with_capacity(h.nq());
+                for qi in 0..h.nq() {
+                    let (ids, d) = h.row(qi);
+                    results.push(
+                        Msg::default()
+                            .with("query_index", qi as u64)
+                            .with("num_results", ids.len() as u64)
+                            .with("indices", protocol::ints_value(ids))
+                            .with("distances", protocol::floats_value(d))
+                            .into_value(),
+                    );
+                }
+                Msg::default()
+                    .with("results", Value::Array(results))
+                    .with("num_queries", h.nq() as u64)
+                    .with("radius", radius)
+                    .with("lims", Value::Array(h.lims.iter().map(|&l| Value::from(l as u64)).collect()))
+                    .with("indices", protocol::ints_value(&h.ids))
+                    .with("distances", protocol::floats_value(&h.dists))
+            }
+            Action::Reconstruct => {
+                let key = match m.int("id")? {
+                    Some(k) => k,
+                    None => m.int("idx")?.ok_or_else(|| Error::invalid("missing field \"id\" (or \"idx\")"))?,
+                };
+                let v = ix.reconstruct_rows(key)?;
+                Msg::default().with(
+                    "vector",
+                    if binary { protocol::rows_value(&v, ix.d(), Encoding::Binary) } else { protocol::row_value(&v) },
+                )
+            }
+            Action::ReconstructN | Action::GetVectors => {
+                let start = m.uint("start_idx")?.unwrap_or(0) as usize;
+                let nt = ix.ntotal();
+                if start > nt {
+                    return Err(Error::invalid(format!("start_idx={start} is past ntotal={nt}")));
+                }
+                let n = if call.action == Action::ReconstructN {
+                    let n =
+                        m.uint("num_vectors")?.ok_or_else(|| Error::invalid("missing field \"num_vectors\""))? as usize;
+                    if start.checked_add(n).is_none_or(|end| end > nt) {
+                        return Err(Error::invalid(format!("start_idx={start} + num_vectors={n} is past ntotal={nt}")));
+                    }
+                    n
+                } else {
+                    (m.uint("limit")?.map_or(nt, |l| l as usize)).min(nt - start)
+                };
+                if n.saturating_mul(ix.d()) > MAX_RESULTS.saturating_mul(64) {
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("{n} vectors of d={} exceed the server's limit per reply: read them in ranges (start_idx, num_vectors)", ix.d()),
+                    ));
+                }
+                let v = match (n, ix.is_binary()) {
+                    (0, false) => Rows::Float(Vec::new()),
+                    (0, true) => Rows::Codes(Vec::new()),
+                    _ => ix.reconstruct_n_rows(start, n)?,
+                };
+                let enc = if binary { Encoding::Binary } else { Encoding::Nested };
+                Msg::default()
+                    .with("vectors", protocol::rows_value(&v, ix.d(), enc))
+                    .with("start_idx", start as u64)
+                    .with("num_vectors", n as u64)
+                    .with("ntotal", nt as u64)
+            }
+            Action::GetIndexStatus | Action::GetIndexStats | Action::GetIndexInfo => {
+                let status = self.status(id, &e, s)?;
+                let mut out = Msg::default()
+                    .with("index_id", id)
+                    .with("dimension", ix.d() as u64)
+                    .with("ntotal", ix.ntotal() as u64)
+                    .with("is_trained", ix.is_trained())
+                    .with("status", status.into_value());
+                if call.action == Action::GetIndexInfo {
+                    let mut storage = Msg::default()
+                        .with("mode", storage_name(ix.storage()))
+                        .with("estimated_memory_bytes", estimate_bytes(ix))
+                        .with("persistent", s.store.is_some());
+                    if let Some(st) = &s.store {
+                        storage.set("wal_bytes", st.wal_bytes());
+                    }
+                    out.set("storage", storage.into_value());
+                    if let Some(md) = &s.md.index {
+                        out.set("metadata", md.clone());
+                    }
+                }
+                out
+            }
+            Action::GetParameter => {
+                let p = m.req_str("parameter")?;
+                let info = ix.describe()?;
+                let v: Value = match p {
+                    "nprobe" => info.nprobe.map(|v| Value::from(v as u64)),
+                    "efSearch" | "ef_search" => info.ef_search.map(|v| Value::from(v as u64)),
+                    "efConstruction" | "ef_construction" => info.ef_construction.map(|v| Value::from(v as u64)),
+                    "nlist" => info.nlist.map(|v| Value::from(v as u64)),
+                    "M" => info.hnsw_m.map(|v| Value::from(v as u64)),
+                    "dimension" | "d" => Some(Value::from(ix.d() as u64)),
+                    "ntotal" => Some(Value::from(ix.ntotal() as u64)),
+                    "is_trained" => Some(Value::Boolean(ix.is_trained())),
+                    "metric" | "metric_type" => Some(Value::from(ix.metric().to_string())),
+                    _ => return Err(Error::invalid(format!("unknown parameter {p:?}"))),
+                }
+                .ok_or_else(|| {
+                    Error::new(ErrorKind::Unsupported, format!("parameter {p:?} does not apply to {}", info.type_name))
+                })?;
+                Msg::default().with("param_name", p).with("param_value", v)
+            }
+            Action::GetMetadata => {
+                let ids = m.ids("ids")?.ok_or_else(|| Error::invalid("missing field \"ids\""))?;
+                Msg::default().with("index_id", id).with(
+                    "metadata",
+                    Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect()),
+                )
+            }
+            other => return Err(super::misrouted(other)),
+        };
+        Ok(Some(out))
+    }
+
+    fn status(&self, id: &str, e: &Entry, s: &Slot) -> Result<Msg> {
+        let info = s.index.info(None)?;
+        let mut st = Msg::default()
+            .with("index_id", id)
+            .with("dimension", info.d as u64)
+            .with("ntotal", info.ntotal as u64)
+            .with("index_type", e.kind.as_str())
+            .with("faiss_type", info.index_type.as_str())
+            .with("is_trained", info.is_trained)
+            .with("metric", info.metric.to_string());
+        for (k, v) in [
+            ("nlist", info.nlist),
+            ("nprobe", info.nprobe),
+            ("M", info.hnsw_m),
+            ("efSearch", info.ef_search),
+            ("efConstruction", info.ef_construction),
+        ] {
+            if let Some(v) = v {
+                st.set(k, v as u64);
+            }
+        }
+        st.set("explicit_ids", info.explicit_ids);
+        st.set("storage", storage_name(info.storage));
+        st.set("vectors_with_metadata", s.md.vectors.len() as u64);
+        Ok(st)
+    }
+}

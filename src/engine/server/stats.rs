@@ -1,0 +1,90 @@
+//! Per-(tenant, action) request counts and latencies, for the `metrics` action. Each tenant
+//! sees only its own traffic.
+
+use super::Action;
+use crate::engine::protocol::{Msg, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency samples kept per (tenant, action): the most recent ones, in a ring.
+const SAMPLES: usize = 2048;
+
+#[derive(Default)]
+struct ActionStats {
+    count: u64,
+    errors: u64,
+    /// Milliseconds.
+    samples: Vec<f32>,
+    next: usize,
+}
+
+/// Counts and latencies keyed by (tenant, action name).
+#[derive(Default)]
+pub struct Stats {
+    by_key: Mutex<HashMap<(String, &'static str), ActionStats>>,
+}
+
+impl Stats {
+    /// Record one finished request. `action` is an [`Action`] name (aliases count under
+    /// their canonical name) or one of net.rs's names for requests refused before they had
+    /// an action (`invalid`, `busy`); anything else counts as `other`, so a client cannot
+    /// grow the table with made-up names.
+    pub fn record(&self, tenant: &str, action: &str, took: Duration, ok: bool) {
+        let name = match Action::parse(action) {
+            Some(a) => a.name(),
+            None if action == "invalid" => "invalid",
+            None if action == "busy" => "busy",
+            None => "other",
+        };
+        let mut st = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        let a = st.entry((tenant.to_string(), name)).or_default();
+        a.count += 1;
+        if !ok {
+            a.errors += 1;
+        }
+        let ms = took.as_secs_f32() * 1000.0;
+        if a.samples.len() < SAMPLES {
+            a.samples.push(ms);
+        } else {
+            a.samples[a.next] = ms;
+            a.next = (a.next + 1) % SAMPLES;
+        }
+    }
+
+    /// The `metrics` reply for `tenant`: `requests`, `errors`, and per action `count`,
+    /// `errors`, `p50_ms`, `p99_ms` (over the last [`SAMPLES`] requests).
+    pub fn reply(&self, tenant: &str, uptime_s: f64) -> Msg {
+        let st = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&(String, &'static str)> = st.keys().filter(|(t, _)| t == tenant).collect();
+        names.sort();
+        let (mut requests, mut errors) = (0u64, 0u64);
+        let actions = names
+            .into_iter()
+            .map(|n| {
+                let a = &st[n];
+                requests += a.count;
+                errors += a.errors;
+                let mut s = a.samples.clone();
+                s.sort_by(f32::total_cmp);
+                let pct =
+                    |p: f64| if s.is_empty() { 0.0 } else { s[((s.len() - 1) as f64 * p).round() as usize] as f64 };
+                (
+                    Value::from(n.1),
+                    Msg::default()
+                        .with("count", a.count)
+                        .with("errors", a.errors)
+                        .with("p50_ms", pct(0.5))
+                        .with("p99_ms", pct(0.99))
+                        .into_value(),
+                )
+            })
+            .collect();
+        Msg::default()
+            .with("tenant", tenant)
+            .with("requests", requests)
+            .with("errors", errors)
+            .with("uptime_s", uptime_s)
+            .with("actions", Value::Map(actions))
+    }
+}

@@ -1,0 +1,265 @@
+//! The files of one served index: its WAL (appends, repair, retraction) and its checkpoints
+//! (numbered files, fsynced, checksummed, committed by replacing `CHECKPOINT`).
+
+use super::wal::{crc32, WalFile};
+use super::{Checkpoint, Metadata, CHECKPOINT_WAL_BYTES};
+use crate::engine::error::{Error, ErrorKind, IoContext, Result};
+use crate::engine::index::meta::Checksum;
+use crate::engine::index::{Index, IndexMeta};
+use crate::engine::io::atomic;
+use crate::engine::protocol::{self, Value};
+use std::fs::OpenOptions as FileOptions;
+use std::path::{Path, PathBuf};
+
+/// The files of one index: WAL appends and checkpoints.
+pub struct IndexStore {
+    dir: PathBuf,
+    kind: String,
+    pub(super) wal: Box<dyn WalFile>,
+    /// Bytes of sound, fsynced records in the WAL.
+    wal_bytes: u64,
+    /// Where the record appended last starts, until a checkpoint (for [`IndexStore::retract_last`]).
+    last_record: Option<u64>,
+    pub(super) seq: u64,
+    checkpoint_seq: u64,
+    /// `<n>` of the checkpoint files in force (`None` before the first checkpoint).
+    file_n: Option<u64>,
+    /// The index file name of the checkpoint in force.
+    checkpoint_index: String,
+    /// Set when a failed append could not be undone: every later write is refused.
+    failed: Option<String>,
+}
+
+impl IndexStore {
+    pub(super) fn new_in(dir: &Path, kind: &str) -> Result<IndexStore> {
+        let p = dir.join("wal.log");
+        let wal = FileOptions::new().create(true).append(true).open(&p).at(&p)?;
+        let wal_bytes = wal.metadata().at(&p)?.len();
+        Ok(IndexStore {
+            dir: dir.to_path_buf(),
+            kind: kind.to_string(),
+            wal: Box::new(wal),
+            wal_bytes,
+            last_record: None,
+            seq: 0,
+            checkpoint_seq: 0,
+            file_n: None,
+            checkpoint_index: String::new(),
+            failed: None,
+        })
+    }
+
+    pub(super) fn open_existing(
+        dir: &Path,
+        kind: &str,
+        checkpoint_seq: u64,
+        file_n: u64,
+        index: &str,
+    ) -> Result<IndexStore> {
+        let mut s = IndexStore::new_in(dir, kind)?;
+        s.seq = checkpoint_seq;
+        s.checkpoint_seq = checkpoint_seq;
+        s.file_n = Some(file_n);
+        s.checkpoint_index = index.to_string();
+        Ok(s)
+    }
+
+    /// The same store after its folder was renamed to `dir` (the WAL is opened there).
+    pub(super) fn moved_to(self, dir: &Path) -> Result<IndexStore> {
+        let mut s = IndexStore::new_in(dir, &self.kind)?;
+        s.seq = self.seq;
+        s.checkpoint_seq = self.checkpoint_seq;
+        s.file_n = self.file_n;
+        s.checkpoint_index = self.checkpoint_index;
+        Ok(s)
+    }
+
+    pub(super) fn wal_path(&self) -> PathBuf {
+        self.dir.join("wal.log")
+    }
+
+    /// Cut a torn tail found at start-up.
+    pub(super) fn truncate_to(&mut self, len: u64) -> Result<()> {
+        let p = self.wal_path();
+        if self.wal_bytes > len {
+            self.wal.truncate(len).at(&p)?;
+            self.wal_bytes = len;
+        }
+        Ok(())
+    }
+
+    /// `Err` once a failed append could not be undone.
+    pub(super) fn usable(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => {
+                Err(Error::new(ErrorKind::Io, format!("{}: refuses writes until restart: {why}", self.dir.display())))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Refuse every later write (until restart) because of `why`: the WAL and memory may
+    /// no longer agree.
+    pub fn refuse_writes(&mut self, why: String) {
+        if self.failed.is_none() {
+            self.failed = Some(why);
+        }
+    }
+
+    /// Give up on this store: a failed write could not be undone.
+    pub(super) fn fail(&mut self, why: String) -> Error {
+        self.failed = Some(why);
+        self.usable().err().unwrap_or_else(|| Error::new(ErrorKind::Io, "store failed"))
+    }
+
+    /// Append a mutation record (a msgpack map; `seq` is added here) and fsync it. On error
+    /// nothing was logged: the bytes written so far are cut off again (if that fails too,
+    /// the store refuses all later writes until restart, and the torn tail is cut then).
+    pub fn log(&mut self, mut fields: Vec<(Value, Value)>) -> Result<()> {
+        self.usable()?;
+        let seq = self.seq + 1;
+        fields.push((Value::from("seq"), Value::from(seq)));
+        let payload = protocol::encode_value(&Value::Map(fields));
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Error::new(ErrorKind::TooLarge, format!("WAL record of {} bytes", payload.len())))?;
+        let mut rec = Vec::with_capacity(payload.len() + 8);
+        rec.extend_from_slice(&len.to_le_bytes());
+        rec.extend_from_slice(&crc32(&payload).to_le_bytes());
+        rec.extend_from_slice(&payload);
+        let p = self.wal_path();
+        let written = self.wal.append(&rec).and_then(|_| self.wal.sync());
+        if let Err(cause) = written {
+            return Err(match self.wal.truncate(self.wal_bytes) {
+                Ok(()) => Error::new(
+                    ErrorKind::Io,
+                    format!("{}: appending to the write-ahead log failed; nothing was logged", p.display()),
+                )
+                .with_source(cause),
+                Err(undo) => self.fail(format!(
+                    "appending to {} failed ({cause}) and cutting the partial record off failed too ({undo})",
+                    p.display()
+                )),
+            });
+        }
+        self.last_record = Some(self.wal_bytes);
+        self.wal_bytes += rec.len() as u64;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Take back the record the last [`IndexStore::log`] appended (its mutation failed to
+    /// apply), so that replay never meets it. Does nothing if a checkpoint came in between.
+    pub fn retract_last(&mut self) -> Result<()> {
+        self.usable()?;
+        let Some(start) = self.last_record.take() else { return Ok(()) };
+        let p = self.wal_path();
+        match self.wal.truncate(start) {
+            Ok(()) => {
+                self.wal_bytes = start;
+                self.seq -= 1;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("taking back the last record of {} failed ({e})", p.display()))),
+        }
+    }
+
+    /// Whether the WAL has grown enough to checkpoint.
+    pub fn wants_checkpoint(&self) -> bool {
+        self.wal_bytes >= CHECKPOINT_WAL_BYTES
+    }
+
+    /// Write the index and metadata as of the current sequence number under new names, with
+    /// their checksums read back from disk, and switch `CHECKPOINT` to them (the commit
+    /// point); then empty the WAL and remove the previous checkpoint's files. On error the
+    /// checkpoint in force is untouched and the files written for this one are removed.
+    pub fn checkpoint(&mut self, index: &mut Index, md: &Metadata) -> Result<()> {
+        self.usable()?;
+        let seq = self.seq;
+        let n = match self.file_n {
+            None => seq,
+            Some(f) => seq.max(f + 1),
+        };
+        let iname = format!("index-{n}.faiss");
+        let mname = format!("metadata-{n}.msgpack");
+        let ipath = self.dir.join(&iname);
+        let mpath = self.dir.join(&mname);
+        let committed = (|| -> Result<()> {
+            index.save(&ipath)?;
+            // `save` checksummed the file it wrote (read back before its rename).
+            let sum = index.meta().checksum().ok_or_else(|| Error::invalid("invariant: save records a checksum"))?;
+            let (index_crc32, index_bytes) = (sum.crc32, sum.bytes);
+            let sidecar_crc32 = Checksum::of_file(&IndexMeta::path_for(&ipath))?.crc32;
+            let mbytes = md.encode();
+            atomic::write_all(&mpath, &mbytes)?;
+            let cp = Checkpoint {
+                seq,
+                index: iname.clone(),
+                metadata: mname.clone(),
+                kind: self.kind.clone(),
+                index_crc32: Some(index_crc32),
+                index_bytes: Some(index_bytes),
+                sidecar_crc32: Some(sidecar_crc32),
+                metadata_crc32: Some(crc32(&mbytes)),
+            };
+            let json = serde_json::to_vec(&cp).map_err(|e| Error::invalid(format!("checkpoint: {e}")))?;
+            atomic::write_all(&self.dir.join("CHECKPOINT"), &json)
+        })();
+        if let Err(e) = committed {
+            // Not referenced by `CHECKPOINT`: free the space (a full disk is a likely cause).
+            let sidecar = IndexMeta::path_for(&ipath);
+            for p in [&ipath, &sidecar, &mpath] {
+                let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_file(atomic::tmp_path(p));
+            }
+            return Err(e);
+        }
+        self.checkpoint_seq = seq;
+        self.file_n = Some(n);
+        self.checkpoint_index = iname.clone();
+        self.last_record = None;
+        // Records up to `seq` are now in the checkpoint: start an empty WAL. If that fails,
+        // the old WAL stays in use; replay skips its records (all at or below `seq`).
+        let p = self.wal_path();
+        if atomic::write_all(&p, &[]).is_ok() {
+            match FileOptions::new().append(true).open(&p) {
+                Ok(f) => {
+                    self.wal = Box::new(f);
+                    self.wal_bytes = 0;
+                }
+                // The handle still open is the replaced file: appends to it would be lost.
+                Err(e) => {
+                    self.fail(format!("reopening {} after a checkpoint failed ({e})", p.display()));
+                }
+            }
+        }
+        // Old checkpoint files.
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let old = (name.starts_with("index-") || name.starts_with("metadata-"))
+                    && !name.starts_with(&iname)
+                    && name != mname
+                    && !name.ends_with(".tmp");
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index file of the current checkpoint.
+    pub fn checkpoint_index_path(&self) -> PathBuf {
+        self.dir.join(&self.checkpoint_index)
+    }
+
+    /// Bytes in the WAL.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal_bytes
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
