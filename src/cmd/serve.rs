@@ -22,6 +22,13 @@ Examples:
   # serve persisted indices memory-mapped (read-only, small anonymous memory)
   faissx serve --data-dir /var/lib/faissx --mmap
 
+  # serve index files built by `faissx build` as they are on disk (read-only, mapped); a file
+  # replaced on disk (a new build renamed into place) is served from then on
+  faissx serve --index docs=/srv/indices/docs.index --index acme/faq=/srv/indices/faq.index --mmap
+
+  # let clients import files from a server folder (query-remote import NAME --server-path PATH)
+  faissx serve --data-dir /var/lib/faissx --import-dir /srv/indices
+
   # any free loopback port; the first stdout line is the endpoint (tcp://127.0.0.1:NNNNN)
   faissx serve --bind-address 127.0.0.1 --port 0
 
@@ -86,8 +93,27 @@ pub struct ServeArgs {
     /// than its checkpoint is loaded, replayed and checkpointed once, then mapped. Empty
     /// indices, and indices created while running, stay loaded and writable until the next
     /// restart.
-    #[arg(long, env = "FAISSX_MMAP", requires = "data_dir")]
+    #[arg(long, env = "FAISSX_MMAP")]
     pub mmap: bool,
+
+    /// Serve an index file as it is on disk, as index NAME (of TENANT; default tenant
+    /// "default"). Repeatable.
+    ///
+    /// The file is served read-only (mapped with --mmap) and re-read, as a new generation,
+    /// when it is replaced on disk (checked every 2 s) or on `import NAME` without a file.
+    /// It is not copied into --data-dir.
+    #[arg(long = "index", value_name = "[TENANT/]NAME=PATH", env = "FAISSX_INDEXES", value_delimiter = ',')]
+    pub indexes: Vec<String>,
+
+    /// A folder whose files clients may import with `import --server-path` (symlinks are
+    /// resolved first; any path outside every such folder is refused). Repeatable.
+    #[arg(long = "import-dir", value_name = "DIR", env = "FAISSX_IMPORT_DIRS", value_delimiter = ',')]
+    pub import_dirs: Vec<PathBuf>,
+
+    /// Seconds an upload or export may stay idle before it is dropped with its files.
+    #[arg(long, value_name = "SECS", default_value_t = 60, env = "FAISSX_TRANSFER_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub transfer_timeout: u64,
 
     /// Threads that decode requests and run searches (default: max(4, 2 × cores)).
     #[arg(long, value_name = "NUM", env = "FAISSX_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -108,6 +134,22 @@ pub fn parse_auth_keys(s: &str) -> Result<HashMap<String, String>> {
         out.insert(k.to_string(), t.to_string());
     }
     Ok(out)
+}
+
+/// Parse `--index [TENANT/]NAME=PATH`.
+pub fn parse_served_file(s: &str) -> Result<server::ServedFile> {
+    let (name, path) =
+        s.split_once('=').ok_or_else(|| Error::invalid(format!("--index {s:?}: expected [TENANT/]NAME=PATH")))?;
+    let (tenant, id) = match name.split_once('/') {
+        Some((t, n)) => (t, n),
+        None => ("default", name),
+    };
+    server::valid_id("tenant", tenant).map_err(|e| e.context("--index"))?;
+    server::valid_id("index_id", id).map_err(|e| e.context("--index"))?;
+    if path.is_empty() {
+        return Err(Error::invalid(format!("--index {s:?}: empty path")));
+    }
+    Ok(server::ServedFile { tenant: tenant.to_string(), id: id.to_string(), path: PathBuf::from(path) })
 }
 
 fn auth_from_file(p: &std::path::Path) -> Result<HashMap<String, String>> {
@@ -145,6 +187,10 @@ impl ServeArgs {
         if self.max_request_bytes < 64 {
             return Err(Error::invalid("--max-request-bytes must be at least 64"));
         }
+        if self.mmap && self.data_dir.is_none() && self.indexes.is_empty() {
+            return Err(Error::invalid("--mmap maps persisted or --index files: give --data-dir or --index"));
+        }
+        let indexes = self.indexes.iter().map(|s| parse_served_file(s)).collect::<Result<Vec<_>>>()?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(ServerConfig {
             endpoint,
@@ -154,6 +200,9 @@ impl ServeArgs {
             workers: self.workers.map_or((2 * cores).max(4), |w| w as usize),
             verbose: verbose || self.log_level.eq_ignore_ascii_case("DEBUG"),
             mmap: self.mmap,
+            indexes,
+            import_dirs: self.import_dirs.clone(),
+            transfer_timeout: std::time::Duration::from_secs(self.transfer_timeout),
         })
     }
 }
@@ -215,5 +264,16 @@ mod tests {
         assert_eq!(m["k2"], "globex");
         assert!(parse_auth_keys("k1").is_err());
         assert!(parse_auth_keys("k1:../x").is_err());
+    }
+
+    #[test]
+    fn served_files_parse() {
+        let f = parse_served_file("acme/docs=/srv/docs.index").unwrap();
+        assert_eq!((f.tenant.as_str(), f.id.as_str()), ("acme", "docs"));
+        assert_eq!(f.path, PathBuf::from("/srv/docs.index"));
+        assert_eq!(parse_served_file("docs=x.index").unwrap().tenant, "default");
+        for bad in ["docs", "../x=y", "a/../b=y", "docs="] {
+            assert!(parse_served_file(bad).is_err(), "{bad}");
+        }
     }
 }

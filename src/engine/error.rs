@@ -45,6 +45,9 @@ pub enum ErrorKind {
     Busy,
     /// A bug: a request handler panicked. The server answers with this error and goes on.
     Internal,
+    /// A conditional change found the state changed by someone else first (e.g. `import
+    /// --if-generation N` when the index is no longer at generation N).
+    Conflict,
 }
 
 /// An engine error: a kind plus a one-line message that names the file, field or request at

@@ -59,6 +59,8 @@ pub enum ErrorCode {
     Busy,
     /// Anything else (FAISS exceptions, I/O failures on the server).
     Internal,
+    /// A conditional change lost a race (`import_index` with a stale `if_generation`).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Busy => "BUSY",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Conflict => "CONFLICT",
         }
     }
 
@@ -93,6 +96,7 @@ impl ErrorCode {
             "TIMEOUT" => ErrorCode::Timeout,
             "BUSY" => ErrorCode::Busy,
             "INTERNAL" => ErrorCode::Internal,
+            "CONFLICT" => ErrorCode::Conflict,
             _ => return None,
         })
     }
@@ -110,6 +114,7 @@ impl ErrorCode {
             ErrorKind::Auth => ErrorCode::Auth,
             ErrorKind::Timeout => ErrorCode::Timeout,
             ErrorKind::Busy => ErrorCode::Busy,
+            ErrorKind::Conflict => ErrorCode::Conflict,
             ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted | ErrorKind::Internal => {
                 ErrorCode::Internal
             }
@@ -130,6 +135,7 @@ impl ErrorCode {
             ErrorCode::Timeout => ErrorKind::Timeout,
             ErrorCode::Busy => ErrorKind::Busy,
             ErrorCode::Internal => ErrorKind::Remote,
+            ErrorCode::Conflict => ErrorKind::Conflict,
         }
     }
 }

@@ -14,6 +14,8 @@ pub enum ActionClass {
     Read,
     /// Changes state: runs on the queue of the index it names, in arrival order.
     Write,
+    /// A chunk of an upload or export: no index lock, disk I/O; runs on a worker thread.
+    Transfer,
 }
 
 macro_rules! actions {
@@ -107,6 +109,18 @@ actions! {
     GetParameter = "get_parameter": Read,
     /// Per-vector metadata by id.
     GetMetadata = "get_metadata": Read,
+    /// Start uploading an index file (for `import_index`).
+    UploadBegin = "upload_begin": Transfer,
+    /// One chunk of an upload.
+    UploadChunk = "upload_chunk": Transfer,
+    /// Make an upload or a server-side file the index, atomically.
+    ImportIndex = "import_index": Write,
+    /// Start an export: a point-in-time copy of an index's files.
+    ExportBegin = "export_begin": Write,
+    /// One chunk of an export.
+    ExportChunk = "export_chunk": Transfer,
+    /// End an upload or export, removing its files.
+    TransferEnd = "transfer_end": Transfer,
 }
 
 impl Action {

@@ -33,6 +33,7 @@ impl Service {
                     .with("vectors", v)
                     .with("protocol_version", protocol::PROTOCOL_VERSION)
                     .with("persistent", self.store.is_some())
+                    .with("transfers", self.transfers.open_sessions(&call.tenant) as u64)
                     .with("quarantined", Value::Array(quarantined)))
             }
             Action::Metrics => Ok(self.stats.reply(&call.tenant, self.started.elapsed().as_secs_f64())),

@@ -49,15 +49,7 @@ fn rows(n: usize, d: usize, seed: u64) -> Value {
 }
 
 fn service() -> Service {
-    let cfg = ServerConfig {
-        endpoint: String::new(),
-        data_dir: None,
-        auth_keys: None,
-        max_request_bytes: 1 << 20,
-        workers: 1,
-        verbose: false,
-        mmap: false,
-    };
+    let cfg = ServerConfig { max_request_bytes: 1 << 20, workers: 1, ..ServerConfig::new("") };
     let svc = Service::open(&cfg).expect("in-memory service");
     for (id, t, d) in INDICES {
         let r = call(

@@ -39,6 +39,8 @@ mod net;
 mod read;
 mod stats;
 pub mod store;
+mod swap;
+mod transfer;
 mod types;
 mod write;
 
@@ -52,7 +54,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use store::{IndexStore, Metadata, Store};
+use store::{IndexStore, Metadata, Origin, Store};
 
 pub use action::{Action, ActionClass};
 pub use auth::valid_id;
@@ -76,6 +78,43 @@ pub struct ServerConfig {
     pub verbose: bool,
     /// Memory-map persisted indices at start-up instead of loading them (read-only).
     pub mmap: bool,
+    /// Index files served as they are on disk (`serve --index [TENANT/]NAME=PATH`): read-only,
+    /// re-read when the file is replaced.
+    pub indexes: Vec<ServedFile>,
+    /// Folders whose files `import_index` with `server_path` and `--index` may read
+    /// (`serve --import-dir`); empty: none.
+    pub import_dirs: Vec<PathBuf>,
+    /// An upload or export idle this long is dropped with its files.
+    pub transfer_timeout: std::time::Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults of `faissx serve` for everything but the endpoint.
+    pub fn new(endpoint: &str) -> ServerConfig {
+        ServerConfig {
+            endpoint: endpoint.to_string(),
+            data_dir: None,
+            auth_keys: None,
+            max_request_bytes: 256 << 20,
+            workers: 2,
+            verbose: false,
+            mmap: false,
+            indexes: Vec::new(),
+            import_dirs: Vec::new(),
+            transfer_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// One `serve --index [TENANT/]NAME=PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedFile {
+    /// Tenant (`default` unless given).
+    pub tenant: String,
+    /// Index id.
+    pub id: String,
+    /// The index file.
+    pub path: PathBuf,
 }
 
 /// A stored index and everything kept with it.
@@ -88,22 +127,34 @@ pub struct Slot {
     pub store: Option<IndexStore>,
 }
 
-/// One index of one tenant.
+/// One index of one tenant. An import replaces the whole entry in the registry, so what a
+/// request holds (an `Arc<Entry>`) stays one version of the index to the end of the request.
 pub struct Entry {
     kind: String,
     d: usize,
     ntotal: AtomicUsize,
     trained: AtomicBool,
+    /// Generation and import checksum of this version.
+    origin: Origin,
+    /// `serve --index`: the file this index is served from (read-only, re-read when replaced).
+    source: Option<swap::Source>,
     slot: RwLock<Slot>,
 }
 
 impl Entry {
     fn new(kind: String, slot: Slot) -> Arc<Entry> {
+        let origin = slot.store.as_ref().map(IndexStore::origin).unwrap_or_default();
+        Entry::with(kind, slot, origin, None)
+    }
+
+    fn with(kind: String, slot: Slot, origin: Origin, source: Option<swap::Source>) -> Arc<Entry> {
         Arc::new(Entry {
             kind,
             d: slot.index.d(),
             ntotal: AtomicUsize::new(slot.index.ntotal()),
             trained: AtomicBool::new(slot.index.is_trained()),
+            origin,
+            source,
             slot: RwLock::new(slot),
         })
     }
@@ -157,10 +208,25 @@ pub struct Service {
     /// Indices found damaged at start-up, with the reason: listed to their tenant, refused
     /// to every request, their files kept.
     quarantined: RwLock<HashMap<Key, String>>,
+    /// Uploads and exports in progress.
+    transfers: transfer::Transfers,
+    /// `serve --import-dir`, resolved (symlinks followed).
+    import_dirs: Vec<PathBuf>,
+    /// `serve --mmap`: imported and `--index` files are mapped, not loaded.
+    mmap: bool,
 }
 
 /// the process when asked to change read-only mapped data).
-fn writable(id: &str, ix: &Index) -> Result<()> {
+fn writable(id: &str, e: &Entry, ix: &Index) -> Result<()> {
+    if let Some(src) = &e.source {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "index {id:?} is served from {} (serve --index) and read-only: replace the file (it is re-read) or import another",
+                src.path.display()
+            ),
+        ));
+    }
     match ix.storage() {
         Storage::Loaded => Ok(()),
         Storage::Mapped => Err(Error::new(
@@ -194,7 +260,7 @@ fn not_found(id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("index {id:?} not found"))
 }
 
-fn quarantined_error(id: &str, reason: &str) -> Error {
+pub(super) fn quarantined_error(id: &str, reason: &str) -> Error {
     Error::new(
         ErrorKind::Unsupported,
         format!(
@@ -209,6 +275,8 @@ impl Service {
     /// line on stderr, and the others are served.
     pub fn open(cfg: &ServerConfig) -> Result<Service> {
         let store = cfg.data_dir.as_deref().map(Store::open).transpose()?;
+        let transfers = transfer::Transfers::new(store.as_ref().map(Store::spool_dir), cfg.transfer_timeout)?;
+        let import_dirs = swap::resolve_import_dirs(&cfg.import_dirs)?;
         let svc = Service {
             indices: RwLock::new(HashMap::new()),
             store,
@@ -217,6 +285,9 @@ impl Service {
             stats: Stats::default(),
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             quarantined: RwLock::new(HashMap::new()),
+            transfers,
+            import_dirs,
+            mmap: cfg.mmap,
         };
         if let Some(st) = &svc.store {
             let report = st.load_all(cfg.mmap)?;
@@ -254,6 +325,9 @@ impl Service {
             }
             *svc.indices.write().unwrap_or_else(|p| p.into_inner()) = map;
             *svc.quarantined.write().unwrap_or_else(|p| p.into_inner()) = quarantined;
+        }
+        for f in &cfg.indexes {
+            svc.serve_file(f)?;
         }
         Ok(svc)
     }
@@ -308,7 +382,7 @@ impl Service {
     pub fn class(call: &Call) -> Class {
         match call.action.class() {
             ActionClass::Admin => Class::Inline,
-            ActionClass::Read => Class::Read,
+            ActionClass::Read | ActionClass::Transfer => Class::Read,
             ActionClass::Write => {
                 Class::Write(call.msg.str(call.action.index_field()).ok().flatten().unwrap_or("").to_string())
             }

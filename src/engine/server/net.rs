@@ -294,6 +294,28 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
                 .map_err(|e| Error::new(ErrorKind::Io, format!("spawning thread: {e}")))?,
         );
     }
+    let maintenance = {
+        let (svc, done) = (svc.clone(), Arc::new(AtomicBool::new(false)));
+        let d = done.clone();
+        let t = std::thread::Builder::new()
+            .name("faissx-maintenance".into())
+            .spawn(move || {
+                crate::engine::index::set_threads(1);
+                let mut tick = 0u64;
+                while !d.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    tick += 1;
+                    if tick.is_multiple_of(10) {
+                        // Idle uploads and exports go with their files; `--index` files
+                        // replaced on disk are re-read.
+                        svc.sweep_transfers();
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.reload_sources()));
+                    }
+                }
+            })
+            .map_err(|e| Error::new(ErrorKind::Io, format!("spawning thread: {e}")))?;
+        (t, done)
+    };
     on_ready(&endpoint)?;
     // Inline searches on this thread must not start OpenMP teams.
     crate::engine::index::set_threads(1);
@@ -419,6 +441,8 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     for t in threads {
         let _ = t.join();
     }
+    maintenance.1.store(true, Ordering::Relaxed);
+    let _ = maintenance.0.join();
     svc.checkpoint_all();
     Ok(())
 }

@@ -9,12 +9,26 @@ use crate::engine::index::Rows;
 use crate::engine::protocol::{self, Encoding, Msg, Value};
 
 impl Service {
+    /// Chunks of uploads and exports (no index lock).
+    fn transfer(&self, call: &Call) -> Result<Msg> {
+        let (t, m) = (&call.tenant, &call.msg);
+        match call.action {
+            Action::UploadBegin => self.transfers.begin_upload(t),
+            Action::UploadChunk => self.transfers.chunk(t, m),
+            Action::ExportChunk => self.transfers.read_chunk(t, m),
+            Action::TransferEnd => self.transfers.end(t, m.req_str("transfer_id")?),
+            other => Err(super::misrouted(other)),
+        }
+    }
+
     /// Read actions. With `blocking == false`, returns `Ok(None)` instead of waiting for an
     /// index that a mutation holds.
     pub fn read(&self, call: &Call, blocking: bool) -> Result<Option<Msg>> {
         let m = &call.msg;
-        if call.action.class() != ActionClass::Read {
-            return Err(super::misrouted(call.action));
+        match call.action.class() {
+            ActionClass::Read => {}
+            ActionClass::Transfer => return self.transfer(call).map(Some),
+            _ => return Err(super::misrouted(call.action)),
         }
         let id = m.req_str("index_id")?;
         let e = self.entry(&call.tenant, id)?;
@@ -251,6 +265,13 @@ impl Service {
         st.set("explicit_ids", info.explicit_ids);
         st.set("storage", storage_name(info.storage));
         st.set("vectors_with_metadata", s.md.vectors.len() as u64);
+        st.set("generation", e.origin.generation);
+        if let Some(c) = &e.origin.imported {
+            st.set("checksum", format!("crc32:{:08x}", c.crc32));
+        }
+        if let Some(src) = &e.source {
+            st.set("source", src.path.display().to_string());
+        }
         Ok(st)
     }
 }

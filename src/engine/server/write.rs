@@ -22,6 +22,15 @@ impl Service {
             Action::DeleteIndex => {
                 let id = m.req_str("index_id")?;
                 let e = self.entry(t, id)?;
+                if let Some(src) = &e.source {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "index {id:?} is served from {} (serve --index): drop it from the server's command line",
+                            src.path.display()
+                        ),
+                    ));
+                }
                 let mut map = self.indices.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(st) = &self.store {
                     st.delete(t, id)?;
@@ -33,6 +42,8 @@ impl Service {
                 Ok(Msg::default().with("message", format!("index {id} deleted")).with("index_id", id))
             }
             Action::MergeIndices => self.merge(t, m),
+            Action::ImportIndex => self.import(t, m),
+            Action::ExportBegin => self.export(t, m),
             Action::Snapshot => {
                 let targets: Vec<(String, Arc<Entry>)> = match m.str("index_id")? {
                     Some(id) => vec![(id.to_string(), self.entry(t, id)?)],
@@ -65,7 +76,7 @@ impl Service {
                 let id = m.req_str("index_id")?;
                 let e = self.entry(t, id)?;
                 let mut g = e.write();
-                writable(id, &g.index)?;
+                writable(id, &e, &g.index)?;
                 let out = self.mutate(call, &mut g);
                 e.refresh(&g);
                 out
@@ -158,7 +169,7 @@ impl Service {
         let sources =
             m.strings("source_index_ids")?.ok_or_else(|| Error::invalid("missing field \"source_index_ids\""))?;
         let te = self.entry(t, target)?;
-        writable(target, &te.read().index)?;
+        writable(target, &te, &te.read().index)?;
         // Copy the sources first (read locks only), so no lock is held while waiting for another.
         let target_binary = te.read().index.is_binary();
         let mut copies = Vec::new();
@@ -195,7 +206,7 @@ impl Service {
         }
         let mut g = te.write();
         let s = &mut *g;
-        writable(target, &s.index)?;
+        writable(target, &te, &s.index)?;
         if !s.index.is_trained() {
             return Err(Error::new(ErrorKind::NotTrained, "target index is not trained"));
         }

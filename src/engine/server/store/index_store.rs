@@ -28,6 +28,24 @@ pub struct IndexStore {
     checkpoint_index: String,
     /// Set when a failed append could not be undone: every later write is refused.
     failed: Option<String>,
+    /// What the index in force came from: its generation (1 at creation, one more per
+    /// import) and the checksum of the file imported, recorded in every `CHECKPOINT`.
+    pub(super) origin: Origin,
+}
+
+/// Where the index in force came from (kept in `CHECKPOINT` across checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// 1 when the index was created, one more for each `import_index` that replaced it.
+    pub generation: u64,
+    /// CRC-32 and size of the file its last import brought (`None`: created by `create_index`).
+    pub imported: Option<Checksum>,
+}
+
+impl Default for Origin {
+    fn default() -> Origin {
+        Origin { generation: 1, imported: None }
+    }
 }
 
 impl IndexStore {
@@ -46,6 +64,7 @@ impl IndexStore {
             file_n: None,
             checkpoint_index: String::new(),
             failed: None,
+            origin: Origin::default(),
         })
     }
 
@@ -71,6 +90,7 @@ impl IndexStore {
         s.checkpoint_seq = self.checkpoint_seq;
         s.file_n = self.file_n;
         s.checkpoint_index = self.checkpoint_index;
+        s.origin = self.origin;
         Ok(s)
     }
 
@@ -173,6 +193,50 @@ impl IndexStore {
     /// point); then empty the WAL and remove the previous checkpoint's files. On error the
     /// checkpoint in force is untouched and the files written for this one are removed.
     pub fn checkpoint(&mut self, index: &mut Index, md: &Metadata) -> Result<()> {
+        self.install(md, |ipath| {
+            index.save(ipath)?;
+            // `save` checksummed the file it wrote (read back before its rename).
+            index.meta().checksum().ok_or_else(|| Error::invalid("invariant: save records a checksum"))
+        })
+    }
+
+    /// Make a finished index file the checkpoint, as the next generation: `file` (already
+    /// fsynced, of checksum `sum`; on the same file system) is moved into the folder, given
+    /// a sidecar from `index` (the index read from it) and committed with `md`, like
+    /// [`IndexStore::checkpoint`], with the WAL emptied. On error the checkpoint in force is
+    /// untouched and `file` may be gone (the caller's spool is discarded either way).
+    pub fn adopt(&mut self, file: &Path, sum: Checksum, index: &mut Index, md: &Metadata) -> Result<()> {
+        let before = self.origin;
+        self.origin = Origin { generation: before.generation + 1, imported: Some(sum) };
+        let r = self.install(md, |ipath| {
+            std::fs::rename(file, ipath).at(ipath)?;
+            index.meta_mut().set_checksum(Some(sum));
+            index.meta().save(ipath)?;
+            Ok(sum)
+        });
+        if r.is_err() {
+            self.origin = before;
+        }
+        r
+    }
+
+    /// The generation and import checksum of the index in force.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The files of the checkpoint in force: index, its sidecar, metadata (for a
+    /// point-in-time copy: these files are never written again, only removed once a newer
+    /// checkpoint is in force, so a hard link to them stays valid).
+    pub fn checkpoint_files(&self) -> [PathBuf; 3] {
+        let ipath = self.checkpoint_index_path();
+        let n = self.file_n.unwrap_or(0);
+        [IndexMeta::path_for(&ipath), ipath, self.dir.join(format!("metadata-{n}.msgpack"))]
+    }
+
+    /// Commit a checkpoint whose index file `write_index` puts at the path it is given
+    /// (returning the file's checksum), with `md` beside it.
+    fn install(&mut self, md: &Metadata, write_index: impl FnOnce(&Path) -> Result<Checksum>) -> Result<()> {
         self.usable()?;
         let seq = self.seq;
         let n = match self.file_n {
@@ -184,9 +248,7 @@ impl IndexStore {
         let ipath = self.dir.join(&iname);
         let mpath = self.dir.join(&mname);
         let committed = (|| -> Result<()> {
-            index.save(&ipath)?;
-            // `save` checksummed the file it wrote (read back before its rename).
-            let sum = index.meta().checksum().ok_or_else(|| Error::invalid("invariant: save records a checksum"))?;
+            let sum = write_index(&ipath)?;
             let (index_crc32, index_bytes) = (sum.crc32, sum.bytes);
             let sidecar_crc32 = Checksum::of_file(&IndexMeta::path_for(&ipath))?.crc32;
             let mbytes = md.encode();
@@ -200,6 +262,9 @@ impl IndexStore {
                 index_bytes: Some(index_bytes),
                 sidecar_crc32: Some(sidecar_crc32),
                 metadata_crc32: Some(crc32(&mbytes)),
+                generation: Some(self.origin.generation),
+                imported_crc32: self.origin.imported.map(|c| c.crc32),
+                imported_bytes: self.origin.imported.map(|c| c.bytes),
             };
             let json = serde_json::to_vec(&cp).map_err(|e| Error::invalid(format!("checkpoint: {e}")))?;
             atomic::write_all(&self.dir.join("CHECKPOINT"), &json)

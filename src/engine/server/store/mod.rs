@@ -56,7 +56,7 @@ mod index_store;
 mod tests;
 mod wal;
 
-pub use index_store::IndexStore;
+pub use index_store::{IndexStore, Origin};
 use wal::read_wal;
 pub use wal::{crc32, record_seq};
 
@@ -84,6 +84,16 @@ impl Metadata {
             ),
         ]);
         protocol::encode_value(&v)
+    }
+
+    /// Read a metadata file (as [`Metadata::write`] writes it).
+    pub fn read(path: &Path) -> Result<Metadata> {
+        Metadata::decode(path, &std::fs::read(path).at(path)?)
+    }
+
+    /// Write the metadata to `path` (atomically: temp file, fsync, rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        atomic::write_all(path, &self.encode())
     }
 
     /// Parse a metadata file; anything but what [`Metadata::encode`] writes is an error.
@@ -194,6 +204,14 @@ struct Checkpoint {
     /// CRC-32 of the metadata file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metadata_crc32: Option<u32>,
+    /// The index's generation (absent before imports existed: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
+    /// CRC-32 and size of the file the last import brought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported_crc32: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported_bytes: Option<u64>,
 }
 
 impl Store {
@@ -219,6 +237,42 @@ impl Store {
 
     /// Persist a newly created index (checkpoint at sequence 0) and return its store.
     pub fn create(&self, tenant: &str, id: &str, kind: &str, index: &mut Index, md: &Metadata) -> Result<IndexStore> {
+        self.create_with(tenant, id, kind, |st| st.checkpoint(index, md))
+    }
+
+    /// Persist an imported index under a new name: `file` (fsynced, checksum `sum`, on this
+    /// file system; `index` is what it reads as) becomes its first checkpoint, generation 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_new(
+        &self,
+        tenant: &str,
+        id: &str,
+        kind: &str,
+        file: &Path,
+        sum: Checksum,
+        index: &mut Index,
+        md: &Metadata,
+    ) -> Result<IndexStore> {
+        self.create_with(tenant, id, kind, |st| {
+            st.origin.generation = 0;
+            st.adopt(file, sum, index, md)
+        })
+    }
+
+    /// A folder for temporary files on the data directory's file system (emptied at start).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root.join(".tmp")
+    }
+
+    /// Build an index folder in `.tmp` (its first checkpoint written by `init`), then rename
+    /// it into place: a crash at any point leaves either no index or a whole one.
+    fn create_with(
+        &self,
+        tenant: &str,
+        id: &str,
+        kind: &str,
+        init: impl FnOnce(&mut IndexStore) -> Result<()>,
+    ) -> Result<IndexStore> {
         let final_dir = self.dir(tenant, id);
         let tenant_dir = self.root.join("tenants").join(tenant);
         std::fs::create_dir_all(&tenant_dir).at(&tenant_dir)?;
@@ -226,7 +280,7 @@ impl Store {
         let stage = self.root.join(".tmp").join(format!("{tenant}.{id}.{}", unique()));
         std::fs::create_dir_all(&stage).at(&stage)?;
         let staged = IndexStore::new_in(&stage, kind).and_then(|mut st| {
-            st.checkpoint(index, md)?;
+            init(&mut st)?;
             Ok(st)
         });
         let st = match staged {
@@ -409,6 +463,10 @@ fn load_one(dir: &Path, mmap: bool) -> Result<Folder> {
         Index::open(&ipath)?
     };
     let mut store = IndexStore::open_existing(dir, &cp.kind, cp.seq, index_n.max(md_n), &cp.index)?;
+    store.origin = Origin {
+        generation: cp.generation.unwrap_or(1),
+        imported: cp.imported_crc32.zip(cp.imported_bytes).map(|(crc32, bytes)| Checksum { crc32, bytes }),
+    };
     let torn = match &wal.torn {
         Some(what) => {
             store.truncate_to(wal.good_len)?;
