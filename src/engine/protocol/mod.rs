@@ -11,6 +11,7 @@ use crate::engine::index::{pack_bits, Index, Rows};
 pub use rmpv::Value;
 
 mod decode;
+pub mod params;
 use decode::PACKED_F32;
 pub use decode::{peek_head, Head, MAX_DEPTH};
 
