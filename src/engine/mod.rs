@@ -11,6 +11,7 @@ pub mod io;
 pub mod jobs;
 pub mod merge;
 pub mod metrics;
+pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shards;
