@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 const D: usize = 128;
 
+/// Ten neighbours per query with the index's own settings.
+const KNN10: SearchParams = SearchParams { k: 10, nprobe: None, ef_search: None };
+
 fn vectors(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n * D)
@@ -90,8 +93,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// Single-query searches of `queries` over one connection with `window` requests in flight:
 /// (requests/s, p50 ms, p99 ms, server CPU µs per request, client CPU µs per request).
 fn pipelined(c: &mut Client, server: u32, index: &str, queries: &[f32], window: usize) -> (f64, f64, f64, f64, f64) {
-    let reqs: Vec<Vec<u8>> =
-        queries.chunks(D).map(|q| c.config().search_request(index, q, D, 10, vec![], false)).collect();
+    let reqs: Vec<Vec<u8>> = queries.chunks(D).map(|q| c.config().search_request(index, q, D, &KNN10, false)).collect();
     let mut lat = Vec::with_capacity(reqs.len());
     let (s0, c0) = (cpu_seconds(server), cpu_seconds(std::process::id()));
     let t0 = Instant::now();
@@ -126,16 +128,16 @@ fn main() {
 fn bench_search(base: &[f32], queries: &[f32]) {
     let srv = start();
     let mut c = client(&srv.1);
-    c.create("flat", D, "Flat", None).expect("create");
-    c.add("flat", base, D, None, None).expect("add");
+    c.create_index("flat", D, "Flat", None).expect("create");
+    c.add_vectors("flat", base, D, None, None).expect("add");
     for q in queries.chunks(D).take(200) {
-        c.search("flat", q, D, 10, vec![], false).expect("warm-up");
+        c.search("flat", q, D, &KNN10, false).expect("warm-up");
     }
     let mut lat = Vec::with_capacity(2000);
     let t0 = Instant::now();
     for q in queries.chunks(D) {
         let t = Instant::now();
-        c.search("flat", q, D, 10, vec![], false).expect("search");
+        c.search("flat", q, D, &KNN10, false).expect("search");
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let wall = t0.elapsed().as_secs_f64();
@@ -147,7 +149,7 @@ fn bench_search(base: &[f32], queries: &[f32]) {
     let mut local =
         Index::create(&IndexSpec { factory: "Flat".into(), metric: Metric::L2, dim: D }, false).expect("index");
     local.add(base, None).expect("add");
-    let params = SearchParams { k: 10, nprobe: None, ef_search: None };
+    let params = KNN10;
     let mut llat = Vec::with_capacity(2000);
     let t0 = Instant::now();
     for q in queries.chunks(D) {
@@ -188,10 +190,10 @@ fn bench_add() {
     let (mut wire, mut inproc) = (Vec::new(), Vec::new());
     for round in 0..3 {
         let name = format!("adds{round}");
-        c.create(&name, D, "Flat", None).expect("create");
+        c.create_index(&name, D, "Flat", None).expect("create");
         let t0 = Instant::now();
         for b in big.chunks(10_000 * D) {
-            c.add(&name, b, D, None, None).expect("add");
+            c.add_vectors(&name, b, D, None, None).expect("add");
         }
         wire.push(100_000.0 / t0.elapsed().as_secs_f64());
         let mut local =
@@ -226,7 +228,7 @@ fn bench_many(base: &[f32], queries: &[f32]) {
     };
     let t0 = Instant::now();
     for i in 0..many {
-        c.create(&format!("ix{i}"), D, "Flat", None).expect("create");
+        c.create_index(&format!("ix{i}"), D, "Flat", None).expect("create");
         c.call_raw(req(i)).expect("add");
     }
     let fill = t0.elapsed().as_secs_f64();
@@ -244,7 +246,7 @@ fn bench_many(base: &[f32], queries: &[f32]) {
     let mut slat = Vec::new();
     for (i, q) in queries.chunks(D).enumerate().take(1000) {
         let t = Instant::now();
-        c.search(&format!("ix{}", (i * 7919) % many), q, D, 10, vec![], false).expect("search");
+        c.search(&format!("ix{}", (i * 7919) % many), q, D, &KNN10, false).expect("search");
         slat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     println!(

@@ -3,11 +3,12 @@
 use super::common::{BatchArgs, InputArgs, MetricArg};
 use super::render::{note, StderrProgress};
 use super::Ctx;
-use crate::engine::index::{storage, IndexSpec};
+use crate::engine::index::IndexSpec;
 use crate::engine::jobs::{self, BuildOptions};
+use crate::engine::output::{check_new, IndexOutput};
 use crate::engine::{io, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 const EXAMPLES: &str = "\
@@ -100,16 +101,12 @@ pub struct BuildArgs {
 
 /// Run `faissx build`.
 pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
-    if a.output.exists() && !a.force {
-        return Err(crate::engine::Error::new(
-            crate::engine::ErrorKind::AlreadyExists,
-            format!("{}: already exists (use --force to replace it)", a.output.display()),
-        ));
-    }
+    check_new(&a.output, a.force)?;
     io::atomic::check_dest(&a.output)?;
     let input = a.input_args.open(&a.input)?;
     let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
     let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };
+    let out = if a.on_disk { IndexOutput::with_lists_on_disk(&a.output) } else { IndexOutput::new(&a.output) };
     let opts = BuildOptions {
         train_size: a.train_size.map(|v| v as usize),
         seed: a.seed,
@@ -118,13 +115,13 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         ef_construction: a.ef_construction.map(|v| v as usize),
         nprobe: a.nprobe.map(|v| v as usize),
         ef_search: a.ef_search.map(|v| v as usize),
-        on_disk: a.on_disk.then(|| storage::ivfdata_path(&a.output)),
+        on_disk: out.lists_tmp().map(Path::to_path_buf),
         shard_size: a.shard_size.map(|v| v as usize),
     };
     let progress = StderrProgress::new(ctx.quiet);
     let t = Instant::now();
     let mut index = jobs::build(&input, &spec, &opts, &progress, &ctx.stop)?;
-    jobs::save(&mut index, &a.output)?;
+    out.commit(&mut index)?;
     note(
         ctx.quiet,
         &format!(

@@ -2,7 +2,7 @@
 //! one spelling and one help text everywhere.
 
 use crate::engine::io::{CsvOptions, VecFormat};
-use crate::engine::{Result, VectorFile};
+use crate::engine::{Result, SearchParams, VectorFile};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,17 @@ pub struct SearchParamArgs {
     /// HNSW: efSearch, the candidate list size (default: the value stored in the index).
     #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
     pub ef_search: Option<u64>,
+}
+
+impl SearchParamArgs {
+    /// These flags as the engine's search parameters for `k` neighbours per query.
+    pub fn to_params(&self, k: u64) -> SearchParams {
+        SearchParams {
+            k: k as usize,
+            nprobe: self.nprobe.map(|v| v as usize),
+            ef_search: self.ef_search.map(|v| v as usize),
+        }
+    }
 }
 
 /// Rows per FAISS call.

@@ -3,11 +3,8 @@
 use super::common::BatchArgs;
 use super::render::{note, StderrProgress};
 use super::Ctx;
-use crate::engine::index::{storage, OpenOptions, Storage};
-use crate::engine::io::atomic;
-use crate::engine::jobs;
-use crate::engine::merge::{self, IdPolicy, MergeMethod};
-use crate::engine::{Error, ErrorKind, Index, Result};
+use crate::engine::merge::{self, IdPolicy, MergeMethod, MergeOptions};
+use crate::engine::Result;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -78,55 +75,23 @@ pub struct MergeArgs {
 
 /// Run `faissx merge`.
 pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
-    if a.output.exists() && !a.force {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            format!("{}: already exists (use --force to replace it)", a.output.display()),
-        ));
-    }
-    let policy = match a.ids {
-        None => IdPolicy::Auto,
-        Some(IdsArg::Keep) => IdPolicy::Keep,
-        Some(IdsArg::Renumber) => IdPolicy::Renumber,
+    let opts = MergeOptions {
+        policy: match a.ids {
+            None => IdPolicy::Auto,
+            Some(IdsArg::Keep) => IdPolicy::Keep,
+            Some(IdsArg::Renumber) => IdPolicy::Renumber,
+        },
+        on_disk: a.on_disk,
+        batch: a.batch.batch as usize,
+        force: a.force,
     };
-    // On-disk merges only read their inputs, so map them (renumbering ids needs them loaded).
-    let opts = OpenOptions { mmap: a.on_disk && policy != IdPolicy::Renumber, warm: false };
-    let mut inputs =
-        a.indexes.iter().map(|p| Ok((p.clone(), Index::open_float(p, &opts)?))).collect::<Result<Vec<_>>>()?;
-    if a.on_disk && !merge::keeps_ids(&inputs, policy)? {
-        for (p, idx) in inputs.iter_mut() {
-            if idx.storage() == Storage::Mapped {
-                *idx = Index::open_float(p, &OpenOptions::default())?;
-            }
-        }
-    }
-    if !a.on_disk {
-        if let Some((p, _)) = inputs.iter().find(|(_, i)| i.storage() != Storage::Loaded) {
-            return Err(Error::invalid(format!(
-                "{}: has on-disk inverted lists (read-only): merge it with --on-disk",
-                p.display()
-            )));
-        }
-    }
-    let n_inputs = inputs.len();
     let progress = StderrProgress::new(ctx.quiet);
-    let (_index, report) = if a.on_disk {
-        let data = atomic::tmp_path(&storage::ivfdata_path(&a.output));
-        let res = merge::merge_on_disk(inputs, policy, &data, &progress, &ctx.stop)
-            .and_then(|(mut index, report)| jobs::save(&mut index, &a.output).map(|()| (index, report)));
-        if res.is_err() {
-            let _ = std::fs::remove_file(&data);
-        }
-        res?
-    } else {
-        let (mut index, report) = merge::merge_into(inputs, policy, a.batch.batch as usize, &progress, &ctx.stop)?;
-        index.save(&a.output)?;
-        (index, report)
-    };
+    let report = merge::merge_files(&a.indexes, &a.output, &opts, &progress, &ctx.stop)?;
     note(
         ctx.quiet,
         &format!(
-            "merged {n_inputs} indices into {}{} ({} vectors, ids {}, {})",
+            "merged {} indices into {}{} ({} vectors, ids {}, {})",
+            a.indexes.len(),
             a.output.display(),
             if a.on_disk { " (lists on disk)" } else { "" },
             report.ntotal,

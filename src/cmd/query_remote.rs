@@ -5,7 +5,7 @@
 use super::common::{InputArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
-use crate::engine::client::{Client, ClientConfig};
+use crate::engine::client::{Client, ClientConfig, IndexStatus};
 use crate::engine::index::{pack_bits, Rows};
 use crate::engine::io::{self, check_dim};
 use crate::engine::jobs;
@@ -351,38 +351,21 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
     })?;
     match a.op {
         RemoteOp::Ping => print_reply(c.ping()?),
-        RemoteOp::Health => print_reply(c.call("health", vec![])?),
-        RemoteOp::Metrics => print_reply(c.call("metrics", vec![])?),
-        RemoteOp::List => print_reply(c.call("list_indices", vec![])?),
+        RemoteOp::Health => print_reply(c.health()?),
+        RemoteOp::Metrics => print_reply(c.metrics()?),
+        RemoteOp::List => print_reply(c.list_indices()?),
         RemoteOp::Create(x) => {
-            print_reply(c.create(&x.index, x.dimension as usize, &x.index_type, x.metric.as_deref())?)
+            print_reply(c.create_index(&x.index, x.dimension as usize, &x.index_type, x.metric.as_deref())?)
         }
-        RemoteOp::Info(x) => print_reply(c.call("get_index_info", vec![("index_id", Value::from(x.index.as_str()))])?),
-        RemoteOp::Delete(x) => print_reply(c.call("delete_index", vec![("index_id", Value::from(x.index.as_str()))])?),
-        RemoteOp::Snapshot(x) => {
-            let f = x.index.as_deref().map(|i| vec![("index_id", Value::from(i))]).unwrap_or_default();
-            print_reply(c.call("snapshot", f)?)
-        }
-        RemoteOp::Remove(x) => {
-            let ids = x.resolve()?;
-            print_reply(c.call(
-                "remove_ids",
-                vec![("index_id", Value::from(x.index.as_str())), ("ids", crate::engine::protocol::ints_value(&ids))],
-            )?)
-        }
-        RemoteOp::Metadata(x) => {
-            let ids = x.resolve()?;
-            print_reply(c.call(
-                "get_metadata",
-                vec![("index_id", Value::from(x.index.as_str())), ("ids", crate::engine::protocol::ints_value(&ids))],
-            )?)
-        }
+        RemoteOp::Info(x) => print_reply(c.get_index_info(&x.index)?),
+        RemoteOp::Delete(x) => print_reply(c.delete_index(&x.index)?),
+        RemoteOp::Snapshot(x) => print_reply(c.snapshot(x.index.as_deref())?),
+        RemoteOp::Remove(x) => print_reply(c.remove_ids(&x.index, &x.resolve()?)?),
+        RemoteOp::Metadata(x) => print_reply(c.get_metadata(&x.index, &x.resolve()?)?),
         RemoteOp::Reconstruct(x) => {
             let mut out = std::io::BufWriter::new(std::io::stdout());
             for id in x.resolve()? {
-                let r =
-                    c.call("reconstruct", vec![("index_id", Value::from(x.index.as_str())), ("id", Value::from(id))])?;
-                let v = r.get("vector").map(to_json).unwrap_or(serde_json::Value::Null);
+                let v = to_json(&c.reconstruct(&x.index, id)?);
                 writeln!(out, "{}", serde_json::json!({"id": id, "vector": v}))
                     .map_err(|e| Error::io(Path::new("<stdout>"), e))?;
             }
@@ -390,7 +373,7 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         }
         RemoteOp::Add(x) => add(ctx, &mut c, x),
         RemoteOp::Train(x) => {
-            let form = index_form(&mut c, &x.index)?;
+            let form = Form::of(&c.get_index_status(&x.index)?);
             let f = x.input_args.open(&x.input)?;
             form.check(f.path(), f.dim())?;
             let n = x.train_size.map_or(f.len().min(100_000), |n| n as usize);
@@ -399,7 +382,7 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         }
         RemoteOp::Search(x) => search(ctx, &mut c, x),
         RemoteOp::RangeSearch(x) => {
-            let form = index_form(&mut c, &x.index)?;
+            let form = Form::of(&c.get_index_status(&x.index)?);
             let f = x.input_args.open(&x.queries)?;
             form.check(f.path(), f.dim())?;
             let mut w = HitWriter::new(text_format(x.format)?);
@@ -421,18 +404,12 @@ struct Form {
     binary: bool,
 }
 
-/// The index's [`Form`], from `get_index_status` (binary indices report metric `hamming`).
-fn index_form(c: &mut Client, id: &str) -> Result<Form> {
-    form_of(&c.call("get_index_status", vec![("index_id", Value::from(id))])?)
-}
-
-fn form_of(status: &Msg) -> Result<Form> {
-    let d = status.uint("dimension")?.unwrap_or(0) as usize;
-    let metric = status.map("status")?.and_then(|m| m.str("metric").ok().flatten().map(str::to_string));
-    Ok(Form { d, binary: metric.as_deref() == Some("hamming") })
-}
-
 impl Form {
+    /// The form of the index with this status.
+    fn of(status: &IndexStatus) -> Form {
+        Form { d: status.dimension, binary: status.is_binary() }
+    }
+
     /// Check that rows of `file_d` values from `path` fit: `d` for a float index; for a
     /// binary one `d` (one value per bit) or `d/8` (packed bytes, as in `.bvecs`).
     fn check(&self, path: &Path, file_d: usize) -> Result<()> {
@@ -495,14 +472,14 @@ fn text_format(f: Option<OutputFormat>) -> Result<TextFormat> {
 }
 
 fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
-    let status = c.call("get_index_status", vec![("index_id", Value::from(x.index.as_str()))])?;
-    let form = form_of(&status)?;
+    let status = c.get_index_status(&x.index)?;
+    let form = Form::of(&status);
     let d = form.d;
     let f = x.input_args.open(&x.input)?;
     form.check(f.path(), f.dim())?;
-    if !status.flag("is_trained")? {
+    if !status.is_trained {
         // As `faissx build` does: an untrained index is trained on a sample of its input.
-        let nlist = status.map("status")?.and_then(|m| m.uint("nlist").ok().flatten()).unwrap_or(0) as usize;
+        let nlist = status.nlist.unwrap_or(0);
         let n = x.train_size.map_or(jobs::default_train_size(f.len(), nlist), |n| n as usize).min(f.len());
         render::note(
             ctx.quiet,
@@ -546,11 +523,11 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
         let bid = ids.as_ref().map(|v| &v[r.clone()]);
         let bmd = md.as_ref().map(|m| m[r].to_vec());
         let rows = form.rows(f.path(), b.data, f.dim())?;
-        last = Some(c.add(&x.index, &rows, d, bid, bmd)?);
+        last = Some(c.add_vectors(&x.index, &rows, d, bid, bmd)?);
         progress.inc(b.rows as u64);
     }
     progress.finish();
-    let ntotal = last.as_ref().and_then(|m| m.uint("ntotal").ok().flatten());
+    let ntotal = last.map(|a| a.ntotal);
     println_out(&serde_json::json!({"index_id": x.index, "added": f.len(), "ntotal": ntotal}).to_string())
 }
 
@@ -563,17 +540,11 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     if x.include_metadata && fmt != OutputFormat::Jsonl {
         return Err(Error::invalid("--include-metadata needs --format jsonl"));
     }
-    let form = index_form(c, &x.index)?;
+    let form = Form::of(&c.get_index_status(&x.index)?);
     let f = x.input_args.open(&x.queries)?;
     form.check(f.path(), f.dim())?;
-    let k = x.k as usize;
-    let mut params = Vec::new();
-    if let Some(n) = x.params.nprobe {
-        params.push(("nprobe", Value::from(n)));
-    }
-    if let Some(e) = x.params.ef_search {
-        params.push(("efSearch", Value::from(e)));
-    }
+    let params = x.params.to_params(x.k);
+    let k = params.k;
     let progress = StderrProgress::new(ctx.quiet || !binary);
     progress.start("search", f.len() as u64);
     let mut all = Neighbors { nq: 0, k, ids: Vec::new(), dists: Vec::new() };
@@ -581,7 +552,7 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     for b in f.batches(x.batch as usize) {
         let b = b?;
         let q = form.rows(f.path(), b.data, f.dim())?;
-        let (n, md) = c.search(&x.index, &q, form.d, k, params.clone(), x.include_metadata)?;
+        let (n, md) = c.search(&x.index, &q, form.d, &params, x.include_metadata)?;
         if binary {
             all.nq += n.nq;
             all.ids.extend_from_slice(&n.ids);

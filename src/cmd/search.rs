@@ -4,7 +4,7 @@ use super::common::{BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArg
 use super::render::{self, HitWriter, StderrProgress};
 use super::Ctx;
 use crate::engine::shards::{self, ShardSet};
-use crate::engine::{Error, Index, Neighbors, Result, SearchParams};
+use crate::engine::{Error, Index, Neighbors, Result};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -118,11 +118,7 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     verbose(ctx, &format!("opened {} index file(s) in {:.3} s", a.index.len(), t_open.elapsed().as_secs_f64()));
     let t_search = Instant::now();
     let queries = a.input_args.open(&a.queries)?;
-    let params = SearchParams {
-        k: a.k as usize,
-        nprobe: a.params.nprobe.map(|v| v as usize),
-        ef_search: a.params.ef_search.map(|v| v as usize),
-    };
+    let params = a.params.to_params(a.k);
     let progress = StderrProgress::new(ctx.quiet || !binary);
     let batch = a.batch.batch as usize;
 

@@ -3,13 +3,10 @@
 use super::common::BatchArgs;
 use super::render::{note, StderrProgress};
 use super::Ctx;
-use crate::engine::index::{sidecar_path, storage};
-use crate::engine::io::atomic;
-use crate::engine::jobs;
-use crate::engine::split::{self, SplitBy};
-use crate::engine::{Error, ErrorKind, Index, Result};
+use crate::engine::split::{self, SplitBy, SplitOptions};
+use crate::engine::Result;
 use clap::{Args, ValueEnum};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -75,83 +72,30 @@ pub struct SplitArgs {
     pub batch: BatchArgs,
 }
 
-/// The path of shard `i` of `index` in `dir`: `<dir>/<stem>.<i>.index`.
-pub fn shard_path(dir: &Path, index: &Path, i: usize) -> PathBuf {
-    let stem = index.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "index".into());
-    let ext = index.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "index".into());
-    dir.join(format!("{stem}.{i}.{ext}"))
-}
-
 /// Run `faissx split`.
 pub fn run(ctx: &Ctx, a: SplitArgs) -> Result<()> {
-    let n = a.shards as usize;
-    if a.output.exists() && !a.output.is_dir() {
-        return Err(Error::invalid(format!("{}: -o must be a directory", a.output.display())));
-    }
-    let paths: Vec<PathBuf> = (0..n).map(|i| shard_path(&a.output, &a.index, i)).collect();
-    if !a.force {
-        if let Some(p) = paths.iter().find(|p| p.exists()) {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{}: already exists (use --force to replace it)", p.display()),
-            ));
-        }
-    }
-    let mut index = Index::open_float(&a.index, &Default::default())?;
-    if a.on_disk {
-        // Refuse non-IVF indices before anything is written.
-        index.empty_ivf_copy().map_err(|e| e.context("--on-disk"))?;
-    }
-    let by = match a.by {
-        SplitByArg::Range => SplitBy::Range,
-        SplitByArg::RoundRobin => SplitBy::RoundRobin,
-        SplitByArg::Hash => SplitBy::Hash,
+    let opts = SplitOptions {
+        shards: a.shards as usize,
+        by: match a.by {
+            SplitByArg::Range => SplitBy::Range,
+            SplitByArg::RoundRobin => SplitBy::RoundRobin,
+            SplitByArg::Hash => SplitBy::Hash,
+        },
+        batch: a.batch.batch as usize,
+        on_disk: a.on_disk,
+        force: a.force,
     };
-    let created_dir = !a.output.exists();
-    std::fs::create_dir_all(&a.output).map_err(|e| Error::io(&a.output, e))?;
     let progress = StderrProgress::new(ctx.quiet);
-    let mut written: Vec<PathBuf> = Vec::new();
-    let on_disk = a.on_disk;
-    let res = split::split_by(&index, n, by, a.batch.batch as usize, &progress, &ctx.stop, &mut |i, mut shard| {
-        written.push(paths[i].clone());
-        if on_disk {
-            let data = atomic::tmp_path(&storage::ivfdata_path(&paths[i]));
-            let mut od = shard.empty_ivf_copy()?;
-            let res = od
-                .lists_to_disk(&data)
-                .and_then(|()| od.merge_shard_to_disk(&mut shard))
-                .and_then(|()| jobs::save(&mut od, &paths[i]));
-            if res.is_err() {
-                let _ = std::fs::remove_file(&data);
-            }
-            res
-        } else {
-            shard.save(&paths[i])
-        }
-    });
-    let counts = match res {
-        Ok(c) => c,
-        Err(e) => {
-            // Nothing half-done stays behind: remove the shards already written.
-            for p in &written {
-                let _ = std::fs::remove_file(p);
-                let _ = std::fs::remove_file(storage::ivfdata_path(p));
-                let _ = std::fs::remove_file(sidecar_path(p));
-            }
-            if created_dir {
-                let _ = std::fs::remove_dir(&a.output);
-            }
-            return Err(e);
-        }
-    };
+    let report = split::split_file(&a.index, &a.output, &opts, &progress, &ctx.stop)?;
     note(
         ctx.quiet,
         &format!(
-            "split {} ({} vectors) into {n} shards in {}: {}",
+            "split {} ({} vectors) into {} shards in {}: {}",
             a.index.display(),
-            index.ntotal(),
+            report.ntotal,
+            opts.shards,
             a.output.display(),
-            counts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" + ")
+            report.counts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" + ")
         ),
     );
     Ok(())

@@ -8,7 +8,7 @@
 //! dropped. After a timeout the socket is replaced as well.
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Neighbors, RangeHits, Rows};
+use crate::engine::index::{Neighbors, RangeHits, Rows, SearchParams};
 use crate::engine::protocol::{self, Encoding, Msg, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -77,19 +77,11 @@ impl ClientConfig {
         id: &str,
         q: &(impl Payload + ?Sized),
         d: usize,
-        k: usize,
-        params: Vec<(&str, Value)>,
+        params: &SearchParams,
         include_metadata: bool,
     ) -> Vec<u8> {
-        let mut f = vec![
-            ("index_id", Value::from(id)),
-            ("query_vectors", q.bin(d)),
-            ("k", Value::from(k as u64)),
-            ("binary", Value::Boolean(true)),
-        ];
-        if !params.is_empty() {
-            f.push(("params", Msg::from_pairs(params).into_value()));
-        }
+        let mut f = vec![("index_id", Value::from(id)), ("query_vectors", q.bin(d)), ("binary", Value::Boolean(true))];
+        f.extend(protocol::params::search_fields(params));
         if include_metadata {
             f.push(("include_metadata", Value::Boolean(true)));
         }
@@ -245,13 +237,29 @@ impl Client {
         }
     }
 
-    /// `ping`.
+    /// `ping`: the reply (`message`, `time`).
     pub fn ping(&mut self) -> Result<Msg> {
         self.call("ping", vec![])
     }
 
-    /// `create_index`.
-    pub fn create(&mut self, id: &str, d: usize, index_type: &str, metric: Option<&str>) -> Result<Msg> {
+    /// `health`: the reply (status, uptime, indices and vectors of this tenant).
+    pub fn health(&mut self) -> Result<Msg> {
+        self.call("health", vec![])
+    }
+
+    /// `metrics`: the reply (request counters and latency percentiles per action).
+    pub fn metrics(&mut self) -> Result<Msg> {
+        self.call("metrics", vec![])
+    }
+
+    /// `list_indices`: the reply (this tenant's indices).
+    pub fn list_indices(&mut self) -> Result<Msg> {
+        self.call("list_indices", vec![])
+    }
+
+    /// `create_index` of dimension `d` (bits for binary types) from a FAISSx type name or
+    /// factory string, with an optional metric (`l2`, `ip`, `cosine`): the reply.
+    pub fn create_index(&mut self, id: &str, d: usize, index_type: &str, metric: Option<&str>) -> Result<Msg> {
         let mut f = vec![
             ("index_id", Value::from(id)),
             ("dimension", Value::from(d as u64)),
@@ -263,15 +271,16 @@ impl Client {
         self.call("create_index", f)
     }
 
-    /// `add_vectors` with binary payloads: `x` is `n × d`.
-    pub fn add(
+    /// `add_vectors` with binary payloads: `x` is `n × d`, with one id and one metadata value
+    /// per vector when given.
+    pub fn add_vectors(
         &mut self,
         id: &str,
         x: &(impl Payload + ?Sized),
         d: usize,
         ids: Option<&[i64]>,
         md: Option<Vec<Value>>,
-    ) -> Result<Msg> {
+    ) -> Result<Added> {
         let mut f = vec![("index_id", Value::from(id)), ("vectors", x.bin(d))];
         if let Some(ids) = ids {
             f.push(("ids", Value::Binary(protocol::i64_bytes(ids))));
@@ -279,30 +288,33 @@ impl Client {
         if let Some(md) = md {
             f.push(("metadata", Value::Array(md)));
         }
-        self.call("add_vectors", f)
+        let r = self.call("add_vectors", f)?;
+        Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0) })
     }
 
-    /// `train_index` with a binary payload.
+    /// `train_index` on `x` (`n × d`) with a binary payload: the reply (`is_trained`,
+    /// `trained_with`).
     pub fn train(&mut self, id: &str, x: &(impl Payload + ?Sized), d: usize) -> Result<Msg> {
         self.call("train_index", vec![("index_id", Value::from(id)), ("training_vectors", x.bin(d))])
     }
 
-    /// k-NN `search` with binary query and result payloads. `params` may hold `nprobe`,
-    /// `efSearch`. With `include_metadata`, also returns each hit's metadata.
+    /// k-NN `search` of `q` (`nq × d`) with binary query and result payloads: `params.k`
+    /// neighbours per query, `nprobe`/`efSearch` when set. With `include_metadata`, also
+    /// returns each hit's metadata (`nq` arrays of `k` values).
     pub fn search(
         &mut self,
         id: &str,
         q: &(impl Payload + ?Sized),
         d: usize,
-        k: usize,
-        params: Vec<(&str, Value)>,
+        params: &SearchParams,
         include_metadata: bool,
     ) -> Result<(Neighbors, Option<Vec<Value>>)> {
-        let req = self.cfg.search_request(id, q, d, k, params, include_metadata);
-        search_reply(self.call_raw(req)?, k)
+        let req = self.cfg.search_request(id, q, d, params, include_metadata);
+        search_reply(self.call_raw(req)?, params.k)
     }
 
-    /// `range_search`.
+    /// `range_search` of `q` (`nq × d`): every stored vector within `radius` of each query
+    /// (squared L2; similarity above `radius` for ip/cosine).
     pub fn range_search(&mut self, id: &str, q: &(impl Payload + ?Sized), d: usize, radius: f32) -> Result<RangeHits> {
         let r = self.call(
             "range_search",
@@ -320,10 +332,98 @@ impl Client {
         Ok(RangeHits { lims, ids, dists })
     }
 
-    /// The dimension of index `id` (from `get_index_status`).
-    pub fn dimension(&mut self, id: &str) -> Result<usize> {
-        let r = self.call("get_index_status", vec![("index_id", Value::from(id))])?;
-        Ok(r.uint("dimension")?.unwrap_or(0) as usize)
+    /// `reconstruct`: the stored vector of id `vid` as the server sends it (an array of
+    /// floats, or of one 0/1 per bit for a binary index; nil when the reply has none).
+    pub fn reconstruct(&mut self, id: &str, vid: i64) -> Result<Value> {
+        let mut r = self.call("reconstruct", vec![("index_id", Value::from(id)), ("id", Value::from(vid))])?;
+        Ok(r.take("vector").unwrap_or(Value::Nil))
+    }
+
+    /// `remove_ids`: the reply (`removed`, `ntotal`).
+    pub fn remove_ids(&mut self, id: &str, ids: &[i64]) -> Result<Msg> {
+        self.call("remove_ids", vec![("index_id", Value::from(id)), ("ids", protocol::ints_value(ids))])
+    }
+
+    /// `get_metadata`: the reply (`metadata`, one value per id, nil where none is stored).
+    pub fn get_metadata(&mut self, id: &str, ids: &[i64]) -> Result<Msg> {
+        self.call("get_metadata", vec![("index_id", Value::from(id)), ("ids", protocol::ints_value(ids))])
+    }
+
+    /// `get_index_status` of index `id`, typed.
+    pub fn get_index_status(&mut self, id: &str) -> Result<IndexStatus> {
+        IndexStatus::from_reply(&self.call("get_index_status", vec![("index_id", Value::from(id))])?)
+    }
+
+    /// `get_index_info`: the reply (the status plus storage and index metadata).
+    pub fn get_index_info(&mut self, id: &str) -> Result<Msg> {
+        self.call("get_index_info", vec![("index_id", Value::from(id))])
+    }
+
+    /// `set_parameter` `name` (`nprobe`, `efSearch`, `efConstruction`) of index `id` to
+    /// `value`: the reply.
+    pub fn set_parameter(&mut self, id: &str, name: &str, value: u64) -> Result<Msg> {
+        self.call(
+            "set_parameter",
+            vec![("index_id", Value::from(id)), ("parameter", Value::from(name)), ("value", Value::from(value))],
+        )
+    }
+
+    /// `delete_index`: the reply.
+    pub fn delete_index(&mut self, id: &str) -> Result<Msg> {
+        self.call("delete_index", vec![("index_id", Value::from(id))])
+    }
+
+    /// `snapshot` of index `id`, or of all of this tenant's indices: the reply.
+    pub fn snapshot(&mut self, id: Option<&str>) -> Result<Msg> {
+        self.call("snapshot", id.map(|i| vec![("index_id", Value::from(i))]).unwrap_or_default())
+    }
+}
+
+/// The reply of [`Client::add_vectors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    /// Vectors added by this request.
+    pub count: u64,
+    /// Vectors in the index afterwards.
+    pub ntotal: u64,
+}
+
+/// The reply of [`Client::get_index_status`]: what a client needs to send vectors to an
+/// index and to decide whether it must be trained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexStatus {
+    /// Vector dimension (bits for a binary index).
+    pub dimension: usize,
+    /// Vectors stored.
+    pub ntotal: u64,
+    /// Whether the index is trained (ready for vectors).
+    pub is_trained: bool,
+    /// Metric (`l2`, `ip`, `cosine`, or `hamming` for binary indices), when reported.
+    pub metric: Option<String>,
+    /// Inverted lists of an IVF index.
+    pub nlist: Option<usize>,
+}
+
+impl IndexStatus {
+    /// Decode a `get_index_status` reply.
+    ///
+    /// Errors: `InvalidInput` when `dimension`, `ntotal`, `is_trained` or `status` has the
+    /// wrong type.
+    pub fn from_reply(r: &Msg) -> Result<IndexStatus> {
+        let st = r.map("status")?.unwrap_or_default();
+        Ok(IndexStatus {
+            dimension: r.uint("dimension")?.unwrap_or(0) as usize,
+            ntotal: r.uint("ntotal")?.unwrap_or(0),
+            is_trained: r.flag("is_trained")?,
+            // Optional facts: a value of another type counts as absent.
+            metric: st.str("metric").ok().flatten().map(str::to_string),
+            nlist: st.uint("nlist").ok().flatten().map(|n| n as usize),
+        })
+    }
+
+    /// Whether this is a binary (Hamming) index, whose vectors are codes of `dimension` bits.
+    pub fn is_binary(&self) -> bool {
+        self.metric.as_deref() == Some("hamming")
     }
 }
 

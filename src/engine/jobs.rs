@@ -7,9 +7,10 @@
 //! sample (`--train-size`, seed `--seed`).
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::storage;
 use crate::engine::index::{Index, IndexSpec, InputInfo, OpenOptions};
-use crate::engine::io::{atomic, check_dim, VectorFile};
+use crate::engine::io::{check_dim, VectorFile};
+#[cfg(doc)]
+use crate::engine::output::IndexOutput;
 use crate::engine::Progress;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +33,9 @@ pub struct BuildOptions {
     pub nprobe: Option<usize>,
     /// Default efSearch stored in the index (HNSW).
     pub ef_search: Option<usize>,
-    /// Build IVF lists on disk in this `.ivfdata` file (written as `<file>.tmp` until
-    /// [`save`] renames it), adding shard by shard in bounded memory.
+    /// Build IVF lists on disk in this file, adding shard by shard in bounded memory: the
+    /// [`IndexOutput::lists_tmp`] of the output the index goes to, whose commit moves the
+    /// file into place (and whose drop removes it if the build fails).
     pub on_disk: Option<PathBuf>,
     /// Vectors per in-memory shard of an on-disk build (default: about 256 MiB of input).
     pub shard_size: Option<usize>,
@@ -122,13 +124,7 @@ pub fn build(
     }
     match &opts.on_disk {
         None => add_rows(&mut index, input, ids, opts.batch, progress, stop)?,
-        Some(data) => {
-            let res = add_rows_on_disk(&mut index, input, ids, data, opts.batch, opts.shard_size, progress, stop);
-            if res.is_err() {
-                let _ = std::fs::remove_file(atomic::tmp_path(data));
-            }
-            res?
-        }
+        Some(data) => add_rows_on_disk(&mut index, input, ids, data, opts.batch, opts.shard_size, progress, stop)?,
     }
     if let Some(np) = opts.nprobe {
         index.set_nprobe(np)?;
@@ -166,7 +162,7 @@ fn shard_rows(d: usize, batch: usize) -> usize {
     ((256usize << 20) / (4 * d.max(1))).max(batch).max(1_000)
 }
 
-/// Add `input` to a trained, empty IVF `index` whose lists go to `<data>.tmp`, the way FAISS's
+/// Add `input` to a trained, empty IVF `index` whose lists go to `data`, the way FAISS's
 /// `merge_ondisk` does it: rows are added shard by shard to in-memory clones of the trained
 /// index (with their final ids), each shard is written to a temp file and dropped, and at the
 /// end all shards, memory-mapped, are merged into the on-disk lists in one pass, which lays
@@ -183,9 +179,7 @@ fn add_rows_on_disk(
     stop: &AtomicBool,
 ) -> Result<()> {
     let template = index.try_clone()?;
-    let tmp = atomic::tmp_path(data);
-    let shard_dir = PathBuf::from(format!("{}.shards", tmp.display()));
-    let _ = std::fs::remove_file(&tmp);
+    let shard_dir = PathBuf::from(format!("{}.shards", data.display()));
     let _ = std::fs::remove_dir_all(&shard_dir);
     std::fs::create_dir_all(&shard_dir).map_err(|e| Error::io(&shard_dir, e))?;
     let res = (|| {
@@ -220,7 +214,7 @@ fn add_rows_on_disk(
         progress.note(&format!("merging {} shard(s) into {}", files.len(), data.display()));
         let opts = OpenOptions { mmap: true, warm: false };
         let mut shards = files.iter().map(|f| Index::open_with(f, &opts)).collect::<Result<Vec<_>>>()?;
-        index.lists_to_disk(&tmp)?;
+        index.lists_to_disk(data)?;
         let mut refs: Vec<&mut Index> = shards.iter_mut().collect();
         index.merge_to_disk(&mut refs)
     })();
@@ -231,18 +225,6 @@ fn add_rows_on_disk(
         index.meta_mut().ids = crate::engine::index::IdMode::Explicit;
     }
     Ok(())
-}
-
-/// Write a built index to `out` (and its sidecar). For an on-disk build, the list data is
-/// first moved from `<out>.ivfdata.tmp` to `<out>.ivfdata` and the index pointed at it.
-pub fn save(index: &mut Index, out: &Path) -> Result<()> {
-    if index.lists_on_disk() {
-        let data = storage::ivfdata_path(out);
-        atomic::commit_tmp(&atomic::tmp_path(&data), &data)?;
-        let abs = std::fs::canonicalize(&data).unwrap_or(data);
-        index.set_lists_file(&abs)?;
-    }
-    index.save(out)
 }
 
 /// Add every row of `input` (with `ids`, if given) to `index` in batches of `batch` rows.

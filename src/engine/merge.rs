@@ -5,14 +5,16 @@
 //! those. Where FAISS refuses (HNSW, IVF with different quantizers, …) but the vectors can be
 //! reconstructed, they are re-added to the first index in batches, which reports a `rebuild`
 //! progress stage and a note. Otherwise the error says why. This module owns the id policy
-//! (keep or renumber, refusing colliding ids) and the merged sidecar; it does not write files.
+//! (keep or renumber, refusing colliding ids) and the merged sidecar; [`merge_files`] opens the
+//! inputs and writes the result through an [`IndexOutput`].
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{IdMode, Index};
+use crate::engine::index::{IdMode, Index, OpenOptions, Storage};
 use crate::engine::jobs::stopped;
+use crate::engine::output::{check_new, IndexOutput};
 use crate::engine::Progress;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 /// What happens to ids when indices are merged.
@@ -214,19 +216,19 @@ pub fn merge_into(
 /// inverted lists go to the on-disk file `data` (FAISS's `merge_ondisk`: the lists of each
 /// input are appended with `OnDiskInvertedLists::merge_from`). The inputs are only read, so
 /// they may be memory-mapped or have on-disk lists themselves, and memory stays bounded by
-/// one input's lists. The caller saves the result with [`crate::engine::jobs::save`], which
-/// expects `data` to be `<out>.ivfdata.tmp`.
+/// one input's lists. `data` is the [`IndexOutput::lists_tmp`] of the output the result is
+/// committed to.
 ///
 /// Ids: kept as stored (refused when they collide); renumbering needs loaded inputs, which
 /// are renumbered in place.
 ///
 /// Errors: `InvalidInput` for non-IVF inputs or inputs with different quantizers (nothing
-/// is written but `data`, which the caller removes), `Unsupported` when ids must be
+/// is written but `data`, which its output removes), `Unsupported` when ids must be
 /// renumbered in an input that is mapped or on disk.
 pub fn merge_on_disk(
     mut inputs: Vec<(PathBuf, Index)>,
     policy: IdPolicy,
-    data: &std::path::Path,
+    data: &Path,
     progress: &dyn Progress,
     stop: &AtomicBool,
 ) -> Result<(Index, MergeReport)> {
@@ -290,6 +292,64 @@ pub fn merge_on_disk(
     progress.finish();
     finish(&mut dst, inputs_meta, keep && all_explicit, total)?;
     Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method: MergeMethod::Native }))
+}
+
+/// What [`merge_files`] does.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MergeOptions {
+    /// What happens to ids.
+    pub policy: IdPolicy,
+    /// Put the merged inverted lists in `<output>.ivfdata` ([`merge_on_disk`]; IVF inputs
+    /// sharing a quantizer, memory-mapped and only read) instead of merging in memory
+    /// ([`merge_into`]).
+    pub on_disk: bool,
+    /// Vectors per batch when re-adding reconstructed vectors.
+    pub batch: usize,
+    /// Replace `output` if it exists.
+    pub force: bool,
+}
+
+/// Merge the index files `inputs` (two or more, in order) into `output` (index, sidecar and,
+/// with `on_disk`, `<output>.ivfdata`). Every input is opened and checked before anything
+/// is written; the output is written atomically, and nothing of it remains on failure.
+///
+/// Errors: `AlreadyExists` for an existing `output` without `force`; `InvalidInput` for an
+/// input with on-disk lists without `on_disk`; those of [`merge_into`] / [`merge_on_disk`].
+pub fn merge_files(
+    inputs: &[PathBuf],
+    output: &Path,
+    opts: &MergeOptions,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<MergeReport> {
+    check_new(output, opts.force)?;
+    let policy = opts.policy;
+    // On-disk merges only read their inputs, so map them (renumbering ids needs them loaded).
+    let open = OpenOptions { mmap: opts.on_disk && policy != IdPolicy::Renumber, warm: false };
+    let mut inputs =
+        inputs.iter().map(|p| Ok((p.clone(), Index::open_float(p, &open)?))).collect::<Result<Vec<_>>>()?;
+    if opts.on_disk && !keeps_ids(&inputs, policy)? {
+        for (p, idx) in inputs.iter_mut() {
+            if idx.storage() == Storage::Mapped {
+                *idx = Index::open_float(p, &OpenOptions::default())?;
+            }
+        }
+    }
+    if !opts.on_disk {
+        if let Some((p, _)) = inputs.iter().find(|(_, i)| i.storage() != Storage::Loaded) {
+            return Err(Error::invalid(format!(
+                "{}: has on-disk inverted lists (read-only): merge it with --on-disk",
+                p.display()
+            )));
+        }
+    }
+    let out = if opts.on_disk { IndexOutput::with_lists_on_disk(output) } else { IndexOutput::new(output) };
+    let (mut index, report) = match out.lists_tmp() {
+        Some(data) => merge_on_disk(inputs, policy, data, progress, stop)?,
+        None => merge_into(inputs, policy, opts.batch, progress, stop)?,
+    };
+    out.commit(&mut index)?;
+    Ok(report)
 }
 
 /// Record the merged inputs and id mode in the sidecar, and check the merge produced exactly

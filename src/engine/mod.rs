@@ -11,10 +11,12 @@ pub mod io;
 pub mod jobs;
 pub mod merge;
 pub mod metrics;
+pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shards;
 pub mod split;
+pub mod transfer;
 
 pub use error::{Error, ErrorKind, Result};
 pub use index::{Index, IndexInfo, IndexMeta, IndexSpec, Metric, Neighbors, RangeHits, SearchParams};

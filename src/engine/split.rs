@@ -6,13 +6,15 @@
 //! `0..ntotal`. Where FAISS cannot remove ids (HNSW), a shard is rebuilt from the
 //! reconstructed vectors into an emptied copy that keeps the training. Searching all shards
 //! and merging the top-k therefore equals searching the whole (exactly, for Flat). This
-//! module decides which vector goes where and produces shards one at a time; it does not
-//! write files.
+//! module decides which vector goes where and produces shards one at a time ([`split_by`]);
+//! [`split_file`] writes them as files that stand or fall together ([`OutputSet`]).
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Index;
 use crate::engine::jobs::stopped;
+use crate::engine::output::{check_new, IndexOutput, OutputSet};
 use crate::engine::Progress;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 /// How vectors are assigned to shards. All three look at ids, so the assignment does not
@@ -152,6 +154,86 @@ pub fn split_by(
     }
     progress.finish();
     Ok(counts)
+}
+
+/// What [`split_file`] does.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitOptions {
+    /// Number of shards (≥ 1).
+    pub shards: usize,
+    /// How vectors are assigned to shards.
+    pub by: SplitBy,
+    /// Vectors per batch when a shard is rebuilt from reconstructed vectors.
+    pub batch: usize,
+    /// Write each shard's inverted lists to `<shard>.ivfdata` (IVF indices).
+    pub on_disk: bool,
+    /// Replace shard files that exist.
+    pub force: bool,
+}
+
+/// The outcome of [`split_file`].
+#[derive(Debug, Clone)]
+pub struct SplitReport {
+    /// Vectors in the split index.
+    pub ntotal: usize,
+    /// Vectors per shard.
+    pub counts: Vec<usize>,
+    /// The shard files written, in shard order.
+    pub paths: Vec<PathBuf>,
+}
+
+/// The path of shard `i` of `index` in `dir`: `<dir>/<stem>.<i>.<ext>` (`ext` defaults to
+/// `index`).
+pub fn shard_path(dir: &Path, index: &Path, i: usize) -> PathBuf {
+    let stem = index.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "index".into());
+    let ext = index.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "index".into());
+    dir.join(format!("{stem}.{i}.{ext}"))
+}
+
+/// Split the index file `index` into `opts.shards` shard files in `dir` (created if
+/// missing), named by [`shard_path`], each with its sidecar (and its `.ivfdata` with
+/// `on_disk`). Shard files are checked before anything is written; on failure none of them
+/// remains (nor `dir`, if it was created).
+///
+/// Errors: `InvalidInput` when `dir` is not a directory or, with `on_disk`, the index is not
+/// a bare IVF index; `AlreadyExists` for an existing shard file without `force`; those of
+/// [`split_by`].
+pub fn split_file(
+    index: &Path,
+    dir: &Path,
+    opts: &SplitOptions,
+    progress: &dyn Progress,
+    stop: &AtomicBool,
+) -> Result<SplitReport> {
+    let n = opts.shards;
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::invalid(format!("{}: -o must be a directory", dir.display())));
+    }
+    let paths: Vec<PathBuf> = (0..n).map(|i| shard_path(dir, index, i)).collect();
+    for p in &paths {
+        check_new(p, opts.force)?;
+    }
+    let mut ix = Index::open_float(index, &Default::default())?;
+    if opts.on_disk {
+        // Refuse non-IVF indices before anything is written.
+        ix.empty_ivf_copy().map_err(|e| e.context("--on-disk"))?;
+    }
+    let mut set = OutputSet::in_dir(dir)?;
+    let counts = split_by(&ix, n, opts.by, opts.batch, progress, stop, &mut |i, mut shard| {
+        let out = if opts.on_disk { IndexOutput::with_lists_on_disk(&paths[i]) } else { IndexOutput::new(&paths[i]) };
+        match out.lists_tmp() {
+            None => set.commit(out, &mut shard),
+            Some(data) => {
+                // The shard's lists move into on-disk lists of an emptied copy.
+                let mut od = shard.empty_ivf_copy()?;
+                od.lists_to_disk(data)?;
+                od.merge_shard_to_disk(&mut shard)?;
+                set.commit(out, &mut od)
+            }
+        }
+    })?;
+    set.keep();
+    Ok(SplitReport { ntotal: ix.ntotal(), counts, paths })
 }
 
 #[cfg(test)]

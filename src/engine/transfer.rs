@@ -346,6 +346,7 @@ pub fn export_all(c: &mut Client, dir: &Path, progress: &mut dyn FnMut(&str, u64
     }
     let mut entries = Vec::new();
     for id in ids {
+        let id: String = id;
         let file = format!("{id}.index");
         let e = c.export_index(&id, &dir.join(&file), &mut |a, b| progress(&id, a, b))?;
         entries.push(ManifestEntry {

@@ -184,7 +184,7 @@ fn proc_rss_anon(pid: u32) -> u64 {
 fn serve_mmap_maps_persisted_indices_read_only() {
     use crate::serve::Server;
     use faissx::engine::protocol::{self, Value};
-    use faissx::engine::ErrorKind;
+    use faissx::engine::{ErrorKind, SearchParams};
     let env = TestEnv::new("serve-mmap");
     let data = env.path("data").display().to_string();
     let (n, d) = (200_000, 128);
@@ -192,23 +192,23 @@ fn serve_mmap_maps_persisted_indices_read_only() {
     let q = lcg_vectors(20, d, 22);
     let (small_d, small) = (8, lcg_vectors(400, 8, 23));
     let small_q = lcg_vectors(5, 8, 24);
-    let np = || vec![("nprobe", Value::from(4u64))];
+    let np = |k| SearchParams { nprobe: Some(4), ..knn(k) };
     let (before_big, before_ivf, loaded_anon);
     {
         let srv = Server::start(&env, &["--data-dir", &data]);
         let mut c = srv.client(None, None);
-        c.create("big", d, "Flat", None).unwrap();
+        c.create_index("big", d, "Flat", None).unwrap();
         for chunk in base.chunks(50_000 * d) {
-            c.add("big", chunk, d, None, None).unwrap();
+            c.add_vectors("big", chunk, d, None, None).unwrap();
         }
         c.call("snapshot", vec![("index_id", Value::from("big"))]).unwrap();
         // This one stays in the WAL only (kill -9 below): a restart with --mmap replays it
         // into a loaded copy, checkpoints, then maps it.
-        c.create("ivf", small_d, "IVF4", None).unwrap();
+        c.create_index("ivf", small_d, "IVF4", None).unwrap();
         c.train("ivf", &small, small_d).unwrap();
-        c.add("ivf", &small, small_d, None, None).unwrap();
-        before_big = c.search("big", &q, d, 10, vec![], false).unwrap().0;
-        before_ivf = c.search("ivf", &small_q, small_d, 5, np(), false).unwrap().0;
+        c.add_vectors("ivf", &small, small_d, None, None).unwrap();
+        before_big = c.search("big", &q, d, &knn(10), false).unwrap().0;
+        before_ivf = c.search("ivf", &small_q, small_d, &np(5), false).unwrap().0;
         loaded_anon = proc_rss_anon(srv.child.id());
         srv.kill9();
     }
@@ -217,8 +217,8 @@ fn serve_mmap_maps_persisted_indices_read_only() {
 
     let srv = Server::start(&env, &["--data-dir", &data, "--mmap"]);
     let mut c = srv.client(None, None);
-    assert_eq!(c.search("big", &q, d, 10, vec![], false).unwrap().0, before_big, "same results mapped");
-    assert_eq!(c.search("ivf", &small_q, small_d, 5, np(), false).unwrap().0, before_ivf, "WAL replayed, then mapped");
+    assert_eq!(c.search("big", &q, d, &knn(10), false).unwrap().0, before_big, "same results mapped");
+    assert_eq!(c.search("ivf", &small_q, small_d, &np(5), false).unwrap().0, before_ivf, "WAL replayed, then mapped");
     let anon = proc_rss_anon(srv.child.id());
     assert!((anon as f64) < 0.25 * size as f64, "mapped server RssAnon {anon} is not well below the index's {size}");
     for name in ["big", "ivf"] {
@@ -229,7 +229,7 @@ fn serve_mmap_maps_persisted_indices_read_only() {
     assert_eq!(info.map("storage").unwrap().unwrap().str("mode").unwrap(), Some("mapped"));
 
     // Every mutation is refused before FAISS sees it, and the server keeps serving.
-    let e = c.add("big", &base[..d], d, None, None).unwrap_err();
+    let e = c.add_vectors("big", &base[..d], d, None, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("memory-mapped"), "{e}");
     let big = || ("index_id", Value::from("big"));
@@ -254,10 +254,10 @@ fn serve_mmap_maps_persisted_indices_read_only() {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{action}: {e}");
     }
     c.ping().unwrap();
-    assert_eq!(c.search("big", &q, d, 10, vec![], false).unwrap().0, before_big, "still serving, unchanged");
+    assert_eq!(c.search("big", &q, d, &knn(10), false).unwrap().0, before_big, "still serving, unchanged");
     // A new index is loaded and writable.
-    c.create("fresh", small_d, "Flat", None).unwrap();
-    c.add("fresh", &small, small_d, None, None).unwrap();
+    c.create_index("fresh", small_d, "Flat", None).unwrap();
+    c.add_vectors("fresh", &small, small_d, None, None).unwrap();
     let st = c.call("get_index_status", vec![("index_id", Value::from("fresh"))]).unwrap();
     assert_eq!(st.map("status").unwrap().unwrap().str("storage").unwrap(), Some("loaded"));
 }

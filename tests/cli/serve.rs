@@ -6,7 +6,7 @@
 use crate::util::*;
 use faissx::engine::client::{Client, ClientConfig};
 use faissx::engine::protocol::{self, Encoding, Msg, Value};
-use faissx::engine::ErrorKind;
+use faissx::engine::{ErrorKind, SearchParams};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -138,13 +138,13 @@ fn serve_every_action_in_both_encodings() {
             assert_eq!(nested_ids(&r, q), exact_top(&base, &queries[q * d..(q + 1) * d], d, 4), "{enc:?} query {q}");
         }
         // binary reply with metadata
-        let (n, md) = c.search(&name, &queries, d, 4, vec![], true).unwrap();
+        let (n, md) = c.search(&name, &queries, d, &knn(4), true).unwrap();
         assert_eq!(n.ids[..4], exact_top(&base, &queries[..d], d, 4)[..]);
         let md = md.unwrap();
         let Value::Array(row0) = &md[0] else { panic!() };
         assert_eq!(row0[0].as_str(), Some(format!("doc-{}", n.ids[0]).as_str()));
         // k > ntotal pads with -1 and FAISS's padding distance
-        let (n, _) = c.search(&name, &queries[..d], d, 301, vec![], false).unwrap();
+        let (n, _) = c.search(&name, &queries[..d], d, &knn(301), false).unwrap();
         assert_eq!(n.ids[300], -1);
         assert_eq!(n.dists[300], f32::MAX);
         // range search
@@ -204,14 +204,14 @@ fn serve_every_action_in_both_encodings() {
     assert_eq!(e.kind(), ErrorKind::NotTrained, "{e}");
     let r = c.train("ivf", &base, d).unwrap();
     assert_eq!((r.flag("is_trained").unwrap(), r.uint("trained_with").unwrap()), (true, Some(300)));
-    c.add("ivf", &base, d, None, None).unwrap();
+    c.add_vectors("ivf", &base, d, None, None).unwrap();
     let r = c.call("set_parameter", vec![id("ivf"), ("parameter", s("nprobe")), ("value", Value::from(4))]).unwrap();
     assert_eq!(r.uint("param_value").unwrap(), Some(4));
     let r = c.call("get_parameter", vec![id("ivf"), ("parameter", s("nprobe"))]).unwrap();
     assert_eq!(r.uint("param_value").unwrap(), Some(4));
-    let (n, _) = c.search("ivf", &queries, d, 3, vec![], false).unwrap();
+    let (n, _) = c.search("ivf", &queries, d, &knn(3), false).unwrap();
     assert_eq!(n.ids[..3], exact_top(&base, &queries[..d], d, 3)[..], "nprobe = nlist is exact");
-    let (n1, _) = c.search("ivf", &queries, d, 3, vec![("nprobe", Value::from(1))], false).unwrap();
+    let (n1, _) = c.search("ivf", &queries, d, &SearchParams { nprobe: Some(1), ..knn(3) }, false).unwrap();
     assert_eq!(n1.nq, 5);
     let r = c.call("get_index_status", vec![id("ivf")]).unwrap();
     let st = r.map("status").unwrap().unwrap();
@@ -229,11 +229,11 @@ fn serve_every_action_in_both_encodings() {
 
     // HNSW parameters
     c.call("create_index", vec![id("hnsw"), ("dimension", Value::from(d as u64)), ("index_type", s("HNSW8"))]).unwrap();
-    c.add("hnsw", &base, d, None, None).unwrap();
+    c.add_vectors("hnsw", &base, d, None, None).unwrap();
     c.call("set_parameter", vec![id("hnsw"), ("parameter", s("efSearch")), ("value", Value::from(64))]).unwrap();
     let r = c.call("get_parameter", vec![id("hnsw"), ("parameter", s("efSearch"))]).unwrap();
     assert_eq!(r.uint("param_value").unwrap(), Some(64));
-    let (n, _) = c.search("hnsw", &queries, d, 1, vec![("efSearch", Value::from(128))], false).unwrap();
+    let (n, _) = c.search("hnsw", &queries, d, &SearchParams { ef_search: Some(128), ..knn(1) }, false).unwrap();
     assert_eq!(n.ids[0], exact_top(&base, &queries[..d], d, 1)[0]);
 
     // IDMap wrappers: over an existing (empty) index and over a type
@@ -253,7 +253,7 @@ fn serve_every_action_in_both_encodings() {
             )
             .unwrap();
         assert_eq!(r.uint("ntotal").unwrap(), Some(300));
-        let (n, _) = c.search(name, &queries[..d], d, 1, vec![], false).unwrap();
+        let (n, _) = c.search(name, &queries[..d], d, &knn(1), false).unwrap();
         assert_eq!(n.ids[0], exact_top(&base, &queries[..d], d, 1)[0] * 10 + 5);
     }
     let r = c.call("reconstruct", vec![id("idm2"), ("id", Value::from(15))]).unwrap();
@@ -262,7 +262,7 @@ fn serve_every_action_in_both_encodings() {
     let newv = vec![9.0f32; d];
     c.call("replace_vector", vec![id("idm2"), ("id", Value::from(15)), ("vector", protocol::vector_value(&newv))])
         .unwrap();
-    let (n, _) = c.search("idm2", &newv, d, 1, vec![], false).unwrap();
+    let (n, _) = c.search("idm2", &newv, d, &knn(1), false).unwrap();
     assert_eq!((n.ids[0], n.dists[0]), (15, 0.0));
     let r = c.call("remove_ids", vec![id("idm2"), ("ids", Value::Binary(protocol::i64_bytes(&[15, 25])))]).unwrap();
     assert_eq!(r.uint("ntotal").unwrap(), Some(298));
@@ -270,8 +270,8 @@ fn serve_every_action_in_both_encodings() {
     // merge two flat indices
     c.call("create_index", vec![id("m1"), ("dimension", Value::from(d as u64))]).unwrap();
     c.call("create_index", vec![id("m2"), ("dimension", Value::from(d as u64))]).unwrap();
-    c.add("m1", &base[..100 * d], d, None, None).unwrap();
-    c.add("m2", &base[100 * d..], d, None, None).unwrap();
+    c.add_vectors("m1", &base[..100 * d], d, None, None).unwrap();
+    c.add_vectors("m2", &base[100 * d..], d, None, None).unwrap();
     let r = c
         .call("merge_indices", vec![("target_index_id", s("m1")), ("source_index_ids", Value::Array(vec![s("m2")]))])
         .unwrap();
@@ -314,8 +314,8 @@ fn serve_refuses_bad_input_and_keeps_serving() {
     let srv = Server::start(&env, &["--max-request-bytes", "100000"]);
     let mut c = srv.client(None, None);
     let d = 4;
-    c.create("x", d, "Flat", None).unwrap();
-    c.add("x", &lcg_vectors(10, d, 1), d, None, None).unwrap();
+    c.create_index("x", d, "Flat", None).unwrap();
+    c.add_vectors("x", &lcg_vectors(10, d, 1), d, None, None).unwrap();
     let a = |s: &str| ("action", Value::from(s));
     raw_err(&mut c, &[0xc1, 0xff, 0x00], "INVALID_ARGUMENT"); // not msgpack
     raw_err(&mut c, &protocol::encode_value(&Value::Array(vec![Value::from(1)])), "INVALID_ARGUMENT"); // not a map
@@ -409,7 +409,7 @@ fn serve_refuses_bad_input_and_keeps_serving() {
     let r = c.call("list_indices", vec![]).unwrap();
     let Some(Value::Array(list)) = r.get("indexes") else { panic!() };
     assert_eq!(list.len(), 1);
-    assert_eq!(c.dimension("x").unwrap(), 4);
+    assert_eq!(c.get_index_status("x").map(|s| s.dimension).unwrap(), 4);
     let r = c.call("get_index_status", vec![id("x")]).unwrap();
     assert_eq!(r.uint("ntotal").unwrap(), Some(10));
     assert_eq!(c.ping().unwrap().str("message").unwrap(), Some("pong"));
@@ -433,15 +433,15 @@ fn serve_auth_and_tenant_isolation() {
     // the key decides the tenant, whatever tenant_id says
     let mut a = srv.client(Some("k1"), Some("globex"));
     let mut b = srv.client(Some("k2"), None);
-    a.create("docs", d, "IDMap2:L2", None).unwrap();
-    a.create("private", d, "Flat", None).unwrap();
+    a.create_index("docs", d, "IDMap2:L2", None).unwrap();
+    a.create_index("private", d, "Flat", None).unwrap();
     let xa = vec![1.0f32; 4 * d];
-    a.add("docs", &xa, d, Some(&[1, 2, 3, 4]), Some(vec![s("a1"), s("a2"), s("a3"), s("a4")])).unwrap();
-    a.add("private", &xa, d, None, None).unwrap();
+    a.add_vectors("docs", &xa, d, Some(&[1, 2, 3, 4]), Some(vec![s("a1"), s("a2"), s("a3"), s("a4")])).unwrap();
+    a.add_vectors("private", &xa, d, None, None).unwrap();
     // globex has its own "docs"
-    b.create("docs", d, "Flat", None).unwrap();
-    b.add("docs", &[5.0f32; 4], d, None, None).unwrap();
-    let (n, _) = b.search("docs", &[1.0; 4], d, 10, vec![], false).unwrap();
+    b.create_index("docs", d, "Flat", None).unwrap();
+    b.add_vectors("docs", &[5.0f32; 4], d, None, None).unwrap();
+    let (n, _) = b.search("docs", &[1.0; 4], d, &knn(10), false).unwrap();
     assert_eq!(n.ids[1], -1, "globex's docs holds one vector, not acme's four");
 
     // globex cannot touch acme's "private", through any action
@@ -503,11 +503,17 @@ fn serve_without_auth_uses_tenant_id() {
     let mut a = srv.client(None, Some("t1"));
     let mut b = srv.client(None, Some("t2"));
     let mut dflt = srv.client(None, None);
-    a.create("docs", 4, "Flat", None).unwrap();
+    a.create_index("docs", 4, "Flat", None).unwrap();
     assert_eq!(b.call("get_index_status", vec![id("docs")]).unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(dflt.call("get_index_status", vec![id("docs")]).unwrap_err().kind(), ErrorKind::NotFound);
-    b.create("docs", 8, "Flat", None).unwrap();
-    assert_eq!((a.dimension("docs").unwrap(), b.dimension("docs").unwrap()), (4, 8));
+    b.create_index("docs", 8, "Flat", None).unwrap();
+    assert_eq!(
+        (
+            a.get_index_status("docs").map(|s| s.dimension).unwrap(),
+            b.get_index_status("docs").map(|s| s.dimension).unwrap()
+        ),
+        (4, 8)
+    );
 }
 
 #[test]
@@ -523,26 +529,26 @@ fn serve_restores_everything_after_restart() {
         let srv = Server::start(&env, &["--data-dir", &data_s, "--enable-auth", "--auth-keys", "k1:acme,k2:globex"]);
         let mut a = srv.client(Some("k1"), None);
         let mut b = srv.client(Some("k2"), None);
-        a.create("ivf", d, "IVF4", None).unwrap();
+        a.create_index("ivf", d, "IVF4", None).unwrap();
         a.train("ivf", &base, d).unwrap();
-        a.add("ivf", &base, d, None, Some((0..400).map(|i| Value::from(i * 2)).collect())).unwrap();
+        a.add_vectors("ivf", &base, d, None, Some((0..400).map(|i| Value::from(i * 2)).collect())).unwrap();
         a.call("set_parameter", vec![id("ivf"), ("parameter", s("nprobe")), ("value", Value::from(3))]).unwrap();
-        a.create("base", d, "Flat", None).unwrap();
-        a.create("idm", d, "IDMap2:base", None).unwrap();
+        a.create_index("base", d, "Flat", None).unwrap();
+        a.create_index("idm", d, "IDMap2:base", None).unwrap();
         let ids: Vec<i64> = (0..400).map(|i| 1000 + i).collect();
-        a.add("idm", &base, d, Some(&ids), None).unwrap();
+        a.add_vectors("idm", &base, d, Some(&ids), None).unwrap();
         a.call("remove_ids", vec![id("idm"), ("ids", protocol::ints_value(&[1000, 1001]))]).unwrap();
-        a.create("hnsw", d, "HNSW8", Some("ip")).unwrap();
-        a.add("hnsw", &base, d, None, None).unwrap();
+        a.create_index("hnsw", d, "HNSW8", Some("ip")).unwrap();
+        a.add_vectors("hnsw", &base, d, None, None).unwrap();
         a.call("set_parameter", vec![id("hnsw"), ("parameter", s("efSearch")), ("value", Value::from(77))]).unwrap();
-        b.create("ivf", d, "Flat", None).unwrap();
-        b.add("ivf", &base[..d], d, None, None).unwrap();
+        b.create_index("ivf", d, "Flat", None).unwrap();
+        b.add_vectors("ivf", &base[..d], d, None, None).unwrap();
         // a checkpoint in the middle: later WAL records replay on top of it
         a.call("snapshot", vec![id("ivf")]).unwrap();
-        a.add("ivf", &base[..10 * d], d, None, Some((0..10).map(|_| s("late")).collect())).unwrap();
-        a.create("gone", d, "Flat", None).unwrap();
+        a.add_vectors("ivf", &base[..10 * d], d, None, Some((0..10).map(|_| s("late")).collect())).unwrap();
+        a.create_index("gone", d, "Flat", None).unwrap();
         a.call("delete_index", vec![id("gone")]).unwrap();
-        before = a.search("ivf", &q, d, 5, vec![], true).unwrap();
+        before = a.search("ivf", &q, d, &knn(5), true).unwrap();
         srv.kill9(); // no clean shutdown: the WAL must carry the rest
     }
     let srv = Server::start(&env, &["--data-dir", &data_s, "--enable-auth", "--auth-keys", "k1:acme,k2:globex"]);
@@ -556,7 +562,7 @@ fn serve_restores_everything_after_restart() {
         (st.uint("ntotal").unwrap(), st.uint("nprobe").unwrap(), st.flag("is_trained").unwrap()),
         (Some(410), Some(3), true)
     );
-    let after = a.search("ivf", &q, d, 5, vec![], true).unwrap();
+    let after = a.search("ivf", &q, d, &knn(5), true).unwrap();
     assert_eq!(before.0, after.0, "same neighbours after restart");
     assert_eq!(format!("{:?}", before.1), format!("{:?}", after.1), "same metadata after restart");
     let r = a.call("get_metadata", vec![id("ivf"), ("ids", protocol::ints_value(&[5, 405]))]).unwrap();
@@ -578,7 +584,7 @@ fn serve_restores_everything_after_restart() {
     srv.stop();
     let srv = Server::start(&env, &["--data-dir", &data_s, "--enable-auth", "--auth-keys", "k1:acme"]);
     let mut a = srv.client(Some("k1"), None);
-    assert_eq!(a.search("ivf", &q, d, 5, vec![], false).unwrap().0, before.0);
+    assert_eq!(a.search("ivf", &q, d, &knn(5), false).unwrap().0, before.0);
 }
 
 #[test]
@@ -589,7 +595,7 @@ fn serve_kill9_loses_no_acknowledged_vector() {
     let srv = Server::start(&env, &["--data-dir", &data]);
     let endpoint = srv.endpoint.clone();
     let mut c = srv.client(None, None);
-    c.create("stream", d, "IDMap2:Flat", None).unwrap();
+    c.create_index("stream", d, "IDMap2:Flat", None).unwrap();
     // A stream of adds from another thread; kill -9 the server while it runs.
     let (tx, rx) = std::sync::mpsc::channel::<i64>();
     let writer = std::thread::spawn(move || {
@@ -603,7 +609,7 @@ fn serve_kill9_loses_no_acknowledged_vector() {
         for batch in 0..100_000i64 {
             let ids: Vec<i64> = (0..8).map(|i| batch * 8 + i).collect();
             let x = lcg_vectors(8, d, batch as u64);
-            match c.add("stream", &x, d, Some(&ids), None) {
+            match c.add_vectors("stream", &x, d, Some(&ids), None) {
                 Ok(_) => {
                     if tx.send(batch).is_err() {
                         return;
@@ -752,7 +758,7 @@ fn serve_flags_and_env() {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let srv = Server { child, endpoint: line.trim().to_string() };
     let mut c = srv.client(Some("fk"), None);
-    c.create("a", 4, "Flat", None).unwrap();
+    c.create_index("a", 4, "Flat", None).unwrap();
     let mut bad = srv.client(Some("k1"), None);
     assert_eq!(bad.call("list_indices", vec![]).unwrap_err().kind(), ErrorKind::Auth);
     srv.stop();
@@ -765,14 +771,14 @@ fn pipelined_requests_get_their_own_replies() {
     let mut c = srv.client(None, None);
     let d = 8;
     let base = lcg_vectors(500, d, 7);
-    c.create("p", d, "Flat", None).unwrap();
-    c.add("p", &base, d, None, None).unwrap();
+    c.create_index("p", d, "Flat", None).unwrap();
+    c.add_vectors("p", &base, d, None, None).unwrap();
     // Every base vector is its own nearest neighbour; request 7 has the wrong width.
     let cfg = c.config().clone();
     let reqs: Vec<Vec<u8>> = (0..500)
         .map(|i| {
             let w = if i == 7 { d - 1 } else { d };
-            cfg.search_request("p", &base[i * d..i * d + w], w, 1, vec![], false)
+            cfg.search_request("p", &base[i * d..i * d + w], w, &knn(1), false)
         })
         .collect();
     let mut seen = vec![false; 500];
@@ -816,9 +822,9 @@ fn serve_debug_log_counts_rows_of_binary_payloads() {
     let srv = Server { child, endpoint: line.trim().to_string() };
     let mut c = srv.client(None, None);
     let d = 4;
-    c.create("lg", d, "Flat", None).unwrap();
-    c.add("lg", &lcg_vectors(3, d, 1), d, None, None).unwrap();
-    c.search("lg", &lcg_vectors(2, d, 2), d, 5, vec![], false).unwrap();
+    c.create_index("lg", d, "Flat", None).unwrap();
+    c.add_vectors("lg", &lcg_vectors(3, d, 1), d, None, None).unwrap();
+    c.search("lg", &lcg_vectors(2, d, 2), d, &knn(5), false).unwrap();
     drop(c);
     drop(srv); // kills the server, closing its stderr
     let mut log = String::new();

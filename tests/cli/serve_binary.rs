@@ -419,14 +419,14 @@ fn serve_reconstructs_from_float_ivf_without_direct_map() {
     let mut c = srv.client(None, None);
     let d = 8;
     let base = lcg_vectors(200, d, 21);
-    c.create("ivf", d, "IVF4", None).unwrap();
+    c.create_index("ivf", d, "IVF4", None).unwrap();
     c.train("ivf", &base, d).unwrap();
-    c.add("ivf", &base, d, None, None).unwrap();
-    c.create("base", d, "IVF4", None).unwrap();
-    c.create("idm", d, "IDMap2:base", None).unwrap();
+    c.add_vectors("ivf", &base, d, None, None).unwrap();
+    c.create_index("base", d, "IVF4", None).unwrap();
+    c.create_index("idm", d, "IDMap2:base", None).unwrap();
     c.train("idm", &base, d).unwrap();
     let ids: Vec<i64> = (0..200).map(|i| 7000 + i).collect();
-    c.add("idm", &base, d, Some(&ids), None).unwrap();
+    c.add_vectors("idm", &base, d, Some(&ids), None).unwrap();
     for (index, key, row) in [("ivf", 17, 17), ("ivf", 199, 199), ("idm", 7033, 33)] {
         let r = c.call("reconstruct", vec![("index_id", Value::from(index)), ("id", Value::from(key))]).unwrap();
         let Some(Value::Array(v)) = r.get("vector") else { panic!("{r:?}") };

@@ -109,13 +109,13 @@ fn serve_flipped_wal_byte_quarantines_only_that_index() {
     let d = 8;
     let srv = start(&env, &data, Some(&env.path("first.log")));
     let mut c = client(&srv, Duration::from_secs(30));
-    c.create("a", d, "Flat", None).unwrap();
+    c.create_index("a", d, "Flat", None).unwrap();
     for i in 0..100 {
-        c.add("a", &lcg_vectors(10, d, i), d, None, None).unwrap();
+        c.add_vectors("a", &lcg_vectors(10, d, i), d, None, None).unwrap();
     }
-    c.create("b", d, "Flat", None).unwrap();
+    c.create_index("b", d, "Flat", None).unwrap();
     let b = lcg_vectors(300, d, 999);
-    c.add("b", &b, d, None, None).unwrap();
+    c.add_vectors("b", &b, d, None, None).unwrap();
     srv.kill9(); // no clean shutdown: the WALs stay as they are
 
     let a_dir = data.join("tenants/default/a");
@@ -151,9 +151,9 @@ fn serve_flipped_wal_byte_quarantines_only_that_index() {
     assert_eq!(field(&q[0], "index_id").unwrap().as_str(), Some("a"));
 
     // "b" serves all its vectors, and takes more.
-    let (n, _) = c.search("b", &b[5 * d..6 * d], d, 1, vec![], false).unwrap();
+    let (n, _) = c.search("b", &b[5 * d..6 * d], d, &knn(1), false).unwrap();
     assert_eq!(n.ids, vec![5]);
-    c.add("b", &lcg_vectors(10, d, 1000), d, None, None).unwrap();
+    c.add_vectors("b", &lcg_vectors(10, d, 1000), d, None, None).unwrap();
     assert_eq!(ntotal(&mut c, "b"), 310);
     // "a" is refused by name, its name cannot be taken, and its files are untouched.
     for e in [
@@ -162,12 +162,12 @@ fn serve_flipped_wal_byte_quarantines_only_that_index() {
             vec![id("a"), ("query_vectors", protocol::vectors_value(&b[..d], d, protocol::Encoding::Binary))],
         )
         .unwrap_err(),
-        c.add("a", &b[..d], d, None, None).unwrap_err(),
+        c.add_vectors("a", &b[..d], d, None, None).unwrap_err(),
     ] {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
         assert!(e.to_string().contains("quarantined") && e.to_string().contains("wal.log"), "{e}");
     }
-    let e = c.create("a", d, "Flat", None).unwrap_err();
+    let e = c.create_index("a", d, "Flat", None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
     srv.stop();
     assert_eq!(snapshot_files(&a_dir), before, "the quarantined index's files must stay as they were");
@@ -182,11 +182,11 @@ fn serve_corrupt_checkpoint_and_strays_do_not_stop_start_up() {
     let d = 8;
     let srv = start(&env, &data, None);
     let mut c = client(&srv, Duration::from_secs(30));
-    c.create("c", d, "Flat", None).unwrap();
-    c.add("c", &lcg_vectors(200, d, 1), d, None, None).unwrap();
-    c.create("d", d, "Flat", None).unwrap();
+    c.create_index("c", d, "Flat", None).unwrap();
+    c.add_vectors("c", &lcg_vectors(200, d, 1), d, None, None).unwrap();
+    c.create_index("d", d, "Flat", None).unwrap();
     let dv = lcg_vectors(50, d, 2);
-    c.add("d", &dv, d, None, None).unwrap();
+    c.add_vectors("d", &dv, d, None, None).unwrap();
     srv.stop(); // clean: both are checkpointed
 
     let tenant = data.join("tenants/default");
@@ -277,10 +277,10 @@ fn add_until_failure(c: &mut Client, acked: &mut Vec<f32>, batch: usize, d: usiz
     for _ in 0..100_000 {
         *seed += 1;
         let x = lcg_vectors(batch, d, *seed);
-        match c.add("full", &x, d, None, None) {
+        match c.add_vectors("full", &x, d, None, None) {
             Ok(r) => {
                 acked.extend_from_slice(&x);
-                assert_eq!(r.uint("ntotal").unwrap(), Some((acked.len() / d) as u64));
+                assert_eq!(r.ntotal, (acked.len() / d) as u64);
                 ok += 1;
             }
             Err(e) => {
@@ -310,8 +310,8 @@ fn full_disk(disk: Disk, name: &str) {
     // With a size limit the server's stderr must not be a regular file (it would hit the limit).
     let srv = start(&env, &data, None);
     let mut c = client(&srv, Duration::from_secs(30));
-    c.create("full", d, "Flat", None).unwrap();
-    c.create("ivf", d, "IVF4,Flat", None).unwrap();
+    c.create_index("full", d, "Flat", None).unwrap();
+    c.create_index("ivf", d, "IVF4,Flat", None).unwrap();
     let ballast = data.join("ballast");
     let reserve = data.join("reserve");
     match disk {
@@ -344,7 +344,7 @@ fn full_disk(disk: Disk, name: &str) {
     let e = c.train("ivf", &lcg_vectors(256, d, 7), d).unwrap_err();
     assert_ne!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(!is_trained(&mut c, "ivf"));
-    let e = c.add("ivf", &lcg_vectors(4, d, 8), d, None, None).unwrap_err();
+    let e = c.add_vectors("ivf", &lcg_vectors(4, d, 8), d, None, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotTrained, "{e}");
     // A reset whose checkpoint fails keeps the vectors.
     let e = c.call("reset", vec![id("full")]).unwrap_err();
@@ -370,7 +370,7 @@ fn full_disk(disk: Disk, name: &str) {
     }
     c.train("ivf", &lcg_vectors(256, d, 7), d).unwrap();
     c.call("reset", vec![id("full")]).unwrap();
-    c.add("full", &lcg_vectors(3, d, 9), d, None, None).unwrap();
+    c.add_vectors("full", &lcg_vectors(3, d, 9), d, None, None).unwrap();
     srv.kill9();
     let srv = start(&env, &data, None);
     let mut c = client(&srv, Duration::from_secs(30));
@@ -397,7 +397,7 @@ fn serve_kill9_during_writes_20_trials() {
     let batch = 4usize;
     let vectors = |trial: i64, b: i64| lcg_vectors(batch, d, (trial * 1000 + b) as u64);
     let mut srv = start(&env, &data, None);
-    client(&srv, Duration::from_secs(30)).create("k", d, "IDMap2:Flat", None).unwrap();
+    client(&srv, Duration::from_secs(30)).create_index("k", d, "IDMap2:Flat", None).unwrap();
     // (trial, batch) of every acknowledged add so far.
     let mut acked: Vec<(i64, i64)> = Vec::new();
     for trial in 0..20i64 {
@@ -469,15 +469,15 @@ fn serve_checkpoint_cut_short_by_the_disk_is_an_error() {
     let d = 32;
     let srv = start(&env, &data, None);
     let mut c = client(&srv, Duration::from_secs(30));
-    c.create("t", d, "Flat", None).unwrap();
+    c.create_index("t", d, "Flat", None).unwrap();
     let x = lcg_vectors(100, d, 3);
-    c.add("t", &x, d, None, None).unwrap();
+    c.add_vectors("t", &x, d, None, None).unwrap();
     c.call("snapshot", vec![id("t")]).unwrap();
     let cp_path = data.join("tenants/default/t/CHECKPOINT");
     let cp_bytes = std::fs::read(&cp_path).unwrap();
     let cp: serde_json::Value = serde_json::from_slice(&cp_bytes).unwrap();
     let size = cp["index_bytes"].as_u64().unwrap();
-    c.add("t", &lcg_vectors(1, d, 4), d, None, None).unwrap();
+    c.add_vectors("t", &lcg_vectors(1, d, 4), d, None, None).unwrap();
     set_file_size_limit(&srv, size + 4 * d as u64 - 8);
     let e = c.call("snapshot", vec![id("t")]).unwrap_err();
     assert_ne!(e.kind(), ErrorKind::Timeout, "{e}");
@@ -501,17 +501,17 @@ fn serve_failed_mutation_is_not_replayed_and_a_bad_record_quarantines() {
     let d = 8;
     let srv = start(&env, &data, None);
     let mut c = client(&srv, Duration::from_secs(30));
-    c.create("h", d, "HNSW16", None).unwrap();
-    c.add("h", &lcg_vectors(20, d, 1), d, None, None).unwrap();
+    c.create_index("h", d, "HNSW16", None).unwrap();
+    c.add_vectors("h", &lcg_vectors(20, d, 1), d, None, None).unwrap();
     // FAISS cannot remove from HNSW: an UNSUPPORTED error reply, and nothing left in the log.
     let wal_h = data.join("tenants/default/h/wal.log");
     let before = std::fs::read(&wal_h).unwrap();
     let e = c.call("remove_ids", vec![id("h"), ("ids", Value::Binary(protocol::i64_bytes(&[0])))]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert_eq!(std::fs::read(&wal_h).unwrap(), before);
-    c.add("h", &lcg_vectors(5, d, 2), d, None, None).unwrap();
-    c.create("e", d, "Flat", None).unwrap();
-    c.add("e", &lcg_vectors(5, d, 3), d, None, None).unwrap();
+    c.add_vectors("h", &lcg_vectors(5, d, 2), d, None, None).unwrap();
+    c.create_index("e", d, "Flat", None).unwrap();
+    c.add_vectors("e", &lcg_vectors(5, d, 3), d, None, None).unwrap();
     srv.kill9();
     // A record with a good checksum that no server wrote: an unknown operation, seq 2.
     let payload = protocol::encode_value(&Value::Map(vec![

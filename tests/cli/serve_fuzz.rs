@@ -125,25 +125,25 @@ fn setup(srv: &Server, hunting: bool) {
     let x = lcg_vectors(100, d, 1);
     let md: Vec<Value> = (0..100).map(|i| Value::from(format!("m{i}"))).collect();
     for (ix, kind) in [("flat", "Flat"), ("ivf", "IVF4,Flat"), ("hnsw", "HNSW8"), ("sq", "SQ8"), ("pq", "PQ2x4")] {
-        a.create(ix, d, kind, None).unwrap();
+        a.create_index(ix, d, kind, None).unwrap();
         if !a.call("get_index_status", vec![("index_id", s(ix))]).unwrap().flag("is_trained").unwrap() {
             a.train(ix, &lcg_vectors(1000, d, 2), d).unwrap();
         }
-        a.add(ix, &x, d, None, Some(md.clone())).unwrap();
+        a.add_vectors(ix, &x, d, None, Some(md.clone())).unwrap();
     }
-    a.create("small", d, "Flat", None).unwrap();
-    a.add("small", &x[..10 * d], d, None, None).unwrap();
-    a.create("idmap2", d, "IDMap2:Flat", None).unwrap();
+    a.create_index("small", d, "Flat", None).unwrap();
+    a.add_vectors("small", &x[..10 * d], d, None, None).unwrap();
+    a.create_index("idmap2", d, "IDMap2:Flat", None).unwrap();
     let first = if hunting { 0 } else { 1000 };
-    a.add("idmap2", &x, d, Some(&(first..first + 100).collect::<Vec<i64>>()), None).unwrap();
-    a.create("bin", 64, "BINARY_FLAT", None).unwrap();
+    a.add_vectors("idmap2", &x, d, Some(&(first..first + 100).collect::<Vec<i64>>()), None).unwrap();
+    a.create_index("bin", 64, "BINARY_FLAT", None).unwrap();
     a.call("add_vectors", vec![("index_id", s("bin")), ("vectors", Value::Binary(codes(100, 3)))]).unwrap();
     let mut g = connect(srv, Some("k2"), TIMEOUT);
-    g.create("flat", d, "Flat", None).unwrap();
-    g.add("flat", &x[..20 * d], d, None, None).unwrap();
+    g.create_index("flat", d, "Flat", None).unwrap();
+    g.add_vectors("flat", &x[..20 * d], d, None, None).unwrap();
     let mut o = connect(srv, Some("k3"), TIMEOUT);
-    o.create("healthy", 4, "Flat", None).unwrap();
-    o.add("healthy", &[0.0f32, 1.0, 2.0, 3.0], 4, None, None).unwrap();
+    o.create_index("healthy", 4, "Flat", None).unwrap();
+    o.add_vectors("healthy", &[0.0f32, 1.0, 2.0, 3.0], 4, None, None).unwrap();
 }
 
 /// Valid requests of every action (acme's key unless said otherwise).
@@ -1324,8 +1324,8 @@ fn serve_fuzz_requests() {
     // 4. The ops tenant's index still works, and the server never exited.
     let mut c = connect(&fz.srv, Some("k3"), TIMEOUT);
     let x = [0.5f32, 0.25, 0.125, 9.0];
-    c.add("healthy", &x, 4, None, None).expect("add on the healthy index after fuzzing");
-    let (nb, _) = c.search("healthy", &x, 4, 1, vec![], false).expect("search on the healthy index after fuzzing");
+    c.add_vectors("healthy", &x, 4, None, None).expect("add on the healthy index after fuzzing");
+    let (nb, _) = c.search("healthy", &x, 4, &knn(1), false).expect("search on the healthy index after fuzzing");
     assert_eq!(nb.dists[0], 0.0, "the vector just added is its own nearest neighbour");
     assert!(fz.srv.child.try_wait().unwrap().is_none(), "the server exited");
     let distinct: HashSet<&str> = fz.findings.iter().map(|f| f.what.as_str()).collect();

@@ -12,7 +12,7 @@ use crate::serve::Server;
 use crate::util::*;
 use faissx::engine::client::{Client, ClientConfig};
 use faissx::engine::protocol::{self, encode_value, Msg, Value};
-use faissx::engine::{Error, ErrorKind};
+use faissx::engine::{Error, ErrorKind, SearchParams};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -247,12 +247,12 @@ impl Rig {
     fn prepare(&mut self) {
         (self.setup)(self);
         let mut c = self.client();
-        match c.create(HEALTHY, 4, "Flat", None) {
+        match c.create_index(HEALTHY, 4, "Flat", None) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => panic!("creating the healthy index: {e}"),
         }
-        c.add(HEALTHY, &[0.0f32, 1.0, 2.0, 3.0], 4, None, None).unwrap();
+        c.add_vectors(HEALTHY, &[0.0f32, 1.0, 2.0, 3.0], 4, None, None).unwrap();
     }
 
     /// A client of the rig's tenant.
@@ -273,9 +273,9 @@ impl Rig {
         let mut c = self.client();
         c.ping().map_err(|e| format!("ping: {e}"))?;
         let x = [0.5f32, 0.25, 0.125, 9.0];
-        c.add(HEALTHY, &x, 4, None, None).map_err(|e| format!("add on the healthy index: {e}"))?;
+        c.add_vectors(HEALTHY, &x, 4, None, None).map_err(|e| format!("add on the healthy index: {e}"))?;
         let (n, _) =
-            c.search(HEALTHY, &x, 4, 1, vec![], false).map_err(|e| format!("search on the healthy index: {e}"))?;
+            c.search(HEALTHY, &x, 4, &knn(1), false).map_err(|e| format!("search on the healthy index: {e}"))?;
         if n.dists.first() != Some(&0.0) {
             return Err(format!("search on the healthy index: the vector just added is not found ({:?})", n.dists));
         }
@@ -348,7 +348,7 @@ impl Rig {
     }
 
     /// Require a reply (success or error) to `what`.
-    pub fn want_reply(&mut self, what: &str, r: &Result<Msg, Error>) -> Result<(), String> {
+    pub fn want_reply<T>(&mut self, what: &str, r: &Result<T, Error>) -> Result<(), String> {
         match r {
             Err(e) if no_reply(e) => {
                 self.hung = true;
@@ -397,8 +397,8 @@ fn id(v: &str) -> (&'static str, Value) {
 fn acme_secrets(rig: &mut Rig) {
     let mut acme = rig.client_as(Some("k1"), TIMEOUT);
     for (name, d, n) in [("secret4", 4, 2000), ("secret64", 64, 500)] {
-        acme.create(name, d, "Flat", None).unwrap();
-        acme.add(name, &vec![SECRET; n * d], d, None, None).unwrap();
+        acme.create_index(name, d, "Flat", None).unwrap();
+        acme.add_vectors(name, &vec![SECRET; n * d], d, None, None).unwrap();
     }
 }
 
@@ -432,12 +432,12 @@ fn probe_reconstruct(rig: &mut Rig, ix: &str, ids: &[i64]) -> Result<(), String>
 /// Create `ix` of `kind` (dimension `d`) in globex, train it when needed, add `x` (with
 /// `ids` for IDMap types).
 fn globex_index(c: &mut Client, ix: &str, kind: &str, d: usize, x: &[f32], ids: Option<&[i64]>) -> Result<(), String> {
-    c.create(ix, d, kind, None).map_err(|e| format!("create {kind}: {e}"))?;
+    c.create_index(ix, d, kind, None).map_err(|e| format!("create {kind}: {e}"))?;
     let st = c.call("get_index_status", vec![id(ix)]).map_err(|e| format!("status: {e}"))?;
     if !st.flag("is_trained").unwrap_or(true) {
         c.train(ix, &lcg_vectors(512, d, 9), d).map_err(|e| format!("train {kind}: {e}"))?;
     }
-    c.add(ix, x, d, ids, None).map_err(|e| format!("add to {kind}: {e}"))?;
+    c.add_vectors(ix, x, d, ids, None).map_err(|e| format!("add to {kind}: {e}"))?;
     Ok(())
 }
 
@@ -503,7 +503,7 @@ fn serve_refuses_index_types_that_would_poison_the_log() {
         rig.case(&format!("create {kind:?} with --data-dir"), |rig| {
             let mut c = rig.client();
             let ix = format!("poison{i}");
-            let r = c.create(&ix, 8, kind, None);
+            let r = c.create_index(&ix, 8, kind, None);
             rig.want_reply(&format!("create {kind}"), &r)?;
             match r {
                 Err(e) if e.kind() == ErrorKind::InvalidInput => Ok(()),
@@ -514,7 +514,9 @@ fn serve_refuses_index_types_that_would_poison_the_log() {
                         let r = c.train(&ix, &lcg_vectors(256, 8, 1), 8);
                         rig.want_reply(&format!("train {kind}"), &r)?;
                     }
-                    let r = c.add(&ix, &lcg_vectors(1000, 8, 2), 8, None, None);
+                    let r = c
+                        .add_vectors(&ix, &lcg_vectors(1000, 8, 2), 8, None, None)
+                        .map(|a| Msg::default().with("count", a.count).with("ntotal", a.ntotal));
                     rig.want_error(&format!("add to {kind} (created although it cannot hold vectors)"), r, &[])
                 }
             }
@@ -538,7 +540,7 @@ fn serve_refuses_index_types_that_would_poison_the_log() {
 /// `kind` created at dimension `d` and trained on `x`: an error reply either way is fine.
 fn create_and_train(rig: &mut Rig, ix: &str, kind: &str, d: usize, x: &[f32]) -> Result<(), String> {
     let mut c = rig.client();
-    let r = c.create(ix, d, kind, None);
+    let r = c.create_index(ix, d, kind, None);
     rig.want_reply(&format!("create {kind}"), &r)?;
     if r.is_err() {
         return Ok(());
@@ -603,7 +605,7 @@ fn idmap_reads(rig: &mut Rig, ix: &str, held: &[Vec<f32>], d: usize) -> Result<(
 fn serve_survives_requests_that_crashed_it() {
     let mut rig = Rig::new("harden-kill", &[], None, |_| {});
     rig.case("create PQ0x8", |rig| {
-        let r = rig.client().create("pq0", 8, "PQ0x8", None);
+        let r = rig.client().create_index("pq0", 8, "PQ0x8", None);
         rig.want_error("create PQ0x8", r, &[])
     });
     let train16 = lcg_vectors(1000, 16, 3);
@@ -619,8 +621,8 @@ fn serve_survives_requests_that_crashed_it() {
             let x = lcg_vectors(200, d, 5);
             let ids: Vec<i64> = (100..300).collect();
             let mut c = rig.client();
-            c.create(&ix, d, kind, None).map_err(|e| format!("create: {e}"))?;
-            c.add(&ix, &x, d, Some(&ids), None).map_err(|e| format!("add: {e}"))?;
+            c.create_index(&ix, d, kind, None).map_err(|e| format!("create: {e}"))?;
+            c.add_vectors(&ix, &x, d, Some(&ids), None).map_err(|e| format!("add: {e}"))?;
             let mut held: Vec<Vec<f32>> = x.chunks(d).map(<[f32]>::to_vec).collect();
             idmap_reads(rig, &ix, &held, d)?;
             let gone: Vec<i64> = (100..120).collect();
@@ -632,7 +634,7 @@ fn serve_survives_requests_that_crashed_it() {
     }
     rig.case("search with nq=10^6 (4 MB binary query) and k=10000 on an empty d=1 index", |rig| {
         let mut c = rig.client();
-        c.create("empty1", 1, "Flat", None).map_err(|e| format!("create: {e}"))?;
+        c.create_index("empty1", 1, "Flat", None).map_err(|e| format!("create: {e}"))?;
         let q = Value::Binary(protocol::f32_bytes(&vec![0.5f32; 1_000_000]));
         let r = c.call("search", vec![id("empty1"), ("query_vectors", q), ("k", Value::from(10_000))]);
         rig.want_error("search nq=10^6 k=10000", r, &[])
@@ -642,9 +644,9 @@ fn serve_survives_requests_that_crashed_it() {
             let d = 8;
             let ix = format!("pq-{label}");
             let mut c = rig.client();
-            c.create(&ix, d, "PQ2x4", None).map_err(|e| format!("create: {e}"))?;
+            c.create_index(&ix, d, "PQ2x4", None).map_err(|e| format!("create: {e}"))?;
             c.train(&ix, &lcg_vectors(1000, d, 6), d).map_err(|e| format!("first train: {e}"))?;
-            c.add(&ix, &lcg_vectors(10, d, 7), d, None, None).map_err(|e| format!("add: {e}"))?;
+            c.add_vectors(&ix, &lcg_vectors(10, d, 7), d, None, None).map_err(|e| format!("add: {e}"))?;
             let x: Vec<f32> = if label == "3e38" {
                 lcg_vectors(1000, d, 8).iter().map(|v| if *v < 0.5 { 3e38 } else { -3e38 }).collect()
             } else {
@@ -666,7 +668,7 @@ fn serve_survives_requests_that_crashed_it() {
                 .map(|(i, v)| if i % 3 == 0 { v * scale * if i % 2 == 0 { 1.0 } else { -1.0 } } else { *v })
                 .collect();
             let mut c = rig.client();
-            c.create(&ix, d, kind, None).map_err(|e| format!("create: {e}"))?;
+            c.create_index(&ix, d, kind, None).map_err(|e| format!("create: {e}"))?;
             let r = c.train(&ix, &x, d);
             rig.want_error(&format!("train {kind} x{scale:e}"), r, &[])
         });
@@ -675,13 +677,15 @@ fn serve_survives_requests_that_crashed_it() {
         rig.case(&format!("add_vectors on {kind}"), |rig| {
             let mut c = rig.client();
             let ix = kind.to_lowercase();
-            let r = c.create(&ix, 8, kind, None);
+            let r = c.create_index(&ix, 8, kind, None);
             rig.want_reply(&format!("create {kind}"), &r)?;
             if r.is_err() {
                 return Ok(());
             }
             // NNDescent refuses 100 vectors or fewer with an error; more loop forever.
-            let r = c.add(&ix, &lcg_vectors(1000, 8, 10), 8, None, None);
+            let r = c
+                .add_vectors(&ix, &lcg_vectors(1000, 8, 10), 8, None, None)
+                .map(|a| Msg::default().with("count", a.count).with("ntotal", a.ntotal));
             let add = rig.want_error(&format!("add to {kind}"), r, &[]);
             let stop = rig.sigterm_and_restart().map_err(|e| format!("after the add: {e}"));
             match (add, stop) {
@@ -709,8 +713,8 @@ fn serve_is_not_wedged_by_requests_that_panicked_workers() {
     rig.case("6 x reconstruct_n start_idx=1 num_vectors=u64::MAX, then create/add/status/search", |rig| {
         let mut c = rig.client();
         let d = 4;
-        c.create("w", d, "Flat", None).map_err(|e| format!("create: {e}"))?;
-        c.add("w", &lcg_vectors(10, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
+        c.create_index("w", d, "Flat", None).map_err(|e| format!("create: {e}"))?;
+        c.add_vectors("w", &lcg_vectors(10, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
         let mut replies = Vec::new();
         let r = c.pipeline((0..6).map(|_| overflowing_reconstruct_n("w")), 6, |_, r, _| {
             replies.push(r);
@@ -726,10 +730,10 @@ fn serve_is_not_wedged_by_requests_that_panicked_workers() {
         for r in replies {
             rig.want_error("reconstruct_n overflowing", r, &[ErrorKind::InvalidInput, ErrorKind::Remote])?;
         }
-        let r = c.create("w2", d, "Flat", None);
+        let r = c.create_index("w2", d, "Flat", None);
         rig.want_reply("create after the panics", &r)?;
         r.map_err(|e| format!("create: {e}"))?;
-        let r = c.add("w", &lcg_vectors(2, d, 2), d, None, None);
+        let r = c.add_vectors("w", &lcg_vectors(2, d, 2), d, None, None);
         rig.want_reply("add after the panics", &r)?;
         r.map_err(|e| format!("add: {e}"))?;
         let r = c.call("get_index_status", vec![id("w")]);
@@ -737,7 +741,7 @@ fn serve_is_not_wedged_by_requests_that_panicked_workers() {
         if r.map_err(|e| format!("status: {e}"))?.uint("ntotal").ok().flatten() != Some(12) {
             return Err("get_index_status: ntotal is not 12".into());
         }
-        let r = c.search("w", &lcg_vectors(1, d, 1), d, 1, vec![], false);
+        let r = c.search("w", &lcg_vectors(1, d, 1), d, &knn(1), false);
         match r {
             Ok((n, _)) if n.ids == vec![0] => Ok(()),
             Ok((n, _)) => Err(format!("search after the panics: ids {:?}", n.ids)),
@@ -753,8 +757,8 @@ fn serve_answers_a_panicking_request_and_keeps_its_worker() {
     let mut rig = Rig::new("harden-panic", &["--workers", "1"], None, |_| {});
     rig.case("reconstruct_n overflow with --workers 1, then get_index_status", |rig| {
         let mut c = rig.client();
-        c.create("p", 4, "Flat", None).map_err(|e| format!("create: {e}"))?;
-        c.add("p", &lcg_vectors(10, 4, 1), 4, None, None).map_err(|e| format!("add: {e}"))?;
+        c.create_index("p", 4, "Flat", None).map_err(|e| format!("create: {e}"))?;
+        c.add_vectors("p", &lcg_vectors(10, 4, 1), 4, None, None).map_err(|e| format!("add: {e}"))?;
         let r = c.call_raw(overflowing_reconstruct_n("p"));
         rig.want_error("reconstruct_n overflowing", r, &[ErrorKind::Remote, ErrorKind::InvalidInput])?;
         let r = c.call("get_index_status", vec![id("p")]);
@@ -798,7 +802,7 @@ fn serve_bounds_the_memory_a_small_request_can_cost() {
     rig.case("search nq=1000 k=10000 on an empty index", |rig| {
         // A long timeout: what this case measures is memory, not time.
         let mut c = rig.client_as(None, Duration::from_secs(120));
-        c.create("e1", 1, "Flat", None).map_err(|e| format!("create: {e}"))?;
+        c.create_index("e1", 1, "Flat", None).map_err(|e| format!("create: {e}"))?;
         let q = Value::Binary(protocol::f32_bytes(&vec![0.5f32; 1000]));
         let before = rig.srv.reset_peak_rss();
         let r = c.call("search", vec![id("e1"), ("query_vectors", q), ("k", Value::from(10_000))]);
@@ -819,8 +823,8 @@ fn serve_bounds_the_memory_a_small_request_can_cost() {
     rig.case("HNSW search with params.efSearch = 5e7", |rig| {
         let mut c = rig.client();
         let d = 8;
-        c.create("h", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
-        c.add("h", &lcg_vectors(200, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
+        c.create_index("h", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
+        c.add_vectors("h", &lcg_vectors(200, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
         let params = Msg::from_pairs(vec![("efSearch", Value::F64(5e7))]).into_value();
         let r = c.call(
             "search",
@@ -836,7 +840,7 @@ fn serve_bounds_the_memory_a_small_request_can_cost() {
     rig.case("set_parameter efSearch=2147483647", |rig| {
         let mut c = rig.client();
         let d = 8;
-        c.create("h2", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
+        c.create_index("h2", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
         let r = c.call(
             "set_parameter",
             vec![id("h2"), ("parameter", Value::from("efSearch")), ("value", Value::from(2_147_483_647u64))],
@@ -844,7 +848,7 @@ fn serve_bounds_the_memory_a_small_request_can_cost() {
         rig.want_error("set_parameter efSearch=2147483647", r, &[])
     });
     rig.case("create IVF1000000,Flat", |rig| {
-        let r = rig.client().create("ivf-huge", 8, "IVF1000000,Flat", None);
+        let r = rig.client().create_index("ivf-huge", 8, "IVF1000000,Flat", None);
         rig.want_error("create IVF1000000,Flat", r, &[])
     });
     rig.case("400 pipelined 1 MiB adds on one connection", |rig| {
@@ -853,7 +857,7 @@ fn serve_bounds_the_memory_a_small_request_can_cost() {
         // their queue's: a server that bounds it answers some with a busy/TOO_LARGE error.
         let d = 48;
         let mut c = rig.client_as(None, Duration::from_secs(120));
-        c.create("q", d, "HNSW32", None).map_err(|e| format!("create: {e}"))?;
+        c.create_index("q", d, "HNSW32", None).map_err(|e| format!("create: {e}"))?;
         let cfg = c.config().clone();
         let slow = cfg.request(
             "add_vectors",
@@ -894,8 +898,8 @@ fn serve_metrics_show_only_the_callers_tenant() {
     rig.case("acme's traffic in globex's metrics", |rig| {
         let mut acme = rig.client_as(Some("k1"), TIMEOUT);
         let d = 4;
-        acme.create("a", d, "Flat", None).map_err(|e| e.to_string())?;
-        acme.add("a", &lcg_vectors(20, d, 1), d, None, None).map_err(|e| e.to_string())?;
+        acme.create_index("a", d, "Flat", None).map_err(|e| e.to_string())?;
+        acme.add_vectors("a", &lcg_vectors(20, d, 1), d, None, None).map_err(|e| e.to_string())?;
         for _ in 0..25 {
             acme.range_search("a", &lcg_vectors(1, d, 2), d, 0.5).map_err(|e| e.to_string())?;
             let _ = acme.call("get_metadata", vec![id("a"), ("ids", protocol::ints_value(&[1]))]);
@@ -971,36 +975,36 @@ fn serve_survives_requests_found_by_fuzzing() {
         rig.case(&format!("add vectors with components 3e38 to a trained {kind}"), |rig| {
             let mut c = rig.client();
             let v = format!("v{i}");
-            c.create(&v, d, kind, None).map_err(|e| format!("create: {e}"))?;
+            c.create_index(&v, d, kind, None).map_err(|e| format!("create: {e}"))?;
             c.train(&v, &lcg_vectors(300, d, 1), d).map_err(|e| format!("train: {e}"))?;
-            let r = c.add(&v, &every_third(50, d, 3e38), d, None, None);
+            let r = c.add_vectors(&v, &every_third(50, d, 3e38), d, None, None);
             rig.want_reply(&format!("add to {kind}"), &r)?;
-            let r = c.search(&v, &lcg_vectors(2, d, 3), d, 5, vec![], false).map(|_| Msg::default());
+            let r = c.search(&v, &lcg_vectors(2, d, 3), d, &knn(5), false).map(|_| Msg::default());
             rig.want_reply(&format!("search {kind}"), &r)
         });
     }
     rig.case("search a PQ2x4fs after reset", |rig| {
         let mut c = rig.client();
-        c.create("fs", d, "PQ2x4fs", None).map_err(|e| format!("create: {e}"))?;
+        c.create_index("fs", d, "PQ2x4fs", None).map_err(|e| format!("create: {e}"))?;
         c.train("fs", &lcg_vectors(300, d, 1), d).map_err(|e| format!("train: {e}"))?;
-        c.add("fs", &lcg_vectors(50, d, 2), d, None, None).map_err(|e| format!("add: {e}"))?;
+        c.add_vectors("fs", &lcg_vectors(50, d, 2), d, None, None).map_err(|e| format!("add: {e}"))?;
         c.call("reset", vec![id("fs")]).map_err(|e| format!("reset: {e}"))?;
-        let r = c.search("fs", &lcg_vectors(2, d, 3), d, 5, vec![], false).map(|_| Msg::default());
+        let r = c.search("fs", &lcg_vectors(2, d, 3), d, &knn(5), false).map(|_| Msg::default());
         rig.want_reply("search after reset", &r)
     });
     rig.case("reconstruct id 0 on an untrained, empty PQ2x4fs", |rig| {
         let mut c = rig.client();
-        c.create("fs0", d, "PQ2x4fs", None).map_err(|e| format!("create: {e}"))?;
+        c.create_index("fs0", d, "PQ2x4fs", None).map_err(|e| format!("create: {e}"))?;
         let r = c.call("reconstruct", vec![id("fs0"), ("id", Value::from(0))]);
         rig.want_error("reconstruct id 0", r, &[ErrorKind::NotFound, ErrorKind::InvalidInput, ErrorKind::NotTrained])
     });
     rig.case("search an HNSW4 (ip) holding ±f32::MAX vectors", |rig| {
         let d = 16;
         let mut c = rig.client();
-        c.create("hm", d, "HNSW4", Some("ip")).map_err(|e| format!("create: {e}"))?;
-        let r = c.add("hm", &plus_minus_max(300, d, 1), d, None, None);
+        c.create_index("hm", d, "HNSW4", Some("ip")).map_err(|e| format!("create: {e}"))?;
+        let r = c.add_vectors("hm", &plus_minus_max(300, d, 1), d, None, None);
         rig.want_reply("add ±f32::MAX", &r)?;
-        let r = c.search("hm", &lcg_vectors(17, d, 3), d, 1, vec![], false).map(|_| Msg::default());
+        let r = c.search("hm", &lcg_vectors(17, d, 3), d, &knn(1), false).map(|_| Msg::default());
         rig.want_reply("search", &r)?;
         let r = c.range_search("hm", &lcg_vectors(17, d, 3), d, -1.0).map(|_| Msg::default());
         rig.want_reply("range_search radius -1", &r)
@@ -1008,17 +1012,17 @@ fn serve_survives_requests_found_by_fuzzing() {
     rig.case("range_search an HNSW4 (ip) with a ±f32::MAX query", |rig| {
         let d = 64;
         let mut c = rig.client();
-        c.create("hq", d, "HNSW4", Some("ip")).map_err(|e| format!("create: {e}"))?;
-        c.add("hq", &lcg_vectors(5, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
+        c.create_index("hq", d, "HNSW4", Some("ip")).map_err(|e| format!("create: {e}"))?;
+        c.add_vectors("hq", &lcg_vectors(5, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
         let r = c.range_search("hq", &plus_minus_max(1, d, 4), d, 10.0).map(|_| Msg::default());
         rig.want_reply("range_search with a huge query", &r)
     });
     rig.case("search a small HNSW with params.efSearch = 2147483647", |rig| {
         let mut c = rig.client();
-        c.create("he", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
-        c.add("he", &lcg_vectors(100, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
-        let params = vec![("efSearch", Value::from(2_147_483_647u64))];
-        let r = c.search("he", &lcg_vectors(1, d, 2), d, 4, params, false).map(|_| Msg::default());
+        c.create_index("he", d, "HNSW8", None).map_err(|e| format!("create: {e}"))?;
+        c.add_vectors("he", &lcg_vectors(100, d, 1), d, None, None).map_err(|e| format!("add: {e}"))?;
+        let params = SearchParams { ef_search: Some(2_147_483_647), ..knn(4) };
+        let r = c.search("he", &lcg_vectors(1, d, 2), d, &params, false).map(|_| Msg::default());
         rig.want_error("search efSearch=2147483647", r, &[])
     });
     rig.finish();

@@ -204,3 +204,8 @@ macro_rules! eqnice {
         }
     }};
 }
+
+/// Search parameters for `k` neighbours per query, keeping the index's own nprobe/efSearch.
+pub fn knn(k: usize) -> faissx::engine::SearchParams {
+    faissx::engine::SearchParams { k, nprobe: None, ef_search: None }
+}

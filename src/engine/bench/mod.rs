@@ -126,6 +126,11 @@ pub struct Setting {
 }
 
 impl Setting {
+    /// The search parameters of this setting for `k` neighbours per query.
+    pub fn params(&self, k: usize) -> SearchParams {
+        SearchParams { k, nprobe: self.nprobe, ef_search: self.ef_search }
+    }
+
     /// `nprobe=16,efSearch=64`, or `default`.
     pub fn label(&self) -> String {
         let mut parts = Vec::new();
@@ -481,7 +486,7 @@ pub fn sweep_local(
         }
         stopped(stop)?;
         progress.note(&format!("{target}: {}", s.label()));
-        let params = SearchParams { k: opts.k, nprobe: s.nprobe, ef_search: s.ef_search };
+        let params = s.params(opts.k);
         let m = measure(set.d(), queries, opts, stop, &|q| set.search(q, &params))?;
         let rec = record(target, &info.type_name, set.len(), 1, s, &m, gt, opts.k, cost);
         if opts.target_recall.is_some_and(|r| rec.k_recall_at_k >= r) {

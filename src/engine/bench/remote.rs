@@ -7,7 +7,6 @@ use super::{record, BenchOptions, BuildCost, GroundTruth, Measured, Record, Sett
 use crate::engine::client::{search_reply, Client, ClientConfig};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Neighbors;
-use crate::engine::protocol::Value;
 use crate::engine::Progress;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -16,20 +15,12 @@ use std::time::Instant;
 /// Queries per request in batch mode (keeps requests well under server size limits).
 const REMOTE_BATCH: usize = 1024;
 
-fn params(s: &Setting) -> Vec<(&'static str, Value)> {
-    let mut p = Vec::new();
-    if let Some(n) = s.nprobe {
-        p.push(("nprobe", Value::from(n as u64)));
-    }
-    if let Some(e) = s.ef_search {
-        p.push(("efSearch", Value::from(e as u64)));
-    }
-    p
-}
-
 /// The dimension of the remote index `index` (to check the queries before benchmarking).
 pub fn remote_dimension(cfg: &ClientConfig, index: &str) -> Result<usize> {
-    Client::connect(cfg.clone())?.dimension(index).map_err(|e| e.context(format!("{}: index {index}", cfg.server)))
+    Client::connect(cfg.clone())?
+        .get_index_status(index)
+        .map(|s| s.dimension)
+        .map_err(|e| e.context(format!("{}: index {index}", cfg.server)))
 }
 
 /// Sweep the settings (every combination of the given nprobe and efSearch values, or the
@@ -59,6 +50,7 @@ pub fn sweep_remote(
     for &n in &np {
         for &e in &ef {
             let s = Setting { nprobe: n, ef_search: e };
+            let params = s.params(opts.k);
             progress.note(&format!(
                 "{target}: {} with {clients} client(s), {pipeline} request(s) in flight each",
                 s.label()
@@ -73,7 +65,7 @@ pub fn sweep_remote(
                     if stop.load(Ordering::Relaxed) {
                         return Err(Error::new(ErrorKind::Interrupted, "interrupted"));
                     }
-                    let (r, _) = main.search(index, chunk, d, opts.k, params(&s), false)?;
+                    let (r, _) = main.search(index, chunk, d, &params, false)?;
                     all.nq += r.nq;
                     all.ids.extend_from_slice(&r.ids);
                     all.dists.extend_from_slice(&r.dists);
@@ -104,7 +96,7 @@ pub fn sweep_remote(
                             if q >= nsingle || stop.load(Ordering::Relaxed) {
                                 return None;
                             }
-                            Some(cfg.search_request(index, &queries[q * d..(q + 1) * d], d, opts.k, params(&s), false))
+                            Some(cfg.search_request(index, &queries[q * d..(q + 1) * d], d, &params, false))
                         });
                         let run = c.pipeline(requests, pipeline, |_, r, took| {
                             search_reply(r?, opts.k)?;

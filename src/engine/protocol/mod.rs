@@ -11,6 +11,7 @@ use crate::engine::index::{pack_bits, Index, Rows};
 pub use rmpv::Value;
 
 mod decode;
+pub mod params;
 use decode::PACKED_F32;
 pub use decode::{peek_head, Head, MAX_DEPTH};
 
@@ -307,6 +308,15 @@ impl Msg {
             None => Ok(false),
             Some(Value::Boolean(b)) => Ok(*b),
             Some(v) => v.as_u64().map(|u| u != 0).ok_or_else(|| wrong(key, "a boolean", v)),
+        }
+    }
+
+    /// A map value as a message (e.g. one row of a reply's array); anything else is a
+    /// protocol error.
+    pub fn from_value(v: Value) -> Result<Msg> {
+        match v {
+            Value::Map(map) => Ok(Msg { map }),
+            other => Err(bad(format!("expected a map, got {}", type_name(&other)))),
         }
     }
 

@@ -29,18 +29,7 @@ pub fn knob(name: &str, v: u64) -> Result<usize> {
 
 /// Search parameters from a request's `params` map.
 pub fn search_params(m: &Msg, k: usize) -> Result<SearchParams> {
-    let mut p = SearchParams { k, nprobe: None, ef_search: None };
-    if let Some(params) = m.map("params")? {
-        if let Some(v) = params.uint("nprobe")? {
-            p.nprobe = Some(knob("nprobe", v)?);
-        }
-        for key in ["efSearch", "ef_search", "ef"] {
-            if let Some(v) = params.uint(key)? {
-                p.ef_search = Some(knob("efSearch", v)?);
-            }
-        }
-    }
-    Ok(p)
+    crate::engine::protocol::params::search_params(m, k, knob)
 }
 
 /// Refuse a search of `nq` queries whose `nq × k` results exceed [`MAX_RESULTS`].

@@ -1,0 +1,219 @@
+//! Index files faissx writes, each with one owner that commits it or rolls it back, as
+//! [`AtomicFile`](crate::engine::io::atomic::AtomicFile) does for a single file.
+//!
+//! An index output at `PATH` is up to three files: the FAISS index `PATH`, its sidecar
+//! (`PATH.meta.json`) and, for an index whose inverted lists live on disk, the data file
+//! `PATH.ivfdata`. The data file is built as `PATH.ivfdata.tmp` — FAISS writes it while the
+//! index is filled — and renamed into place by [`IndexOutput::commit`], which then writes the
+//! index and the sidecar (each through its own temp file). An output dropped without a
+//! commit removes its temp files, so an interrupted or failed run leaves nothing half-written
+//! under a final name. [`OutputSet`] does the same for several outputs that stand or fall
+//! together (the shards of `faissx split`).
+
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::{sidecar_path, storage, Index};
+use crate::engine::io::atomic;
+use std::path::{Path, PathBuf};
+
+/// Refuse to replace an existing `path` unless `force`.
+///
+/// Errors: `AlreadyExists` naming the path.
+pub fn check_new(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("{}: already exists (use --force to replace it)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// One index file (with its sidecar and, optionally, its on-disk lists) being written.
+/// Commit with [`IndexOutput::commit`]; dropped uncommitted, it removes its temp files.
+#[derive(Debug)]
+pub struct IndexOutput {
+    path: PathBuf,
+    /// `<path>.ivfdata.tmp`, when the index's lists go on disk.
+    lists_tmp: Option<PathBuf>,
+    committed: bool,
+}
+
+impl IndexOutput {
+    /// An index to be written at `path` (and its sidecar). Nothing is created until
+    /// [`IndexOutput::commit`].
+    pub fn new(path: &Path) -> IndexOutput {
+        IndexOutput { path: path.to_path_buf(), lists_tmp: None, committed: false }
+    }
+
+    /// An index at `path` whose inverted lists go on disk, to `<path>.ivfdata`: build them in
+    /// [`IndexOutput::lists_tmp`] (`<path>.ivfdata.tmp`; a stale one is removed here).
+    pub fn with_lists_on_disk(path: &Path) -> IndexOutput {
+        let tmp = atomic::tmp_path(&storage::ivfdata_path(path));
+        let _ = std::fs::remove_file(&tmp);
+        IndexOutput { path: path.to_path_buf(), lists_tmp: Some(tmp), committed: false }
+    }
+
+    /// The index file's final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the on-disk lists are built until the commit (`<path>.ivfdata.tmp`), for
+    /// [`Index::lists_to_disk`]; `None` for an index held in memory.
+    pub fn lists_tmp(&self) -> Option<&Path> {
+        self.lists_tmp.as_deref()
+    }
+
+    /// Write `index` here: for on-disk lists, first rename `<path>.ivfdata.tmp` to
+    /// `<path>.ivfdata` and point the index at it; then the index file and its sidecar.
+    ///
+    /// Errors: `InvalidInput` when the index's lists are on disk but this output was not
+    /// made for them; `Io`/`Faiss` from writing (temp files are removed).
+    pub fn commit(mut self, index: &mut Index) -> Result<()> {
+        if index.lists_on_disk() {
+            let Some(tmp) = self.lists_tmp.as_deref() else {
+                return Err(Error::invalid(format!(
+                    "{}: the index's inverted lists are on disk; this output was made for an in-memory index",
+                    self.path.display()
+                )));
+            };
+            let data = storage::ivfdata_path(&self.path);
+            atomic::commit_tmp(tmp, &data)?;
+            let abs = std::fs::canonicalize(&data).unwrap_or(data);
+            index.set_lists_file(&abs)?;
+        }
+        self.committed = true;
+        index.save(&self.path)
+    }
+
+    /// The files of a written output at `path`: the index, its sidecar and its on-disk
+    /// lists (which may not exist).
+    pub fn files(path: &Path) -> [PathBuf; 3] {
+        [path.to_path_buf(), sidecar_path(path), storage::ivfdata_path(path)]
+    }
+}
+
+impl Drop for IndexOutput {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some(tmp) = &self.lists_tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+    }
+}
+
+/// Several outputs in one directory that stand or fall together: until
+/// [`OutputSet::keep`], dropping the set removes every output committed through it (all
+/// their files) and the directory, if the set created it.
+#[derive(Debug)]
+pub struct OutputSet {
+    written: Vec<PathBuf>,
+    created_dir: Option<PathBuf>,
+    kept: bool,
+}
+
+impl OutputSet {
+    /// Outputs to be written in `dir`, which is created if missing.
+    ///
+    /// Errors: `InvalidInput` when `dir` exists and is not a directory; `Io` creating it.
+    pub fn in_dir(dir: &Path) -> Result<OutputSet> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::invalid(format!("{}: -o must be a directory", dir.display())));
+        }
+        let created_dir = (!dir.exists()).then(|| dir.to_path_buf());
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(OutputSet { written: Vec::new(), created_dir, kept: false })
+    }
+
+    /// Commit `out` with `index` as one of this set (rolled back with it, even when this
+    /// commit fails halfway).
+    pub fn commit(&mut self, out: IndexOutput, index: &mut Index) -> Result<()> {
+        self.written.push(out.path().to_path_buf());
+        out.commit(index)
+    }
+
+    /// Keep every output written.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for OutputSet {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for p in &self.written {
+            for f in IndexOutput::files(p) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        if let Some(d) = &self.created_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::index::{IndexSpec, Metric};
+
+    fn flat(n: usize) -> Index {
+        let spec = IndexSpec { factory: "Flat".into(), metric: Metric::L2, dim: 4 };
+        let mut ix = Index::create(&spec, false).unwrap();
+        ix.add(&(0..n * 4).map(|v| v as f32).collect::<Vec<_>>(), None).unwrap();
+        ix
+    }
+
+    fn ls(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => return Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn uncommitted_lists_leave_nothing_and_commit_writes_index_and_sidecar() {
+        let dir = std::env::temp_dir().join(format!("faissx-output-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.index");
+        {
+            let out = IndexOutput::with_lists_on_disk(&path);
+            assert_eq!(out.lists_tmp(), Some(dir.join("a.index.ivfdata.tmp").as_path()));
+            std::fs::write(out.lists_tmp().unwrap(), b"partial lists").unwrap();
+        }
+        assert_eq!(ls(&dir), Vec::<String>::new(), "dropped uncommitted: temp lists removed");
+        IndexOutput::new(&path).commit(&mut flat(3)).unwrap();
+        assert_eq!(ls(&dir), ["a.index", "a.index.meta.json"]);
+        assert_eq!(Index::open_float(&path, &Default::default()).unwrap().ntotal(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_output_set_stands_or_falls_together() {
+        let base = std::env::temp_dir().join(format!("faissx-outset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join("shards");
+        {
+            let mut set = OutputSet::in_dir(&dir).unwrap();
+            set.commit(IndexOutput::new(&dir.join("s.0.index")), &mut flat(2)).unwrap();
+            assert_eq!(ls(&dir), ["s.0.index", "s.0.index.meta.json"]);
+        }
+        assert!(!dir.exists(), "dropped unkept: outputs and the directory it created removed");
+        let mut set = OutputSet::in_dir(&dir).unwrap();
+        set.commit(IndexOutput::new(&dir.join("s.0.index")), &mut flat(2)).unwrap();
+        set.keep();
+        assert_eq!(ls(&dir), ["s.0.index", "s.0.index.meta.json"]);
+        let e = OutputSet::in_dir(&dir.join("s.0.index")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let e = check_new(&dir.join("s.0.index"), false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        check_new(&dir.join("s.0.index"), true).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
