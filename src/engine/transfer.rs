@@ -205,7 +205,11 @@ impl Client {
                 .iter()
                 .map(|p| {
                     let m = Msg::from_value(p.clone())?;
-                    Ok((m.req_str("part")?.to_string(), m.uint("bytes")?.unwrap_or(0), m.uint("crc32")?.unwrap_or(0) as u32))
+                    Ok((
+                        m.req_str("part")?.to_string(),
+                        m.uint("bytes")?.unwrap_or(0),
+                        m.uint("crc32")?.unwrap_or(0) as u32,
+                    ))
                 })
                 .collect::<Result<_>>()?,
             _ => return Err(Error::new(ErrorKind::Protocol, "export_begin reply has no \"parts\"")),
@@ -218,7 +222,9 @@ impl Client {
                 "index" => out.to_path_buf(),
                 "sidecar" => IndexMeta::path_for(out),
                 "metadata" => metadata_path(out),
-                other => return Err(Error::new(ErrorKind::Protocol, format!("export sends an unknown part {other:?}"))),
+                other => {
+                    return Err(Error::new(ErrorKind::Protocol, format!("export sends an unknown part {other:?}")))
+                }
             };
             let mut f = AtomicFile::create(&path)?;
             let mut h = crc32fast::Hasher::new();
@@ -322,7 +328,10 @@ impl Manifest {
         for e in &m.indexes {
             let bad = e.file.contains('/') || e.file.starts_with('.') || e.file.is_empty();
             if bad {
-                return Err(Error::format(&p, format!("index {:?}: file {:?} is not a plain file name", e.index_id, e.file)));
+                return Err(Error::format(
+                    &p,
+                    format!("index {:?}: file {:?} is not a plain file name", e.index_id, e.file),
+                ));
             }
         }
         Ok(m)
@@ -374,7 +383,11 @@ pub fn export_all(c: &mut Client, dir: &Path, progress: &mut dyn FnMut(&str, u64
 
 /// Import every index of a backup folder's manifest into the caller's tenant (each new or
 /// replacing the one of its name). Stops at the first failure, naming the index.
-pub fn import_all(c: &mut Client, dir: &Path, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Vec<(String, Imported)>> {
+pub fn import_all(
+    c: &mut Client,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<Vec<(String, Imported)>> {
     let m = Manifest::read(dir)?;
     let mut out = Vec::new();
     for e in &m.indexes {

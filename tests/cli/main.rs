@@ -15,4 +15,5 @@ mod serve_binary;
 mod serve_durability;
 mod serve_fuzz;
 mod serve_hardening;
+mod serve_import;
 mod serve_python;

@@ -214,6 +214,8 @@ pub struct Service {
     import_dirs: Vec<PathBuf>,
     /// `serve --mmap`: imported and `--index` files are mapped, not loaded.
     mmap: bool,
+    /// `serve --index` files that failed to re-read, with the version that failed.
+    failed_reloads: std::sync::Mutex<HashMap<Key, swap::Stamp>>,
 }
 
 /// the process when asked to change read-only mapped data).
@@ -288,6 +290,7 @@ impl Service {
             transfers,
             import_dirs,
             mmap: cfg.mmap,
+            failed_reloads: std::sync::Mutex::new(HashMap::new()),
         };
         if let Some(st) = &svc.store {
             let report = st.load_all(cfg.mmap)?;

@@ -24,11 +24,14 @@ use std::sync::Arc;
 pub struct Source {
     /// The file, as given.
     pub path: PathBuf,
-    /// Identity and version of the file read (device, inode, size, mtime in ns).
-    pub stamp: (u64, u64, u64, i128),
+    /// Identity and version of the file read.
+    pub stamp: Stamp,
 }
 
-fn stamp_of(path: &Path) -> Result<(u64, u64, u64, i128)> {
+/// A file's device, inode, size and mtime (ns): changes when the file is replaced.
+pub type Stamp = (u64, u64, u64, i128);
+
+fn stamp_of(path: &Path) -> Result<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).at(path)?;
     Ok((m.dev(), m.ino(), m.len(), m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128))
@@ -139,11 +142,27 @@ impl Service {
             .collect();
         for (key, e) in sources {
             let Some(src) = &e.source else { continue };
-            if stamp_of(&src.path).ok() == Some(src.stamp) {
+            let now = stamp_of(&src.path).ok();
+            if now == Some(src.stamp) {
                 continue;
             }
-            if let Err(err) = self.reload_source(&key, &e, src) {
-                log_line(format_args!("--index {}: keeps serving the previous file: {}", key.1, err.chain()));
+            // A file that failed to load is tried again only once it changes again.
+            let mut failed = self.failed_reloads.lock().unwrap_or_else(|p| p.into_inner());
+            if now.is_some() && failed.get(&key) == now.as_ref() {
+                continue;
+            }
+            drop(failed);
+            match self.reload_source(&key, &e, src) {
+                Ok(_) => {
+                    self.failed_reloads.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                }
+                Err(err) => {
+                    log_line(format_args!("--index {}: keeps serving the previous file: {}", key.1, err.chain()));
+                    failed = self.failed_reloads.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(st) = now {
+                        failed.insert(key.clone(), st);
+                    }
+                }
             }
         }
     }

@@ -16,6 +16,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod transfer;
+pub use transfer::{ExportArgs, ImportArgs};
+
 const EXAMPLES: &str = "\
 Examples:
   faissx query-remote --server tcp://127.0.0.1:45678 --api-key k1 create docs --dimension 784 --index-type \"IVF256,Flat\"
@@ -122,6 +125,22 @@ pub enum RemoteOp {
     /// Checkpoint one index (or all of this tenant's) to disk now.
     #[command(after_long_help = "Examples:\n  faissx query-remote snapshot docs\n  faissx query-remote snapshot")]
     Snapshot(OptIndexArg),
+    /// Make an index file the index INDEX: new, or an atomic swap of the served one.
+    ///
+    /// Searches running during the swap finish on the old version, later ones see the new
+    /// one. The reply carries the new generation and the file's checksum; --if-generation
+    /// makes the swap conditional. With --all, restores a folder written by `export --all`.
+    #[command(
+        after_long_help = "Examples:\n  faissx build docs.npy -o docs.index --factory IVF1024,PQ32 --ids doc_ids.npy\n  faissx query-remote import docs docs.index\n  faissx query-remote import docs docs.index --if-generation 3\n  faissx query-remote import docs --server-path /srv/indices/docs.index\n  faissx query-remote import --all backup-2026-12-01/"
+    )]
+    Import(ImportArgs),
+    /// Download a consistent point-in-time copy of an index (or, with --all, of every index
+    /// of this tenant, with a manifest.json): the files `faissx search`/`info` and Python's
+    /// faiss.read_index open.
+    #[command(
+        after_long_help = "Examples:\n  faissx query-remote export docs -o docs-copy.index\n  faissx query-remote export --all -o backup-2026-12-01/"
+    )]
+    Export(ExportArgs),
 }
 
 /// Just an index id.
@@ -372,6 +391,8 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
             out.flush().map_err(|e| Error::io(Path::new("<stdout>"), e))
         }
         RemoteOp::Add(x) => add(ctx, &mut c, x),
+        RemoteOp::Import(x) => transfer::import(ctx, &mut c, x),
+        RemoteOp::Export(x) => transfer::export(ctx, &mut c, x),
         RemoteOp::Train(x) => {
             let form = Form::of(&c.get_index_status(&x.index)?);
             let f = x.input_args.open(&x.input)?;
