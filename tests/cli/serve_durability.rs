@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// `faissx serve --data-dir DATA`, stderr to `log` (or nowhere), SIGXFSZ ignored so that a
 /// file size limit makes writes fail with EFBIG instead of killing the server.
-fn start(env: &TestEnv, data: &Path, log: Option<&Path>) -> Server {
+pub fn start(env: &TestEnv, data: &Path, log: Option<&Path>) -> Server {
     let mut cmd = env.cmd();
     cmd.args(["serve", "--bind-address", "127.0.0.1", "--port", "0", "-q", "--data-dir"]).arg(data);
     cmd.stdout(Stdio::piped());
@@ -252,7 +252,7 @@ enum Disk {
     FileSizeLimit,
 }
 
-fn set_file_size_limit(srv: &Server, bytes: u64) {
+pub fn set_file_size_limit(srv: &Server, bytes: u64) {
     let lim = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall on our own child.
     let rc = unsafe { libc::prlimit(srv.child.id() as libc::pid_t, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };

@@ -306,3 +306,21 @@ fn export_and_backup_round_trip() {
         "per-vector metadata travels with the backup"
     );
 }
+
+#[test]
+fn a_full_disk_during_spooling_is_an_error_and_leaves_nothing() {
+    let env = TestEnv::new("import-full");
+    let a = built(&env, "a", 300, 7, 0);
+    built(&env, "big", 4000, 8, 500_000);
+    let data = env.path("data");
+    let srv = crate::serve_durability::start(&env, &data, None);
+    env.ok(&remote(&srv, &["import", "docs", "a.index"]));
+    // Files the server writes may not grow past 64 KiB from now on (EFBIG, as a full disk).
+    crate::serve_durability::set_file_size_limit(&srv, 64 << 10);
+    let err = env.fails(&remote(&srv, &["import", "docs", "big.index"]), 1, "big.index");
+    assert!(err.contains("could not store the index chunk") && err.contains("File too large"), "{err}");
+    assert_eq!(spooled(&data), 0, "the failed upload's files are removed");
+    assert_eq!(top1(&srv, "docs", &a[..D]), vec![0]);
+    let mut c = srv.client(None, None);
+    assert_eq!(c.call("health", vec![]).unwrap().uint("transfers").unwrap(), Some(0));
+}

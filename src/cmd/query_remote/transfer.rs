@@ -77,7 +77,11 @@ pub fn import(ctx: &Ctx, c: &mut Client, a: ImportArgs) -> Result<()> {
         (None, None) => ImportFrom::Reread,
         (Some(_), Some(_)) => return Err(Error::invalid("give FILE or --server-path, not both")),
     };
-    let r = c.import_index(&a.index, &from, a.if_generation, &mut |d, t| p(&a.index, d, t))?;
+    let r =
+        c.import_index(&a.index, &from, a.if_generation, &mut |d, t| p(&a.index, d, t)).map_err(|e| match &a.file {
+            Some(f) => e.context(format!("importing {}", f.display())),
+            None => e,
+        })?;
     println_out(&imported_json(&a.index, &r).to_string())
 }
 

@@ -268,7 +268,15 @@ impl Transfers {
                     rx.bytes
                 )));
             }
-            rx.file.write_all(data).at(&path)?;
+            rx.file.write_all(data).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "the server could not store the {} chunk at offset {offset}: {e}; the upload is dropped",
+                        part.name()
+                    ),
+                )
+            })?;
             rx.crc.update(data);
             rx.bytes += data.len() as u64;
             Ok(rx.bytes)
