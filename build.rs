@@ -1,4 +1,4 @@
-//! Compiles faissx's small C++ shim (`src/engine/index/shim.cpp`) against the headers of the
+//! Compiles faissx's small C++ shim (`src/engine/index/shim/`) against the headers of the
 //! FAISS that `faiss-sys` builds, and records the C++ flags FAISS was built with so that the
 //! binary can refuse to start on a CPU that lacks the instructions they assume.
 
@@ -49,8 +49,12 @@ fn faiss_include() -> Option<PathBuf> {
     None
 }
 
+/// The shim's translation units (`shim/shim.h` is their common header), one per concern as
+/// in `src/engine/index/ffi/`.
+const SHIM: [&str; 4] = ["index.cpp", "float.cpp", "ondisk.cpp", "binary.cpp"];
+
 fn main() {
-    println!("cargo:rerun-if-changed=src/engine/index/shim.cpp");
+    println!("cargo:rerun-if-changed=src/engine/index/shim");
     println!("cargo:rerun-if-env-changed=FAISSX_FAISS_INCLUDE");
     println!("cargo:rerun-if-env-changed=CXXFLAGS");
     let include = faiss_include().expect(
@@ -58,7 +62,7 @@ fn main() {
     );
     cc::Build::new()
         .cpp(true)
-        .file("src/engine/index/shim.cpp")
+        .files(SHIM.iter().map(|f| format!("src/engine/index/shim/{f}")))
         .include(&include)
         .flag_if_supported("-std=c++17")
         .flag_if_supported("-fopenmp")

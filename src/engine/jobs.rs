@@ -7,7 +7,7 @@
 //! sample (`--train-size`, seed `--seed`).
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Index, IndexSpec, InputInfo, OpenOptions};
+use crate::engine::index::{self, Index, IndexSpec, InputInfo, OpenOptions};
 use crate::engine::io::{check_dim, VectorFile};
 #[cfg(doc)]
 use crate::engine::output::IndexOutput;
@@ -135,16 +135,11 @@ pub fn build(
     Ok(index)
 }
 
-/// Ids, when given, must be one per input row.
+/// Ids, when given, must be one per input row ([`index::check_id_count`], naming the file).
 fn check_ids(input: &VectorFile, ids: Option<&[i64]>) -> Result<()> {
     match ids {
-        Some(ids) if ids.len() != input.len() => Err(Error::invalid(format!(
-            "{} ids for {} vectors in {}: give exactly one id per vector",
-            ids.len(),
-            input.len(),
-            input.path().display()
-        ))),
-        _ => Ok(()),
+        Some(ids) => index::check_id_count(ids.len(), input.len()).map_err(|e| e.context(input.path().display())),
+        None => Ok(()),
     }
 }
 

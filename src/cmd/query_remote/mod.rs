@@ -6,7 +6,7 @@ use super::common::{InputArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
 use crate::engine::client::{Client, ClientConfig, IndexStatus};
-use crate::engine::index::{pack_bits, Rows};
+use crate::engine::index::{check_id_count, pack_bits, Rows};
 use crate::engine::io::{self, check_dim};
 use crate::engine::jobs;
 use crate::engine::protocol::{Msg, Value};
@@ -517,13 +517,7 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
         None => f.ids().map(<[i64]>::to_vec),
     };
     if let Some(ids) = &ids {
-        if ids.len() != f.len() {
-            return Err(Error::invalid(format!(
-                "{} ids for {} vectors: give exactly one id per vector",
-                ids.len(),
-                f.len()
-            )));
-        }
+        check_id_count(ids.len(), f.len())?;
     }
     let md = x.metadata.as_deref().map(read_metadata).transpose()?;
     if let Some(md) = &md {

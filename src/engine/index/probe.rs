@@ -132,7 +132,7 @@ pub fn sanity_pass(path: &Path, mmap: bool) -> Result<String> {
     // IDMap whose ids are not positions); binary indices reconstruct positions themselves.
     let rows = |i0: usize, m: usize| match ix.is_binary() {
         false => ix.extract(i0, m).ok().map(|(_, v)| Rows::Float(v)),
-        true => ix.reconstruct_n_rows(i0, m).ok(),
+        true => ix.reconstruct_n(i0, m).ok(),
     };
     let row = |i: usize| rows(i, 1);
     let _ = row(0);
@@ -175,7 +175,7 @@ pub fn sanity_pass(path: &Path, mmap: bool) -> Result<String> {
         }
         let q = if ix.is_binary() { Rows::Codes(codes) } else { Rows::Float(floats) };
         searched = ix.rows_in(&q).unwrap_or(0);
-        let _ = ix.search_rows(&q, &SearchParams { k: 1, nprobe: None, ef_search: None });
+        let _ = ix.search(&q, &SearchParams { k: 1, nprobe: None, ef_search: None });
     }
     Ok(format!("{} d={} ntotal={n}: opened, reconstructed, {searched} queries searched", info.index_type, info.d))
 }

@@ -65,7 +65,7 @@ impl Service {
                 // implicit training, which for a scalar quantizer (value ranges) is cheap and
                 // deterministic, so the first add trains on its own vectors.
                 if !s.index.is_trained() && s.index.describe()?.inner_name == "IndexScalarQuantizer" && !x.is_empty() {
-                    change_durably(s, |ix, _| ix.train_rows(&x))?;
+                    change_durably(s, |ix, _| ix.train(&x))?;
                 }
                 if !s.index.is_trained() {
                     return Err(Error::new(ErrorKind::NotTrained, "index is not trained: call train_index first"));
@@ -78,7 +78,7 @@ impl Service {
                     return Err(Error::invalid("training needs at least one vector"));
                 }
                 let n = s.index.rows_in(&x)?;
-                change_durably(s, |ix, _| ix.train_rows(&x))?;
+                change_durably(s, |ix, _| ix.train(&x))?;
                 return Ok(Msg::default().with("is_trained", s.index.is_trained()).with("trained_with", n as u64));
             }
             Action::RemoveIds => {
@@ -246,7 +246,7 @@ impl Mutation {
             Mutation::Add { x, ids, md } => {
                 let before = s.index.ntotal() as i64;
                 let n = s.index.rows_in(x)?;
-                s.index.add_rows(x, ids.as_deref())?;
+                s.index.add(x, ids.as_deref())?;
                 if let Some(md) = md {
                     for (i, v) in md.iter().enumerate() {
                         let key = ids.as_ref().map_or(before + i as i64, |ids| ids[i]);
@@ -281,7 +281,7 @@ impl Mutation {
             }
             Mutation::Replace { id, x } => {
                 s.index.remove_ids(&[*id])?;
-                s.index.add_rows(x, Some(&[*id]))?;
+                s.index.add(x, Some(&[*id]))?;
                 Ok(Msg::default().with("ntotal", s.index.ntotal() as u64).with("id", *id))
             }
             Mutation::SetParam { name, value } => {

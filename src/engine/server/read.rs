@@ -53,7 +53,7 @@ impl Service {
                 check_results(nq, k)?;
                 // Small searches are cheaper on one thread than through OpenMP's pool.
                 crate::engine::index::set_threads(if nq >= 16 { self.cores } else { 1 });
-                let n = ix.search_rows(&q, &params)?;
+                let n = ix.search(&q, &params)?;
                 let with_md = m.flag("include_metadata")?;
                 let md_row = |ids: &[i64]| {
                     Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect())
@@ -82,7 +82,7 @@ impl Service {
                                     if i < 0 {
                                         Ok(Value::Nil)
                                     } else {
-                                        ix.reconstruct_rows(i).map(|v| protocol::row_value(&v))
+                                        ix.reconstruct(i).map(|v| protocol::row_value(&v))
                                     }
                                 })
                                 .collect::<Result<Vec<_>>>()?;
@@ -114,7 +114,7 @@ impl Service {
                         ),
                     ));
                 }
-                let h = ix.range_search_rows(&q, radius as f32)?;
+                let h = ix.range_search(&q, radius as f32)?;
                 if h.ids.len() > MAX_RESULTS {
                     return Err(Error::new(
                         ErrorKind::TooLarge,
@@ -146,7 +146,7 @@ impl Service {
                     Some(k) => k,
                     None => m.int("idx")?.ok_or_else(|| Error::invalid("missing field \"id\" (or \"idx\")"))?,
                 };
-                let v = ix.reconstruct_rows(key)?;
+                let v = ix.reconstruct(key)?;
                 Msg::default().with(
                     "vector",
                     if binary { protocol::rows_value(&v, ix.d(), Encoding::Binary) } else { protocol::row_value(&v) },
@@ -177,7 +177,7 @@ impl Service {
                 let v = match (n, ix.is_binary()) {
                     (0, false) => Rows::Float(Vec::new()),
                     (0, true) => Rows::Codes(Vec::new()),
-                    _ => ix.reconstruct_n_rows(start, n)?,
+                    _ => ix.reconstruct_n(start, n)?,
                 };
                 let enc = if binary { Encoding::Binary } else { Encoding::Nested };
                 Msg::default()

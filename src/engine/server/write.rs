@@ -199,7 +199,7 @@ impl Service {
             // Binary indices have no IVF merge: read their vectors now, so that a source that
             // cannot give them back fails before the target changes.
             let rows = match (g.index.is_binary(), g.index.ntotal()) {
-                (true, n) if n > 0 => Some(g.index.reconstruct_n_rows(0, n)?),
+                (true, n) if n > 0 => Some(g.index.reconstruct_n(0, n)?),
                 _ => None,
             };
             copies.push((sid.clone(), g.index.try_clone()?, g.md.vectors.clone(), rows));
@@ -232,9 +232,9 @@ impl Service {
                 if n > 0 {
                     let x = match rows {
                         Some(x) => x,
-                        None => src.reconstruct_n_rows(0, n)?,
+                        None => src.reconstruct_n(0, n)?,
                     };
-                    ix.add_rows(&x, None)?;
+                    ix.add(&x, None)?;
                 }
                 for (k, v) in md {
                     md_all.vectors.insert(if renumbered { base + k } else { k }, v);

@@ -1,0 +1,169 @@
+//! Vectors into and out of an [`Index`]: train, add, search, range search, reconstruct — one
+//! method each for float rows and binary codes alike ([`RowsRef`] in, [`Rows`] out; see
+//! `types.rs`). Here are the checks every caller (CLI, server, bench) gets before FAISS sees
+//! the vectors: their form and width, finite values, cosine normalization, training, ids.
+
+use super::raw::refuse_binary_hash;
+use super::{ffi, IdMode, Index, Neighbors, RangeHits, Rows, RowsRef, SearchParams};
+use crate::engine::error::{Error, ErrorKind, Result};
+
+/// Vectors checked for an index: `n` of them, and what FAISS gets (float rows copied and
+/// normalized when the metric is cosine, otherwise the caller's own).
+struct Checked<'a> {
+    n: usize,
+    x: RowsRef<'a>,
+    normalized: Option<Vec<f32>>,
+}
+
+impl Checked<'_> {
+    fn rows(&self) -> RowsRef<'_> {
+        match &self.normalized {
+            Some(v) => RowsRef::Float(v),
+            None => self.x,
+        }
+    }
+}
+
+impl Index {
+    /// How many vectors `x` holds for this index (`n × d` floats or `n × d/8` bytes).
+    ///
+    /// Errors: `Unsupported` for the other form of vectors than the index takes;
+    /// `DimensionMismatch` for a length that is not a whole number of vectors.
+    pub fn rows_in<'a>(&self, x: impl Into<RowsRef<'a>>) -> Result<usize> {
+        self.raw.count(x.into(), "vectors")
+    }
+
+    /// Check `x` (form, whole number of vectors, finite float values) and copy-normalize float
+    /// rows when the metric is cosine. `what` names the input in errors.
+    fn check<'a>(&self, x: RowsRef<'a>, what: &str) -> Result<Checked<'a>> {
+        let n = self.raw.count(x, what)?;
+        let mut normalized = None;
+        if let RowsRef::Float(v) = x {
+            let d = self.d();
+            if let Some(pos) = crate::engine::io::first_out_of_range(v) {
+                return Err(Error::invalid(format!(
+                    "{what}: vector {} component {} is {} ({})",
+                    pos / d,
+                    pos % d,
+                    v[pos],
+                    crate::engine::io::out_of_range_reason(v[pos])
+                )));
+            }
+            if self.meta.normalize {
+                let mut v = v.to_vec();
+                ffi::normalize_l2(&mut v, d);
+                normalized = Some(v);
+            }
+        }
+        Ok(Checked { n, x, normalized })
+    }
+
+    /// `NotTrained` unless the index is trained (searches need it).
+    fn searchable(&self) -> Result<()> {
+        if !self.raw.is_trained() {
+            return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
+        }
+        Ok(())
+    }
+
+    /// Train on `x` (`n × d` f32 row-major, or `n × d/8` bytes for a binary index; binary IVF
+    /// trains its coarse quantizer). A no-op for indices that need no training.
+    ///
+    /// Errors: `InvalidInput` for no vectors or non-finite values; `DimensionMismatch`;
+    /// `Unsupported` for a read-only index or the other form of vectors.
+    pub fn train<'a>(&mut self, x: impl Into<RowsRef<'a>>) -> Result<()> {
+        self.check_writable("train")?;
+        let x = self.check(x.into(), "training vectors")?;
+        if x.n == 0 {
+            return Err(Error::invalid("training needs at least one vector"));
+        }
+        self.raw.train(x.rows())?;
+        self.meta.train_size = x.n;
+        Ok(())
+    }
+
+    /// Add `x` (`n × d` f32 row-major, or `n × d/8` bytes for a binary index), with `ids`
+    /// (`n`) if given.
+    ///
+    /// Errors: `NotTrained` for an untrained index, `InvalidInput` when ids are required but
+    /// missing, given to an index that cannot store them, negative, or of the wrong count;
+    /// `DimensionMismatch`; `Unsupported` for a read-only index or the other form of vectors.
+    pub fn add<'a>(&mut self, x: impl Into<RowsRef<'a>>, ids: Option<&[i64]>) -> Result<()> {
+        self.check_writable("add vectors")?;
+        let x = self.check(x.into(), "vectors")?;
+        self.check_add(x.n, ids)?;
+        if x.n == 0 {
+            // Nothing to add: FAISS is not asked (some index types, binary HNSW among them,
+            // read the first vector regardless).
+            return Ok(());
+        }
+        self.raw.add(x.rows(), ids)?;
+        if ids.is_some() {
+            self.meta.ids = IdMode::Explicit;
+        }
+        Ok(())
+    }
+
+    /// k-NN search of `queries` (`nq × d` f32 row-major, or `nq × d/8` bytes for a binary
+    /// index: Hamming distances as f32, closest first). `params.nprobe` applies to IVF,
+    /// `params.ef_search` to HNSW (not to binary indices).
+    ///
+    /// Errors: `InvalidInput` for `k` = 0 or a zero nprobe / efSearch; `DimensionMismatch`;
+    /// `NotTrained`; `Unsupported` for the other form of vectors.
+    pub fn search<'a>(&self, queries: impl Into<RowsRef<'a>>, params: &SearchParams) -> Result<Neighbors> {
+        self.raw.check_search(params)?;
+        self.searchable()?;
+        let q = self.check(queries.into(), "queries")?;
+        let (nq, k) = (q.n, params.k);
+        if nq == 0 {
+            return Ok(Neighbors { nq: 0, k, ids: Vec::new(), dists: Vec::new() });
+        }
+        if self.ntotal() == 0 {
+            // What FAISS answers for an empty index (id -1, the heap's neutral distance),
+            // without asking it: fast-scan PQ indices crash searching an empty index.
+            let worst = if self.raw.is_inner_product() { -f32::MAX } else { f32::MAX };
+            let n = nq.saturating_mul(k);
+            return Ok(Neighbors { nq, k, ids: vec![-1; n], dists: vec![worst; n] });
+        }
+        let (dists, ids) = self.raw.search(q.rows(), params)?;
+        Ok(Neighbors { nq, k, ids, dists })
+    }
+
+    /// Range search: every stored vector within `radius` of each query (squared L2 for `l2`;
+    /// for `ip`/`cosine`, similarity above `radius`; for binary indices, Hamming distance
+    /// below `radius`). Hits sorted closest first.
+    ///
+    /// Errors: `InvalidInput` for a radius that is not finite (binary: not a non-negative
+    /// distance); `DimensionMismatch`; `NotTrained`; `Unsupported` for the other form.
+    pub fn range_search<'a>(&self, queries: impl Into<RowsRef<'a>>, radius: f32) -> Result<RangeHits> {
+        self.raw.check_radius(radius)?;
+        self.searchable()?;
+        let q = self.check(queries.into(), "queries")?;
+        self.raw.range_search(q.rows(), radius)
+    }
+
+    /// The vector stored under id `key`: `d` floats, or `d/8` bytes for a binary index.
+    ///
+    /// Errors: `NotFound` for a negative id, for an id outside `0..ntotal` of an index that
+    /// numbers its vectors by position (FAISS itself only checks `key < ntotal`, so a negative
+    /// key would read memory outside the index), and for an id an IVF index does not hold;
+    /// `Unsupported` for binary hash indices, which cannot reconstruct.
+    pub fn reconstruct(&self, key: i64) -> Result<Rows> {
+        let info = self.raw.describe()?;
+        refuse_binary_hash(&info, "reconstruct vectors")?;
+        self.check_key(&info, key)?;
+        self.raw.reconstruct(key)
+    }
+
+    /// The `n` vectors from internal position `i0` (`n × d` floats, or `n × d/8` bytes):
+    /// IDMap wrappers by the wrapped index's positions, IVF by ids `i0..i0+n` (binary IVF:
+    /// zeros for ids not stored), others by position.
+    ///
+    /// Errors: `InvalidInput` when `i0 + n` is past `ntotal` (or overflows); `Unsupported`
+    /// for binary hash indices.
+    pub fn reconstruct_n(&self, i0: usize, n: usize) -> Result<Rows> {
+        refuse_binary_hash(&self.raw.describe()?, "reconstruct vectors")?;
+        self.check_range(i0, n)?;
+        self.raw.reconstruct_n(i0, n)
+    }
+}
