@@ -194,3 +194,27 @@ impl Index {
         Ok(Index { raw, meta, has_sidecar, storage })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_id_per_vector() {
+        assert!(check_id_count(3, 3).is_ok());
+        let e = check_id_count(2, 3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert_eq!(e.to_string(), "2 ids for 3 vectors: give exactly one id per vector");
+    }
+
+    #[test]
+    fn add_checks_the_id_count_before_faiss() {
+        let spec = super::super::IndexSpec { factory: "Flat".into(), metric: super::super::Metric::L2, dim: 2 };
+        let mut ix = Index::create(&spec, true).unwrap();
+        let e = ix.add(&[0.0f32, 0.0, 1.0, 1.0], Some(&[7])).unwrap_err();
+        assert_eq!(e.to_string(), "1 ids for 2 vectors: give exactly one id per vector");
+        assert_eq!(ix.ntotal(), 0);
+        ix.add(&[0.0f32, 0.0, 1.0, 1.0], Some(&[7, 9])).unwrap();
+        assert_eq!(ix.stored_ids(0, 2).unwrap(), vec![7, 9]);
+    }
+}

@@ -236,3 +236,29 @@ pub struct IndexInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<IndexMeta>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_borrow_the_callers_vectors() {
+        let v = vec![1.0f32, 2.0];
+        let RowsRef::Float(s) = RowsRef::from(&v) else { panic!("float rows expected") };
+        assert_eq!(s.as_ptr(), v.as_ptr());
+        let c = vec![1u8, 2];
+        let RowsRef::Codes(s) = RowsRef::from(&c[..]) else { panic!("codes expected") };
+        assert_eq!(s.as_ptr(), c.as_ptr());
+        let owned = Rows::Codes(c.clone());
+        assert_eq!(RowsRef::from(&owned), RowsRef::Codes(&c));
+        assert!(Rows::Float(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn bits_pack_least_significant_first() {
+        let mut bits = vec![0.0f32; 16];
+        bits[0] = 1.0;
+        bits[9] = 1.0;
+        assert_eq!(pack_bits(&bits), vec![0b0000_0001, 0b0000_0010]);
+    }
+}

@@ -167,3 +167,87 @@ impl Index {
         self.raw.reconstruct_n(i0, n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{IndexSpec, Metric, Storage};
+    use super::*;
+
+    fn flat(d: usize, metric: Metric) -> Index {
+        Index::create(&IndexSpec { factory: "Flat".into(), metric, dim: d }, false).unwrap()
+    }
+
+    fn params(k: usize) -> SearchParams {
+        SearchParams { k, nprobe: None, ef_search: None }
+    }
+
+    #[test]
+    fn one_method_family_serves_float_rows() {
+        let mut ix = flat(2, Metric::L2);
+        let x = vec![0.0f32, 0.0, 1.0, 1.0, 5.0, 5.0];
+        ix.add(&x, None).unwrap();
+        assert_eq!(ix.rows_in(&x).unwrap(), 3);
+        let n = ix.search(&[1.1f32, 1.0], &params(2)).unwrap();
+        assert_eq!(n.ids, vec![1, 0]);
+        let h = ix.range_search(&[0.0f32, 0.0], 2.5).unwrap();
+        assert_eq!(h.row(0).0, &[0, 1]);
+        assert_eq!(ix.reconstruct(2).unwrap(), Rows::Float(vec![5.0, 5.0]));
+        assert_eq!(ix.reconstruct_n(0, 3).unwrap(), Rows::Float(x));
+    }
+
+    #[test]
+    fn one_method_family_serves_binary_codes() {
+        let mut ix = Index::create_binary(16, "BFlat").unwrap();
+        let codes: Vec<u8> = vec![0b0000_0000, 0, 0b0000_0111, 0, 0xff, 0xff];
+        ix.add(&codes, None).unwrap();
+        assert_eq!(ix.rows_in(&codes).unwrap(), 3);
+        let n = ix.search(&[0b0000_0011u8, 0], &params(2)).unwrap();
+        assert_eq!((n.ids.clone(), n.dists.clone()), (vec![1, 0], vec![1.0, 2.0]));
+        // Binary range search is strict: Hamming distance below the radius.
+        let h = ix.range_search(&[0u8, 0], 3.0).unwrap();
+        assert_eq!(h.row(0).0, &[0]);
+        assert_eq!(ix.reconstruct(2).unwrap(), Rows::Codes(vec![0xff, 0xff]));
+        assert_eq!(ix.reconstruct_n(0, 3).unwrap(), Rows::Codes(codes));
+        // An empty index answers without asking FAISS, padded as FAISS pads.
+        let empty = Index::create_binary(16, "BFlat").unwrap();
+        let n = empty.search(&[0u8, 0], &params(1)).unwrap();
+        assert_eq!((n.ids, n.dists), (vec![-1], vec![f32::MAX]));
+    }
+
+    #[test]
+    fn the_other_form_of_vectors_is_refused() {
+        let mut f = flat(16, Metric::L2);
+        let e = f.add(&[0u8, 0], None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("float vectors, not binary codes"), "{e}");
+        let b = Index::create_binary(16, "BFlat").unwrap();
+        let e = b.search(&[0.0f32; 16], &params(1)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("binary (Hamming) index"), "{e}");
+        let e = b.rows_in(&[0u8, 0, 0]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DimensionMismatch);
+    }
+
+    #[test]
+    fn cosine_normalizes_a_copy_and_leaves_the_input_alone() {
+        let mut ix = flat(2, Metric::Cosine);
+        let x = vec![3.0f32, 4.0];
+        ix.add(&x, None).unwrap();
+        assert_eq!(x, vec![3.0, 4.0]);
+        assert_eq!(ix.reconstruct(0).unwrap(), Rows::Float(vec![0.6, 0.8]));
+    }
+
+    #[test]
+    fn read_only_indices_refuse_changes_before_faiss() {
+        let mut ix = flat(2, Metric::L2);
+        ix.storage = Storage::Mapped;
+        let e = ix.add(&[1.0f32, 2.0], None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("cannot add vectors: the index is memory-mapped"), "{e}");
+        ix.storage = Storage::OnDisk;
+        let e = ix.check_writable("train").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.to_string().contains("cannot train: the index has on-disk inverted lists"), "{e}");
+        assert_eq!(ix.ntotal(), 0);
+    }
+}

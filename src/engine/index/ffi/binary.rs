@@ -86,7 +86,7 @@ fn check_binary_factory(d: usize, desc: &str) -> Result<()> {
 pub struct RawBinaryIndex(pub(super) NonNull<FaissIndexBinary>);
 
 impl RawBinaryIndex {
-    /// `faiss::index_binary_factory(d, description)` for the types [`check_binary_factory`]
+    /// `faiss::index_binary_factory(d, description)` for the types `check_binary_factory`
     /// accepts: `BFlat`, `BIVF<nlist>`, `BIVF<nlist>_HNSW<M>`, `BHNSW<M>`, `BHash<b>`; `d` in
     /// bits, a positive multiple of 8.
     ///

@@ -1,5 +1,5 @@
 //! The only module with `unsafe`: thin wrappers over FAISS's C API (`faiss-sys`) and faissx's
-//! C++ shim (`shim.cpp`). Everything above this module is safe Rust.
+//! C++ shim (`../shim/`, split the same way). Everything above this module is safe Rust.
 //!
 //! faiss-rs's `Index::search` takes `&mut self` although FAISS's search is const; here search,
 //! range search and reconstruct take `&self`, so one opened index can serve concurrent readers
