@@ -305,6 +305,13 @@ fn export_and_backup_round_trip() {
         Some(&Value::Array(vec![Value::from("doc-2"), Value::Nil])),
         "per-vector metadata travels with the backup"
     );
+
+    // An in-memory server exports what it holds too (written from memory, not a checkpoint).
+    let mem = Server::start(&env, &[]);
+    env.ok(&remote(&mem, &["import", "docs", "copy.index"]));
+    env.ok(&remote(&mem, &["export", "docs", "-o", "mem.index"]));
+    let again = parse_jsonl(&env.ok(&["search", "mem.index", "q.npy", "-k", "5", "--format", "jsonl"]));
+    assert_eq!(again, local);
 }
 
 #[test]

@@ -268,9 +268,19 @@ impl Index {
     /// closed it, before it is renamed into place. It is still in the page cache: ~25 ms per
     /// 200 MB (measured: `faissx build` of a 200 MB Flat index, 0.44 s before, 0.46 s after).
     pub fn save(&mut self, path: &Path) -> Result<()> {
-        self.meta.ntotal = self.raw.ntotal();
-        self.meta.updated_unix = meta::now_unix();
-        self.meta.faissx_version = env!("CARGO_PKG_VERSION").to_string();
+        self.meta = self.write_to(path)?;
+        self.has_sidecar = true;
+        Ok(())
+    }
+
+    /// Write the index and its sidecar exactly as [`Index::save`] does, without changing
+    /// `self` (so a reader can write a point-in-time copy, e.g. under a read lock). Returns
+    /// the sidecar written.
+    pub fn write_to(&self, path: &Path) -> Result<IndexMeta> {
+        let mut meta = self.meta.clone();
+        meta.ntotal = self.raw.ntotal();
+        meta.updated_unix = meta::now_unix();
+        meta.faissx_version = env!("CARGO_PKG_VERSION").to_string();
         let tmp = atomic::tmp_path(path);
         let sum = self.raw.write(&tmp).and_then(|()| meta::Checksum::of_file(&tmp));
         let sum = match sum {
@@ -281,10 +291,9 @@ impl Index {
             }
         };
         atomic::commit_tmp(&tmp, path)?;
-        self.meta.set_checksum(Some(sum));
-        self.meta.save(path)?;
-        self.has_sidecar = true;
-        Ok(())
+        meta.set_checksum(Some(sum));
+        meta.save(path)?;
+        Ok(meta)
     }
 
     /// The sidecar facts.

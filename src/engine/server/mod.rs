@@ -229,8 +229,10 @@ fn writable(id: &str, e: &Entry, ix: &Index) -> Result<()> {
             ),
         ));
     }
+    // The engine's check, worded for the server's flags.
+    let Err(e) = ix.check_writable("change it") else { return Ok(()) };
     match ix.storage() {
-        Storage::Loaded => Ok(()),
+        Storage::Loaded => Err(e),
         Storage::Mapped => Err(Error::new(
             ErrorKind::Unsupported,
             format!(

@@ -24,12 +24,7 @@ impl Service {
                     return Err(Error::invalid("add_with_ids needs \"ids\""));
                 }
                 if let Some(ids) = &ids {
-                    if ids.len() != n {
-                        return Err(Error::invalid(format!(
-                            "{} ids for {n} vectors: give exactly one id per vector",
-                            ids.len()
-                        )));
-                    }
+                    crate::engine::index::check_id_count(ids.len(), n)?;
                 }
                 let md = match m.get("metadata") {
                     None => None,

@@ -371,12 +371,11 @@ impl Service {
             link_or_copy(&sidecar, &Part::Sidecar.path_in(&dir))?;
             link_or_copy(&metadata, &Part::Metadata.path_in(&dir))?;
         } else {
+            // In memory: written under the read lock (writes queue behind it for that long;
+            // searches do not), without a copy of the index in memory.
             let g = e.read();
-            let mut copy = g.index.try_clone()?;
-            let md = g.md.clone();
-            drop(g);
-            copy.save(&Part::Index.path_in(&dir))?;
-            md.write(&Part::Metadata.path_in(&dir))?;
+            g.index.write_to(&Part::Index.path_in(&dir))?;
+            g.md.write(&Part::Metadata.path_in(&dir))?;
         }
         std::mem::forget(guard);
         let info = e.read().index.info(None)?;
