@@ -10,12 +10,14 @@
 //! read-only check); `types.rs` the vectors and results ([`Rows`], [`RowsRef`],
 //! [`Neighbors`], [`RangeHits`], [`IndexInfo`]); `raw.rs` the float/binary FAISS object;
 //! `vectors.rs` train/add/search/range search/reconstruct; `ids.rs` id handling and its
-//! checks; `lists.rs` merges and on-disk inverted lists; `ffi/` the FAISS calls.
+//! checks; `lists.rs` merges and on-disk inverted lists; `kmeans.rs` FAISS's k-means and IVF
+//! reclustering; `ffi/` the FAISS calls.
 
 pub mod check;
 pub mod factory;
 pub mod ffi;
 mod ids;
+pub mod kmeans;
 mod lists;
 pub mod meta;
 pub mod probe;

@@ -7,11 +7,13 @@
 //!
 //! Files: `float.rs` ([`RawIndex`], FAISS's `Index`: vectors of `d` f32), `binary.rs`
 //! ([`RawBinaryIndex`], FAISS's `IndexBinary`: codes of `d` bits in `d / 8` bytes),
-//! `threads.rs` (OpenMP and BLAS threads). This file holds what both kinds share: error
-//! handling, index facts ([`RawInfo`]), file I/O, range-search results, and the methods whose
-//! only difference between the kinds is the C function they call (`shared_methods!`).
+//! `threads.rs` (OpenMP and BLAS threads), `clustering.rs` (FAISS's k-means, IVF
+//! reclustering). This file holds what both kinds share: error handling, index facts
+//! ([`RawInfo`]), file I/O, range-search results, and the methods whose only difference
+//! between the kinds is the C function they call (`shared_methods!`).
 
 mod binary;
+pub mod clustering;
 mod float;
 mod threads;
 
