@@ -44,8 +44,11 @@ fn official_python_client_matches_local_faiss() {
     assert_eq!(v["classes"]["IndexFlatL2"]["recall_remote"], 1.0);
 
     let suite = v["suite"].as_object().expect("a \"suite\" map");
-    let failed: Vec<String> =
-        suite.iter().filter(|(_, r)| *r != "ok").map(|(name, r)| format!("{name}: {}", r.as_str().unwrap_or("?"))).collect();
+    let failed: Vec<String> = suite
+        .iter()
+        .filter(|(_, r)| *r != "ok")
+        .map(|(name, r)| format!("{name}: {}", r.as_str().unwrap_or("?")))
+        .collect();
     assert!(failed.is_empty(), "FAISSx suite scenarios failed against faissx serve:\n{}", failed.join("\n"));
     // Every test file of FAISSx's suite that talks to a server is replayed (see the script's
     // docstring for the ones that cannot be), each with at least one scenario.

@@ -191,6 +191,22 @@ impl Msg {
         }
     }
 
+    /// The row width of vector field `key` when the field carries it itself: nested or
+    /// packed rows (the first row's length; a flat array of numbers is one row). `None` for a
+    /// `bin` (its width is the caller's `d`), an empty array or a missing field.
+    pub fn width_hint(&self, key: &str) -> Option<usize> {
+        match self.get(key)? {
+            Value::Ext(PACKED_F32, b) if b.len() >= 4 => {
+                Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).filter(|&w| w > 0)
+            }
+            Value::Array(a) => match a.first()? {
+                Value::Array(row) => Some(row.len()),
+                _ => Some(a.len()),
+            },
+            _ => None,
+        }
+    }
+
     /// A map from key/value pairs.
     pub fn from_pairs(pairs: Vec<(&str, Value)>) -> Msg {
         Msg { map: pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect() }

@@ -71,6 +71,8 @@ actions! {
     AddVectors = "add_vectors": Write,
     /// Vectors with their ids (ids required).
     AddWithIds = "add_with_ids": Write,
+    /// `add_with_ids` with FAISSx's `batch_size` (one add, all or nothing).
+    BatchAddWithIds = "batch_add_with_ids": Write,
     /// Train on `n × d` vectors.
     TrainIndex = "train_index": Write,
     /// Remove vectors by id.
@@ -81,6 +83,10 @@ actions! {
     DeleteIndex = "delete_index": Write,
     /// Set `nprobe`, `efSearch` or `efConstruction`.
     SetParameter = "set_parameter": Write,
+    /// Set `nprobe` / `efSearch` from the index's size and a level.
+    OptimizeIndex = "optimize_index": Write,
+    /// Retrain an IVF index's coarse quantizer with another number of lists.
+    ReclusterIndex = "recluster_index": Write,
     /// Remove every vector (training kept).
     Reset = "reset" | "clear": Write,
     /// Merge source indices into a target.
@@ -91,6 +97,8 @@ actions! {
     Search = "search": Read,
     /// Search, with the neighbours' vectors.
     SearchAndReconstruct = "search_and_reconstruct": Read,
+    /// Search with FAISSx's hybrid fields (`vector_weight`; `metadata_filter` is refused).
+    HybridSearch = "hybrid_search": Read,
     /// All neighbours within a radius.
     RangeSearch = "range_search": Read,
     /// One stored vector by id.
@@ -109,6 +117,8 @@ actions! {
     GetParameter = "get_parameter": Read,
     /// Per-vector metadata by id.
     GetMetadata = "get_metadata": Read,
+    /// k-means of the request's vectors (reads no index).
+    ComputeClustering = "compute_clustering": Read,
     /// Start uploading an index file (for `import_index`).
     UploadBegin = "upload_begin": Transfer,
     /// One chunk of an upload.
@@ -158,5 +168,8 @@ mod tests {
         assert_eq!(Action::Search.class(), ActionClass::Read);
         assert_eq!(Action::Snapshot.class(), ActionClass::Write);
         assert_eq!(Action::Ping.class(), ActionClass::Admin);
+        assert_eq!(Action::ComputeClustering.class(), ActionClass::Read);
+        assert_eq!(Action::ReclusterIndex.class(), ActionClass::Write);
+        assert_eq!(Action::parse("batch_add_with_ids"), Some(Action::BatchAddWithIds));
     }
 }

@@ -17,6 +17,13 @@ pub const MAX_EF: u64 = 1 << 16;
 /// allocates 12 bytes per hit before the server can count them).
 pub const MAX_RANGE_CANDIDATES: usize = 1 << 25;
 
+/// Largest k-means work of one `compute_clustering`, in multiply-adds
+/// ([`kmeans_work`](crate::engine::index::kmeans::kmeans_work)): a few seconds of one core.
+pub const MAX_KMEANS_WORK: u128 = 1 << 36;
+
+/// Largest `niter` of one `compute_clustering`.
+pub const MAX_NITER: i64 = 1000;
+
 /// Check a search knob against the server's limits (`nprobe` ≤ [`MAX_NLIST`](crate::engine::index::factory::MAX_NLIST), which
 /// FAISS clamps to nlist anyway; `efSearch`/`efConstruction` ≤ [`MAX_EF`]).
 pub fn knob(name: &str, v: u64) -> Result<usize> {

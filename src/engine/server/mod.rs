@@ -9,11 +9,12 @@
 //! | `action.rs` | the [`Action`] enum: every action name, alias and class |
 //! | `auth.rs` | API keys → tenants, id checks |
 //! | `types.rs` | FAISSx index-type strings → FAISS factory strings |
-//! | `limits.rs` | per-request limits (results, `efSearch`, range candidates, `k`) |
+//! | `limits.rs` | per-request limits (results, `efSearch`, range candidates, `k`, k-means work) |
 //! | `admin.rs` | `ping`, `health`, `list_indices` |
 //! | `read.rs` | searches, reconstruction, status, parameters, metadata |
 //! | `write.rs` | create, delete, merge, snapshot, and the mutations of one index |
 //! | `mutation.rs` | a logged mutation: its WAL record and how it applies (also on replay) |
+//! | `clustering.rs` | `compute_clustering` and `recluster_index` (FAISS's k-means) |
 //! | `stats.rs` | per-(tenant, action) counts and latencies for `metrics` |
 //! | `store/` | files under `--data-dir`: checkpoints, WAL, quarantine |
 //! | `net.rs` | sockets, threads, queues |
@@ -33,6 +34,7 @@
 mod action;
 mod admin;
 mod auth;
+mod clustering;
 mod limits;
 mod mutation;
 mod net;
@@ -58,7 +60,7 @@ use store::{IndexStore, Metadata, Origin, Store};
 
 pub use action::{Action, ActionClass};
 pub use auth::valid_id;
-pub use limits::{MAX_EF, MAX_RANGE_CANDIDATES, MAX_RESULTS};
+pub use limits::{MAX_EF, MAX_KMEANS_WORK, MAX_NITER, MAX_RANGE_CANDIDATES, MAX_RESULTS};
 pub use net::serve;
 
 /// What `faissx serve` was asked to do.

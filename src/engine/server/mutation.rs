@@ -16,12 +16,20 @@ impl Service {
     pub(super) fn mutate(&self, call: &Call, s: &mut Slot) -> Result<Msg> {
         let m = &call.msg;
         let mutation = match call.action {
-            Action::AddVectors | Action::AddWithIds => {
+            Action::AddVectors | Action::AddWithIds | Action::BatchAddWithIds => {
+                if call.action == Action::BatchAddWithIds {
+                    // FAISSx adds batch by batch; one add does the same, all or nothing.
+                    if let Some(b) = m.int("batch_size")? {
+                        if b < 1 {
+                            return Err(Error::invalid(format!("batch_size={b} must be a positive integer")));
+                        }
+                    }
+                }
                 let x = m.rows("vectors", &s.index)?;
                 let n = s.index.rows_in(&x)?;
                 let ids = m.ids("ids")?;
-                if call.action == Action::AddWithIds && ids.is_none() {
-                    return Err(Error::invalid("add_with_ids needs \"ids\""));
+                if call.action != Action::AddVectors && ids.is_none() {
+                    return Err(Error::invalid(format!("{} needs \"ids\"", call.action.name())));
                 }
                 if let Some(ids) = &ids {
                     crate::engine::index::check_id_count(ids.len(), n)?;
@@ -96,6 +104,8 @@ impl Service {
                 let value = m.uint("value")?.ok_or_else(|| Error::invalid("missing field \"value\" (an integer)"))?;
                 Mutation::SetParam { name, value }
             }
+            Action::OptimizeIndex => return optimize(m, s),
+            Action::ReclusterIndex => return super::clustering::recluster(m.req_str("index_id")?, m, s),
             Action::Reset => {
                 // The emptied copy is checkpointed before the vectors go (a copy costs the
                 // index's memory once more, for a moment; resets are rare).
@@ -111,27 +121,81 @@ impl Service {
             }
             other => return Err(super::misrouted(other)),
         };
-        mutation.check(s)?;
-        if let Some(st) = s.store.as_mut() {
-            st.log(mutation.record())?;
-        }
-        let before = s.index.ntotal();
-        let out = match mutation.apply(s) {
-            Ok(out) => out,
-            Err(e) => {
-                unlog_failed(s, before);
-                return Err(e);
-            }
-        };
-        // The mutation is logged and applied: a checkpoint that fails now only leaves the
-        // WAL longer, so it must not turn the reply into an error.
-        if s.store.as_ref().is_some_and(|st| st.wants_checkpoint()) {
-            if let Err(e) = checkpoint(s) {
-                log_line(format_args!("checkpoint of {} failed: {}", dir_of(s), e.chain()));
-            }
+        let mut out = logged(s, mutation)?;
+        if call.action == Action::BatchAddWithIds {
+            let count = out.uint("count")?.unwrap_or(0);
+            out.set("message", format!("added {count} vectors with ids to index {}", m.req_str("index_id")?));
         }
         Ok(out)
     }
+}
+
+/// Check `mutation`, append it to the slot's WAL (with a store), apply it; if it fails to
+/// apply, take it back out of the log. Checkpoints when the log has grown enough.
+fn logged(s: &mut Slot, mutation: Mutation) -> Result<Msg> {
+    mutation.check(s)?;
+    if let Some(st) = s.store.as_mut() {
+        st.log(mutation.record())?;
+    }
+    let before = s.index.ntotal();
+    let out = match mutation.apply(s) {
+        Ok(out) => out,
+        Err(e) => {
+            unlog_failed(s, before);
+            return Err(e);
+        }
+    };
+    // The mutation is logged and applied: a checkpoint that fails now only leaves the
+    // WAL longer, so it must not turn the reply into an error.
+    if s.store.as_ref().is_some_and(|st| st.wants_checkpoint()) {
+        if let Err(e) = checkpoint(s) {
+            log_line(format_args!("checkpoint of {} failed: {}", dir_of(s), e.chain()));
+        }
+    }
+    Ok(out)
+}
+
+/// `optimize_index`: FAISSx's rules (docs/protocol.md §7). IVF: `nprobe` from `nlist` and
+/// the level; HNSW: `efSearch` 40/80/120 (what FAISSx's server means to do; its check for the
+/// attribute never matches); Flat: nothing to do; anything else: nothing. A change is one
+/// logged `set` mutation, as `set_parameter`.
+fn optimize(m: &Msg, s: &mut Slot) -> Result<Msg> {
+    let id = m.req_str("index_id")?;
+    let level = m.int("optimization_level")?.unwrap_or(1);
+    if level < 1 {
+        return Err(Error::invalid(format!("optimization_level={level} must be an integer >= 1")));
+    }
+    let info = s.index.describe()?;
+    let change = match (info.nlist, info.ef_search) {
+        (Some(nlist), _) => {
+            if !s.index.is_trained() {
+                return Err(Error::new(
+                    ErrorKind::NotTrained,
+                    "the index requires training data before optimization: call train_index first",
+                ));
+            }
+            let (cap, div) = match level {
+                1 => (10, 10),
+                2 => (50, 5),
+                _ => (100, 2),
+            };
+            Some(("nprobe", (nlist / div).clamp(1, cap)))
+        }
+        (None, Some(_)) => Some(("efSearch", [40, 80, 120][level.min(3) as usize - 1])),
+        (None, None) => None,
+    };
+    let mut optimizations = Vec::new();
+    if let Some((name, value)) = change {
+        logged(s, Mutation::SetParam { name: name.to_string(), value: value as u64 })?;
+        optimizations.push(format!("set_{name}_{value}"));
+    } else if info.inner_name.starts_with("IndexFlat") {
+        optimizations.push("flat_index_no_optimization".to_string());
+    }
+    Ok(Msg::default()
+        .with("message", format!("Applied {} optimizations to index {id}", optimizations.len()))
+        .with("index_type", info.type_name.as_str())
+        .with("optimizations", Value::Array(optimizations.into_iter().map(Value::from).collect()))
+        .with("optimization_level", level))
 }
 
 /// A WAL field for vectors: `x` (f32 LE) for float rows, `codes` for binary codes.

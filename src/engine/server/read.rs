@@ -30,6 +30,13 @@ impl Service {
             ActionClass::Transfer => return self.transfer(call).map(Some),
             _ => return Err(super::misrouted(call.action)),
         }
+        if call.action == Action::ComputeClustering {
+            // Reads no index.
+            return self.compute_clustering(m).map(Some);
+        }
+        if call.action == Action::HybridSearch {
+            hybrid_fields(m)?;
+        }
         let id = m.req_str("index_id")?;
         let e = self.entry(&call.tenant, id)?;
         let guard = if blocking {
@@ -45,7 +52,9 @@ impl Service {
         let ix = &s.index;
         let binary = m.flag("binary")?;
         let out = match call.action {
-            Action::Search | Action::SearchAndReconstruct => {
+            Action::Search | Action::SearchAndReconstruct | Action::HybridSearch => {
+                // A hybrid search without a metadata filter is a search (hybrid_fields).
+                let plain = call.action != Action::SearchAndReconstruct;
                 let k = k_of(m)?;
                 let q = m.rows("query_vectors", ix)?;
                 let params = search_params(m, k)?;
@@ -59,7 +68,7 @@ impl Service {
                     Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect())
                 };
                 let mut out = Msg::default().with("num_queries", n.nq as u64).with("k", k as u64);
-                if binary && call.action == Action::Search {
+                if binary && plain {
                     out.set("distances", Value::Binary(protocol::f32_bytes(&n.dists)));
                     out.set("labels", Value::Binary(protocol::i64_bytes(&n.ids)));
                     if with_md {
@@ -91,7 +100,7 @@ impl Service {
                         results.push(r.into_value());
                     }
                     out.set("results", Value::Array(results));
-                    if call.action == Action::Search {
+                    if plain {
                         // The Python client's IndexIVFPQ reads nq × k `distances`/`indices`
                         // at the top level.
                         let k1 = n.k.max(1);
@@ -274,4 +283,22 @@ impl Service {
         }
         Ok(st)
     }
+}
+
+/// Check `hybrid_search`'s own fields: `vector_weight` a number in 0–1; `metadata_filter`
+/// absent or nil, since metadata filters are not implemented (FAISSx's server refuses them
+/// as well). Without a filter, a hybrid search is a search.
+fn hybrid_fields(m: &Msg) -> Result<()> {
+    if let Some(w) = m.float("vector_weight")? {
+        if !(0.0..=1.0).contains(&w) {
+            return Err(Error::invalid(format!("vector_weight={w} is out of range 0..=1")));
+        }
+    }
+    if m.get("metadata_filter").is_some() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "metadata filters are not implemented: send hybrid_search without metadata_filter (a vector search), and read metadata with include_metadata or get_metadata",
+        ));
+    }
+    Ok(())
 }
