@@ -13,6 +13,7 @@ mod python_compat;
 mod serve;
 mod serve_binary;
 mod serve_durability;
+mod serve_faissx_actions;
 mod serve_fuzz;
 mod serve_hardening;
 mod serve_import;

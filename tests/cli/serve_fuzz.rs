@@ -218,6 +218,30 @@ fn valid_corpus() -> Vec<Vec<u8>> {
         a("get_metadata", vec![ix("flat"), ("ids", protocol::ints_value(&[0, 1, 2]))]),
         a("search_and_reconstruct", vec![ix("flat"), ("query_vectors", q()), ("k", Value::from(2))]),
         a(
+            "hybrid_search",
+            vec![ix("flat"), ("query_vectors", q()), ("k", Value::from(3)), ("vector_weight", Value::F64(0.7))],
+        ),
+        a(
+            "batch_add_with_ids",
+            vec![
+                ix("tmp-idmap"),
+                ("vectors", q()),
+                ("ids", protocol::ints_value(&[40, 41])),
+                ("batch_size", Value::from(1)),
+            ],
+        ),
+        a("optimize_index", vec![ix("ivf"), ("optimization_level", Value::from(2))]),
+        a("optimize_index", vec![ix("hnsw")]),
+        a(
+            "compute_clustering",
+            vec![
+                ("vectors", f32s(&lcg_vectors(40, d, 13))),
+                ("dimension", Value::from(d as u64)),
+                ("n_clusters", Value::from(4)),
+            ],
+        ),
+        a("recluster_index", vec![ix("ivf"), ("n_clusters", Value::from(3)), ("sample_ratio", Value::F64(0.5))]),
+        a(
             "search_and_reconstruct",
             vec![ix("bin"), ("query_vectors", Value::Binary(codes(1, 8))), ("k", Value::from(2))],
         ),
@@ -280,10 +304,15 @@ fn known_crashers() -> Vec<Vec<u8>> {
     out
 }
 
-const ACTIONS: [&str; 30] = [
+const ACTIONS: [&str; 35] = [
     "create_index",
     "add_vectors",
     "add_with_ids",
+    "batch_add_with_ids",
+    "hybrid_search",
+    "optimize_index",
+    "compute_clustering",
+    "recluster_index",
     "search",
     "range_search",
     "train_index",
@@ -313,7 +342,7 @@ const ACTIONS: [&str; 30] = [
     "",
 ];
 
-const FIELDS: [&str; 30] = [
+const FIELDS: [&str; 37] = [
     "index_id",
     "dimension",
     "index_type",
@@ -344,6 +373,13 @@ const FIELDS: [&str; 30] = [
     "vector",
     "nprobe",
     "efSearch",
+    "n_clusters",
+    "niter",
+    "sample_ratio",
+    "optimization_level",
+    "vector_weight",
+    "metadata_filter",
+    "batch_size",
 ];
 
 const TYPES: [&str; 24] = [
@@ -788,7 +824,18 @@ fn scenario(seed: u64, block: usize, step: usize, hunting: bool) -> Vec<u8> {
                     let p = r.pick_str(&["nprobe", "efSearch", "efConstruction", "nlist", "M", "ntotal", "metric"]);
                     a("get_parameter", vec![ix(), ("parameter", s(p))])
                 }
-                11 => a("search_and_reconstruct", vec![ix(), ("query_vectors", q), ("k", Value::from(k.min(100)))]),
+                11 => match r.below(4) {
+                    0 => a("search_and_reconstruct", vec![ix(), ("query_vectors", q), ("k", Value::from(k.min(100)))]),
+                    1 => a("hybrid_search", vec![ix(), ("query_vectors", q), ("k", Value::from(k))]),
+                    2 => {
+                        let level = *r.pick(&[0i64, 1, 3, i64::MAX]);
+                        a("optimize_index", vec![ix(), ("optimization_level", Value::from(level))])
+                    }
+                    _ => {
+                        let lists = *r.pick(&[0i64, 1, 2, n as i64, n as i64 + 1]);
+                        a("recluster_index", vec![ix(), ("n_clusters", Value::from(big(&mut r, lists)))])
+                    }
+                },
                 12 => {
                     if r.chance(50) {
                         a(

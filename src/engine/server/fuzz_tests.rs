@@ -161,6 +161,14 @@ fn field() -> impl Strategy<Value = &'static str> {
         Just("source_index_ids"),
         Just("target_index_id"),
         Just("binary"),
+        Just("n_clusters"),
+        Just("niter"),
+        Just("metric_type"),
+        Just("sample_ratio"),
+        Just("optimization_level"),
+        Just("vector_weight"),
+        Just("metadata_filter"),
+        Just("batch_size"),
     ]
 }
 
@@ -196,11 +204,11 @@ fn template(action: &'static str, id: &'static str, d: usize, seed: u64) -> Vec<
     let q = || rows(2, d, seed);
     match action {
         "add_vectors" => r.push(("vectors", q())),
-        "add_with_ids" => {
+        "add_with_ids" | "batch_add_with_ids" => {
             r.push(("vectors", q()));
             r.push(("ids", Value::Array(vec![Value::from(500 + seed as i64 % 50), Value::from(600)])));
         }
-        "search" | "search_and_reconstruct" => {
+        "search" | "search_and_reconstruct" | "hybrid_search" => {
             r.push(("query_vectors", q()));
             r.push(("k", Value::from(5)));
         }
@@ -209,6 +217,12 @@ fn template(action: &'static str, id: &'static str, d: usize, seed: u64) -> Vec<
             r.push(("radius", Value::F64(0.5)));
         }
         "train_index" => r.push(("training_vectors", rows(300, d, seed))),
+        "compute_clustering" => {
+            r.push(("vectors", rows(40, d, seed)));
+            r.push(("n_clusters", Value::from(4)));
+        }
+        "recluster_index" => r.push(("n_clusters", Value::from(2 + seed as i64 % 4))),
+        "optimize_index" => r.push(("optimization_level", Value::from(1 + seed as i64 % 3))),
         "reconstruct" => r.push(("id", Value::from(3))),
         "reconstruct_n" => {
             r.push(("start_idx", Value::from(0)));

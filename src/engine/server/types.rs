@@ -142,11 +142,13 @@ fn transform_prefix(t: &str) -> Option<(String, &str)> {
     if base.contains(',') || base.is_empty() {
         return None;
     }
+    if head == "NORM" || head == "L2NORM" {
+        return Some(("L2norm".to_string(), base));
+    }
     let name_end = head.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(head.len());
     let (name, params) = head.split_at(name_end);
-    let params_ok = params.is_empty() || params.bytes().all(|b| b.is_ascii_digit() || b == b'_');
+    let params_ok = params.bytes().all(|b| b.is_ascii_digit() || b == b'_');
     let faiss = match name {
-        "NORM" | "L2NORM" if params.is_empty() => "L2norm".to_string(),
         "PCA" | "PCAR" | "OPQ" | "RR" | "ITQ" if params_ok => head.to_string(),
         _ => return None,
     };
@@ -156,11 +158,12 @@ fn transform_prefix(t: &str) -> Option<(String, &str)> {
 /// The request's `metric` / `metric_type` (a name, or FAISS's number: 0 inner product, 1 L2).
 pub fn metric_of(m: &Msg) -> Result<Option<Metric>> {
     for key in ["metric", "metric_type"] {
-        if let Some(s) = m.str(key)? {
+        if let Ok(Some(s)) = m.str(key) {
             return Metric::parse(s).map(Some);
         }
-        if let Some(i) = m.int(key).ok().flatten() {
-            // FAISS's numeric metric types: 0 inner product, 1 L2.
+        // Not a string: FAISS's numeric metric types, 0 inner product, 1 L2 (anything else is
+        // INVALID_ARGUMENT, naming the field).
+        if let Some(i) = m.int(key)? {
             return Ok(Some(if i == 0 { Metric::Ip } else { Metric::L2 }));
         }
     }
@@ -171,6 +174,7 @@ pub fn metric_of(m: &Msg) -> Result<Option<Metric>> {
 mod tests {
     use super::*;
     use crate::engine::error::ErrorKind;
+    use crate::engine::protocol::Value;
 
     #[test]
     fn faissx_type_names_map_to_factories() {
@@ -211,5 +215,17 @@ mod tests {
         assert_eq!(b("BINARY_HASH32"), TypeSpec::Binary { factory: "BHash32".into() });
         assert_eq!(b("BHNSW16"), TypeSpec::Binary { factory: "BHNSW16".into() });
         assert_eq!(parse_index_type("BINARY_IVF", None).unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn metrics_by_name_or_faiss_number() {
+        let m = |v: Value| metric_of(&Msg::from_pairs(vec![("metric_type", v)]));
+        assert_eq!(m(Value::from("IP")).unwrap(), Some(Metric::Ip));
+        assert_eq!(m(Value::from("l2")).unwrap(), Some(Metric::L2));
+        assert_eq!(m(Value::from(0)).unwrap(), Some(Metric::Ip));
+        assert_eq!(m(Value::from(1)).unwrap(), Some(Metric::L2));
+        assert_eq!(m(Value::from("manhattan")).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(m(Value::Boolean(true)).unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(metric_of(&Msg::default()).unwrap(), None);
     }
 }
