@@ -832,7 +832,7 @@ fn scenario(seed: u64, block: usize, step: usize, hunting: bool) -> Vec<u8> {
                         a("optimize_index", vec![ix(), ("optimization_level", Value::from(level))])
                     }
                     _ => {
-                        let lists = *r.pick(&[0i64, 1, 2, n as i64, n as i64 + 1]);
+                        let lists = *r.pick(&[0i64, 1, 2, n, n + 1]);
                         a("recluster_index", vec![ix(), ("n_clusters", Value::from(big(&mut r, lists)))])
                     }
                 },
