@@ -108,7 +108,7 @@ fn serve_batch_add_with_ids_both_encodings_bad_input_restart_and_kill9() {
     let mut c = srv.client(None, None);
     for enc in [Encoding::Nested, Encoding::Binary] {
         let name = format!("b-{enc:?}");
-        c.create(&name, d, "IDMap2:L2", None).unwrap();
+        c.create_index(&name, d, "IDMap2:L2", None).unwrap();
         let ids: Vec<i64> = (1000..1050).collect();
         let md: Vec<Value> = (0..50).map(|i| Value::from(format!("doc-{i}"))).collect();
         let r = c
@@ -166,7 +166,7 @@ fn serve_batch_add_with_ids_both_encodings_bad_input_restart_and_kill9() {
         assert_eq!(ntotal(&mut c, &name), 50, "{enc:?}: a refused batch changed the index");
     }
     // An index without ids takes no ids (as add_with_ids); an IVF index takes them.
-    c.create("flat", d, "L2", None).unwrap();
+    c.create_index("flat", d, "L2", None).unwrap();
     let f = vec![id("flat"), ("vectors", vecs(&base[..d], d, Encoding::Nested)), ("ids", protocol::ints_value(&[5]))];
     assert_eq!(fails(&mut c, "batch_add_with_ids", f), ErrorKind::InvalidInput);
     assert_eq!(ntotal(&mut c, "flat"), 0);
@@ -202,9 +202,9 @@ fn serve_hybrid_search_is_search_both_encodings_and_refuses_filters() {
     let d = 8;
     let base = lcg_vectors(200, d, 21);
     let q = lcg_vectors(4, d, 22);
-    c.create("h", d, "L2", None).unwrap();
+    c.create_index("h", d, "L2", None).unwrap();
     let md: Vec<Value> = (0..200).map(Value::from).collect();
-    c.add("h", &base, d, None, Some(md)).unwrap();
+    c.add_vectors("h", &base, d, None, Some(md)).unwrap();
     for enc in [Encoding::Nested, Encoding::Binary] {
         let plain =
             c.call("search", vec![id("h"), ("query_vectors", vecs(&q, d, enc)), ("k", Value::from(5))]).unwrap();
@@ -424,13 +424,13 @@ fn serve_optimize_index_sets_parameters_and_they_persist() {
     let base = lcg_vectors(1000, d, 41);
     let srv = Server::start(&env, &["--data-dir", &data]);
     let mut c = srv.client(None, None);
-    c.create("ivf", d, "IVF", None).unwrap();
-    c.create("hnsw", d, "HNSW16", None).unwrap();
-    c.create("flat", d, "L2", None).unwrap();
-    c.create("pq", d, "PQ4x8", None).unwrap();
-    c.create("raw", d, "IVF8", None).unwrap();
+    c.create_index("ivf", d, "IVF", None).unwrap();
+    c.create_index("hnsw", d, "HNSW16", None).unwrap();
+    c.create_index("flat", d, "L2", None).unwrap();
+    c.create_index("pq", d, "PQ4x8", None).unwrap();
+    c.create_index("raw", d, "IVF8", None).unwrap();
     c.train("ivf", &base, d).unwrap();
-    c.add("ivf", &base, d, None, None).unwrap();
+    c.add_vectors("ivf", &base, d, None, None).unwrap();
     let optimize = |c: &mut Client, name: &str, level: Option<i64>| {
         let mut f = vec![id(name)];
         if let Some(l) = level {
@@ -491,18 +491,18 @@ fn serve_recluster_index_rebuilds_ivf_keeps_ids_and_persists() {
     let base = lcg_vectors(800, d, 51);
     let srv = Server::start(&env, &["--data-dir", &data]);
     let mut c = srv.client(None, None);
-    c.create("ivf", d, "IVF16", None).unwrap();
+    c.create_index("ivf", d, "IVF16", None).unwrap();
     c.train("ivf", &base, d).unwrap();
     let md: Vec<Value> = (0..800).map(|i| Value::from(format!("v{i}"))).collect();
-    c.add("ivf", &base, d, None, Some(md)).unwrap();
+    c.add_vectors("ivf", &base, d, None, Some(md)).unwrap();
     c.call("remove_ids", vec![id("ivf"), ("ids", protocol::ints_value(&[0, 1]))]).unwrap();
-    c.create("pq", d, "IVF16,PQ4x8", None).unwrap();
+    c.create_index("pq", d, "IVF16,PQ4x8", None).unwrap();
     c.train("pq", &base, d).unwrap();
-    c.add("pq", &base, d, None, None).unwrap();
-    c.create("idm", d, "IDMap2:IVF16", None).unwrap();
+    c.add_vectors("pq", &base, d, None, None).unwrap();
+    c.create_index("idm", d, "IDMap2:IVF16", None).unwrap();
     c.train("idm", &base, d).unwrap();
     let ids: Vec<i64> = (0..800).map(|i| 5000 + 3 * i).collect();
-    c.add("idm", &base, d, Some(&ids), None).unwrap();
+    c.add_vectors("idm", &base, d, Some(&ids), None).unwrap();
 
     let r = c
         .call("recluster_index", vec![id("ivf"), ("n_clusters", Value::from(8)), ("sample_ratio", Value::F64(0.5))])
@@ -531,10 +531,10 @@ fn serve_recluster_index_rebuilds_ivf_keeps_ids_and_persists() {
     assert_eq!(search_ids(&mut c, "idm", &base[7 * d..8 * d], d, 1, Some(16)), vec![vec![5021]]);
 
     // Bad input changes nothing.
-    c.create("flat", d, "L2", None).unwrap();
-    c.add("flat", &base[..20 * d], d, None, None).unwrap();
-    c.create("empty", d, "IVF4", None).unwrap();
-    c.create("bin", 64, "BINARY_IVF4", None).unwrap();
+    c.create_index("flat", d, "L2", None).unwrap();
+    c.add_vectors("flat", &base[..20 * d], d, None, None).unwrap();
+    c.create_index("empty", d, "IVF4", None).unwrap();
+    c.create_index("bin", 64, "BINARY_IVF4", None).unwrap();
     for (what, fields, kind) in [
         ("a flat index", vec![id("flat")], ErrorKind::Unsupported),
         ("a binary index", vec![id("bin"), ("n_clusters", Value::from(2))], ErrorKind::Unsupported),
