@@ -61,15 +61,15 @@ impl Drop for Server {
     }
 }
 
-fn s(v: &str) -> Value {
+pub fn s(v: &str) -> Value {
     Value::from(v)
 }
 
-fn id(v: &str) -> (&'static str, Value) {
+pub fn id(v: &str) -> (&'static str, Value) {
     ("index_id", s(v))
 }
 
-fn vecs(x: &[f32], d: usize, enc: Encoding) -> Value {
+pub fn vecs(x: &[f32], d: usize, enc: Encoding) -> Value {
     protocol::vectors_value(x, d, enc)
 }
 

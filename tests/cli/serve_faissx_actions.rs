@@ -4,23 +4,11 @@
 //! input (an error reply with its code, and nothing changed), and for the mutations, their
 //! state after a clean restart and after `kill -9`.
 
-use crate::serve::Server;
+use crate::serve::{id, s, vecs, Server};
 use crate::util::*;
 use faissx::engine::client::Client;
 use faissx::engine::protocol::{self, Encoding, Msg, Value};
 use faissx::engine::ErrorKind;
-
-fn s(v: &str) -> Value {
-    Value::from(v)
-}
-
-fn id(v: &str) -> (&'static str, Value) {
-    ("index_id", s(v))
-}
-
-fn vecs(x: &[f32], d: usize, enc: Encoding) -> Value {
-    protocol::vectors_value(x, d, enc)
-}
 
 fn ids_value(ids: &[i64], enc: Encoding) -> Value {
     match enc {
