@@ -77,6 +77,7 @@ impl Index {
         if x.n == 0 {
             return Err(Error::invalid("training needs at least one vector"));
         }
+        let _lsq = self.lsq_guard();
         self.raw.train(x.rows())?;
         self.meta.train_size = x.n;
         Ok(())
@@ -97,6 +98,7 @@ impl Index {
             // read the first vector regardless).
             return Ok(());
         }
+        let _lsq = self.lsq_guard();
         self.raw.add(x.rows(), ids)?;
         if ids.is_some() {
             self.meta.ids = IdMode::Explicit;
@@ -168,10 +170,55 @@ impl Index {
     }
 }
 
+/// Held while FAISS trains or encodes with a LocalSearchQuantizer (see [`Index::lsq_guard`]).
+static LSQ: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Index {
+    /// FAISS 1.12's LocalSearchQuantizer records its timings in one process-wide table
+    /// (`faiss::lsq::lsq_timer`, a `std::unordered_map`) without a lock, on every train and
+    /// every encode (add): two LSQ indices trained or filled on different threads at once
+    /// corrupt it (SIGSEGV in `LSQTimer::add`; the server's per-index queues did exactly that
+    /// under the fuzzer). So every LSQ train and add in the process takes this one lock;
+    /// other index types never wait for it. `None` for them.
+    fn lsq_guard(&self) -> Option<std::sync::MutexGuard<'static, ()>> {
+        let info = self.describe().ok()?;
+        let lsq = |n: &str| n.contains("LocalSearch");
+        (lsq(&info.type_name) || lsq(&info.inner_name)).then(|| LSQ.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{IndexSpec, Metric, Storage};
     use super::*;
+
+    /// FAISS's LocalSearchQuantizer keeps its timings in one global table without a lock:
+    /// LSQ indices trained or filled on several threads at once (the server's per-index
+    /// queues) crashed the process (SIGSEGV in `faiss::lsq::LSQTimer::add`, found by the
+    /// server fuzzer). A crash here ends the test binary.
+    #[test]
+    fn lsq_indices_train_and_add_on_many_threads() {
+        use crate::engine::index::{IndexSpec, Metric};
+        let x: Vec<f32> = (0..300 * 8).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let x = x.clone();
+                std::thread::spawn(move || {
+                    super::super::set_threads(1);
+                    for _ in 0..6 {
+                        let spec = IndexSpec { factory: "LSQ2x4".into(), metric: Metric::L2, dim: 8 };
+                        let mut ix = Index::create(&spec, false).unwrap();
+                        ix.train(&x[..]).unwrap();
+                        ix.add(&x[..], None).unwrap();
+                        assert_eq!(ix.ntotal(), 300);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 
     fn flat(d: usize, metric: Metric) -> Index {
         Index::create(&IndexSpec { factory: "Flat".into(), metric, dim: d }, false).unwrap()
