@@ -158,11 +158,11 @@ impl Lanes {
     }
 
     fn drain(&self, key: (String, String)) {
-        // Lane threads are short-lived: they must not start OpenMP teams of their own.
-        // libgomp keeps a thread pool per thread that started a team, and threads that come
-        // and go with pools of their own crashed the server (SIGSEGV) under load, in about
-        // one of two 200,000-request fuzz runs of the full suite. Mutations run on one core
-        // each; the server's parallelism is across requests and indices.
+        // Lane threads are short-lived: they do not start OpenMP teams of their own (libgomp
+        // keeps a pool per thread that started a team). Mutations run on one core each; the
+        // server's parallelism is across requests and indices. (The rare fuzzer SIGSEGV first
+        // blamed on such pools was FAISS's unsynchronized LSQ timer table: see
+        // `Index::lsq_guard`.)
         crate::engine::index::set_threads(1);
         loop {
             let job = {
