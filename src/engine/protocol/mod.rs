@@ -62,6 +62,9 @@ pub enum ErrorCode {
     Internal,
     /// A conditional change lost a race (`import_index` with a stale `if_generation`).
     Conflict,
+    /// A quota of the caller's tenant (`serve --max-indices`, `--max-vectors`, `--max-k`,
+    /// `--max-nq`) would be exceeded; nothing was changed.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -80,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Busy => "BUSY",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
         }
     }
 
@@ -98,6 +102,7 @@ impl ErrorCode {
             "BUSY" => ErrorCode::Busy,
             "INTERNAL" => ErrorCode::Internal,
             "CONFLICT" => ErrorCode::Conflict,
+            "QUOTA_EXCEEDED" => ErrorCode::QuotaExceeded,
             _ => return None,
         })
     }
@@ -116,6 +121,7 @@ impl ErrorCode {
             ErrorKind::Timeout => ErrorCode::Timeout,
             ErrorKind::Busy => ErrorCode::Busy,
             ErrorKind::Conflict => ErrorCode::Conflict,
+            ErrorKind::QuotaExceeded => ErrorCode::QuotaExceeded,
             ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted | ErrorKind::Internal => {
                 ErrorCode::Internal
             }
@@ -137,6 +143,7 @@ impl ErrorCode {
             ErrorCode::Busy => ErrorKind::Busy,
             ErrorCode::Internal => ErrorKind::Remote,
             ErrorCode::Conflict => ErrorKind::Conflict,
+            ErrorCode::QuotaExceeded => ErrorKind::QuotaExceeded,
         }
     }
 }
@@ -733,9 +740,11 @@ mod tests {
         assert!(r.to_string().contains("expected d=4"));
         let ok = decode_reply(&ok_reply(Msg::default().with("message", "pong"))).unwrap();
         assert_eq!(ok.str("message").unwrap(), Some("pong"));
-        for c in ["AUTH_ERROR", "NOT_FOUND", "TOO_LARGE", "INTERNAL"] {
+        for c in ["AUTH_ERROR", "NOT_FOUND", "TOO_LARGE", "INTERNAL", "QUOTA_EXCEEDED"] {
             assert_eq!(ErrorCode::parse(c).unwrap().as_str(), c);
         }
+        let q = decode_reply(&error_reply(&Error::new(ErrorKind::QuotaExceeded, "too many"))).unwrap_err();
+        assert_eq!(q.kind(), ErrorKind::QuotaExceeded);
     }
 
     #[test]
