@@ -3,7 +3,7 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/metrics` | 200, the [`Telemetry`] in OpenMetrics text |
+//! | `/metrics` | 200, the [`Telemetry`] in Prometheus text (OpenMetrics text if `Accept` asks for it) |
 //! | `/livez` | 200 while the process serves (this thread answers) |
 //! | `/readyz` | 503 until every persisted index is restored and the socket bound, 200 then, 503 again while stopping |
 //!
@@ -13,7 +13,7 @@
 //! [`MAX_REQUEST_HEAD`] bytes of request head, within [`READ_TIMEOUT`]; every connection is
 //! closed after one answer; connections past [`MAX_CONNECTIONS`] are closed unanswered.
 
-use super::telemetry::{Telemetry, CONTENT_TYPE};
+use super::telemetry::{Telemetry, CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use crate::engine::error::{Error, ErrorKind, Result};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -182,9 +182,19 @@ fn route(head: &[u8], telemetry: &Telemetry) -> (u16, String, &'static str, bool
         "/livez" => (200, "ok\n".into(), TEXT, head_only),
         "/readyz" if telemetry.is_ready() => (200, "ready\n".into(), TEXT, head_only),
         "/readyz" => (503, "not ready: restoring indices, or stopping\n".into(), TEXT, head_only),
-        "/metrics" => (200, telemetry.render(), CONTENT_TYPE, head_only),
+        "/metrics" if accepts_openmetrics(head) => (200, telemetry.render(), CONTENT_TYPE, head_only),
+        "/metrics" => (200, telemetry.render_prometheus(), PROMETHEUS_CONTENT_TYPE, head_only),
         _ => (404, "not found: /metrics, /livez, /readyz\n".into(), TEXT, head_only),
     }
+}
+
+/// Whether the request's `Accept` header names `application/openmetrics-text`.
+fn accepts_openmetrics(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().skip(1).any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("accept") && v.to_ascii_lowercase().contains("application/openmetrics-text")
+        })
+    })
 }
 
 #[cfg(test)]
@@ -209,8 +219,10 @@ mod tests {
         assert!(get(a, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 503 "));
         t.set_ready(true);
         assert!(get(a, "GET /readyz?verbose HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200 "));
-        let m = get(a, "GET /metrics HTTP/1.1\r\n\r\n");
+        let m = get(a, "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,*/*\r\n\r\n");
         assert!(m.contains("application/openmetrics-text") && m.contains("faissx_ready 1") && m.ends_with("# EOF\n"));
+        let m = get(a, "GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n");
+        assert!(m.contains("text/plain; version=0.0.4") && m.contains("faissx_ready 1") && !m.contains("# EOF"));
         let h = get(a, "HEAD /metrics HTTP/1.1\r\n\r\n");
         assert!(h.starts_with("HTTP/1.1 200 ") && h.ends_with("\r\n\r\n"), "{h}");
         assert!(get(a, "GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));

@@ -147,6 +147,12 @@ fn log_failure(e: &Error, tenant: &str, action: &str, peer: &str) {
     }
 }
 
+/// The name a request that failed authentication or decoding is counted under: its action
+/// if the frame names one (see [`action_label`](super::stats::action_label)), else `invalid`.
+fn refused_action(frame: &[u8]) -> &'static str {
+    protocol::peek_head(frame).ok().and_then(|h| h.action).map_or("invalid", super::stats::action_label)
+}
+
 /// Rows and `k` of a request, for the log line (binary payloads: 0, counted from the reply).
 fn nq_k(call: &Call) -> (u64, u64) {
     let nq = call.msg.rows_hint("query_vectors").or_else(|| call.msg.rows_hint("vectors")).unwrap_or(0);
@@ -225,11 +231,11 @@ impl Pools {
         let Job { env, payload, started, peer, bytes } = job;
         let call = match payload {
             Payload::Call(c) => Ok(c),
-            Payload::Raw(b) => guarded(|| self.svc.prepare(&b)),
+            Payload::Raw(b) => guarded(|| self.svc.prepare(&b)).map_err(|e| (e, refused_action(&b))),
         };
         let call = match call {
             Ok(c) => c,
-            Err(e) => return self.replier.send(env, bytes, "", "invalid", started, &peer, (0, 0), Err(e)),
+            Err((e, action)) => return self.replier.send(env, bytes, "", action, started, &peer, (0, 0), Err(e)),
         };
         let send =
             |env, r| self.replier.send(env, bytes, &call.tenant, call.action.name(), started, &peer, nq_k(&call), r);
@@ -467,7 +473,7 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
             let job_payload = if payload.len() <= INLINE_DECODE_BYTES {
                 match guarded(|| svc.prepare(&payload)) {
                     Err(e) => {
-                        reply(Err(e), "invalid", None);
+                        reply(Err(e), refused_action(&payload), None);
                         continue;
                     }
                     Ok(call) if Service::class(&call) == Class::Inline => {

@@ -1,5 +1,6 @@
 //! The server's Prometheus metrics, served at `/metrics` by `serve --http-port` (`http.rs`)
-//! in the OpenMetrics text format, which Prometheus scrapes natively.
+//! in the Prometheus text format (0.0.4), or in OpenMetrics text to clients that ask for it
+//! (`Accept: application/openmetrics-text`, as Prometheus itself does).
 //!
 //! Built on `prometheus-client`, the Prometheus project's own Rust client, rather than
 //! `metrics-exporter-prometheus`: it keeps an explicit registry per server (no process-wide
@@ -39,6 +40,9 @@ const LATENCY_BUCKETS: [f64; 17] =
 
 /// The content type of [`Telemetry::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of [`Telemetry::render_prometheus`]'s text.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionTenant {
@@ -255,6 +259,13 @@ impl Telemetry {
         out
     }
 
+    /// The metrics in the Prometheus text format 0.0.4 (what `curl` and older scrapers
+    /// read): [`Telemetry::render`]'s text with counter families named by their `_total`
+    /// samples and without `# EOF`; everything else is the same in both formats.
+    pub fn render_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.render())
+    }
+
     fn fill_gauges(&self, svc: &Service) {
         #[derive(Default)]
         struct Sums {
@@ -302,6 +313,32 @@ impl Telemetry {
     }
 }
 
+/// OpenMetrics text (as `prometheus-client` writes it: no `_created` samples, no exemplars,
+/// no units) as Prometheus text 0.0.4.
+fn openmetrics_to_prometheus(om: &str) -> String {
+    let counters: HashSet<&str> =
+        om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) { "_total" } else { "" };
+                out.push_str(&format!("{p}{name}{total} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// Resident memory of this process in bytes (Linux `/proc/self/status`; `None` elsewhere).
 fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -330,6 +367,11 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         t.set_ready(true);
         assert!(t.render().contains("faissx_ready 1"));
+        let p = t.render_prometheus();
+        assert!(p.contains("# TYPE faissx_requests_total counter\n"), "{p}");
+        assert!(p.contains("# HELP faissx_auth_failures_total Requests refused"));
+        assert!(p.contains("# TYPE faissx_request_duration_seconds histogram\n"));
+        assert!(!p.contains("# EOF"));
         assert!(resident_bytes().unwrap() > 0);
     }
 
