@@ -16,4 +16,5 @@ mod serve_durability;
 mod serve_fuzz;
 mod serve_hardening;
 mod serve_import;
+mod serve_ops;
 mod serve_python;

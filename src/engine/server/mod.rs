@@ -354,11 +354,7 @@ impl Service {
             let mut shown: Vec<(&Key, &String)> = quarantined.iter().collect();
             shown.sort();
             for ((t, id), reason) in shown {
-                tracing::error!(
-                    tenant = %t,
-                    index = %id,
-                    "index is quarantined (files kept, requests refused): {reason}"
-                );
+                tracing::error!("index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}");
             }
             // Clients see paths relative to the data directory, not the server's layout.
             if let Some(dir) = &cfg.data_dir {

@@ -116,13 +116,13 @@ fn finish(
         log_failure(e, tenant, action, peer);
     }
     if took > SLOW_REQUEST {
-        tracing::warn!(op = action, tenant, took_ms, peer, ok, "slow request");
+        tracing::warn!(op = %action, tenant = %tenant, took_ms, peer = %peer, ok, "slow request");
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         // Rows as the reply counts them (a binary payload's row count needs the index's d).
         let rows = |m: &Msg| m.uint("num_queries").ok().flatten().or_else(|| m.uint("count").ok().flatten());
         let nq = r.as_ref().ok().and_then(rows).unwrap_or(nq_k.0);
-        tracing::debug!(op = action, tenant, nq, k = nq_k.1, took_ms, peer, ok, "request");
+        tracing::debug!(op = %action, nq, k = nq_k.1, took_ms, peer = %peer, ok, tenant = %tenant, "request");
     }
     match r {
         Ok(m) => protocol::ok_reply(m),
@@ -136,14 +136,14 @@ fn finish(
 fn log_failure(e: &Error, tenant: &str, action: &str, peer: &str) {
     let code = protocol::ErrorCode::of(e).as_str();
     match e.kind() {
-        ErrorKind::Auth => tracing::warn!(op = action, peer, reason = %e, "authentication failed"),
+        ErrorKind::Auth => tracing::warn!(op = %action, peer = %peer, reason = %e, "authentication failed"),
         ErrorKind::Busy | ErrorKind::TooLarge | ErrorKind::QuotaExceeded => {
-            tracing::warn!(op = action, tenant, peer, code, "request refused: {e}")
+            tracing::warn!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request refused: {e}")
         }
         ErrorKind::Internal | ErrorKind::Io => {
-            tracing::error!(op = action, tenant, peer, code, "request failed on the server: {}", e.chain())
+            tracing::error!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request failed on the server: {}", e.chain())
         }
-        _ => tracing::debug!(op = action, tenant, peer, code, "request failed: {e}"),
+        _ => tracing::debug!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request failed: {e}"),
     }
 }
 
@@ -375,7 +375,7 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         indices = svc.index_count(),
         quarantined = svc.quarantined_count(),
         restore_ms = restoring.elapsed().as_millis() as u64,
-        auth = if cfg.auth_keys.is_some() { "on" } else { "off" },
+        auth = %if cfg.auth_keys.is_some() { "on" } else { "off" },
         mmap = cfg.mmap,
         "serving"
     );
