@@ -34,8 +34,8 @@ Examples:
   # any free loopback port; the first stdout line is the endpoint (tcp://127.0.0.1:NNNNN)
   faissx serve --bind-address 127.0.0.1 --port 0
 
-  # Prometheus metrics and Kubernetes probes on port 9100, JSON logs, quotas per tenant
-  faissx serve --data-dir /var/lib/faissx --http-port 9100 --log-format json --max-indices 100 --max-vectors 50000000
+  # Prometheus metrics and Kubernetes probes on port 9100, JSON logs, a quota per tenant
+  faissx serve --data-dir /var/lib/faissx --http-port 9100 --log-format json --max-vectors 50000000
   curl -s localhost:9100/metrics | grep faissx_requests_total
 
 From Python (PyPI faissx): from faissx import client as faiss; faiss.configure(server=\"tcp://127.0.0.1:45678\")";
@@ -102,7 +102,7 @@ pub struct ServeArgs {
     /// --bind-address (0: any free port, logged at INFO). Off by default.
     ///
     /// /livez answers 200 while the process serves; /readyz 503 until every persisted index
-    /// is restored, then 200 (503 again while stopping); /metrics the OpenMetrics text of
+    /// is restored, then 200 (503 again while stopping); /metrics the Prometheus text (OpenMetrics if asked) of
     /// requests and errors by action and tenant, latency histograms by action, indices,
     /// vectors, estimated bytes, WAL bytes, checkpoint age, resident memory and
     /// authentication failures.

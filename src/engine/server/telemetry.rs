@@ -13,7 +13,7 @@
 //! for an index's lock and never slows a request.
 //!
 //! Label values are bounded whatever clients send: `action` is a
-//! [`stats::action_label`](super::stats::action_label), `code` an `error_code`, and `tenant`
+//! `stats::action_label` name, `code` an `error_code`, and `tenant`
 //! one of the first [`MAX_TENANT_LABELS`] tenants seen (later ones count under `_other`;
 //! requests refused before their tenant was known, under `_none`).
 
