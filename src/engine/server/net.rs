@@ -296,7 +296,7 @@ pub fn is_local_endpoint(endpoint: &str) -> bool {
 /// endpoint (`/readyz` answers 200 from then on), serve, then finish in-flight requests,
 /// checkpoint (with `--data-dir`) and return.
 pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, stop: &AtomicBool) -> Result<()> {
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry = Arc::new(Telemetry::with_recording(cfg.http.is_some()));
     // Up before the restore, which may take long: probes see the process alive, not ready.
     let http = match &cfg.http {
         Some(addr) => {

@@ -28,7 +28,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, Weak};
+use std::sync::{Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Distinct tenants that get a label of their own; later tenants count under `_other`.
@@ -87,8 +87,10 @@ pub struct Telemetry {
     uptime: GaugeF,
     ready: AtomicBool,
     started: Instant,
+    /// Whether requests are counted (a server without `--http-port` skips the work).
+    recording: bool,
     /// Tenants with a label of their own.
-    tenants: Mutex<HashSet<String>>,
+    tenants: RwLock<HashSet<String>>,
     /// The service whose indices the gauges describe (set once it is restored).
     service: OnceLock<Weak<Service>>,
     /// One scrape at a time (gauges are cleared and refilled).
@@ -108,6 +110,12 @@ impl Default for Telemetry {
 impl Telemetry {
     /// A registry with every metric registered (not ready, no service yet).
     pub fn new() -> Telemetry {
+        Telemetry::with_recording(true)
+    }
+
+    /// [`Telemetry::new`]; with `recording` false, [`Telemetry::record`] does nothing (for
+    /// a server whose metrics nobody can read: no `--http-port`).
+    pub fn with_recording(recording: bool) -> Telemetry {
         let mut registry = Registry::default();
         let requests = Family::<ActionTenant, Counter>::default();
         let errors = Family::<ActionTenantCode, Counter>::default();
@@ -186,7 +194,8 @@ impl Telemetry {
             uptime,
             ready: AtomicBool::new(false),
             started: Instant::now(),
-            tenants: Mutex::new(HashSet::new()),
+            recording,
+            tenants: RwLock::new(HashSet::new()),
             service: OnceLock::new(),
             scrape: Mutex::new(()),
         }
@@ -215,7 +224,10 @@ impl Telemetry {
         if tenant.is_empty() {
             return "_none".into();
         }
-        let mut known = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        if self.tenants.read().unwrap_or_else(|p| p.into_inner()).contains(tenant) {
+            return tenant.to_string();
+        }
+        let mut known = self.tenants.write().unwrap_or_else(|p| p.into_inner());
         if known.contains(tenant) {
             return tenant.to_string();
         }
@@ -228,6 +240,9 @@ impl Telemetry {
 
     /// Count one finished request (`error`: its error code, if it failed).
     pub fn record(&self, tenant: &str, action: &str, took: Duration, error: Option<ErrorCode>) {
+        if !self.recording {
+            return;
+        }
         let action = action_label(action).to_string();
         let tenant = self.tenant_label(tenant);
         self.latency.get_or_create(&ActionOnly { action: action.clone() }).observe(took.as_secs_f64());
