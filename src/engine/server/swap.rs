@@ -130,7 +130,7 @@ impl Service {
 
     /// Re-read every `serve --index` file replaced on disk since it was read (a new build
     /// renamed into place), as a new generation. A file that cannot be read now keeps the
-    /// version being served (one line on stderr).
+    /// version being served (a WARNING event).
     pub fn reload_sources(&self) {
         let sources: Vec<(super::Key, Arc<Entry>)> = self
             .indices
