@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Creates (once) the Python environment the compatibility tests and benchmarks use:
-# faiss-cpu 1.12.0 (the FAISS version faissx links), numpy, and the official FAISSx client.
+# faiss-cpu 1.12.0 (the FAISS version faissx links), numpy, the official FAISSx client, and
+# prometheus-client (its parser checks `serve --http-port`'s /metrics).
 # Prints the interpreter's path. Location: $FAISSX_CACHE/venv (default ~/.cache/faissx/venv).
 set -euo pipefail
 cache="${FAISSX_CACHE:-$HOME/.cache/faissx}"
 venv="$cache/venv"
-stamp="$venv/.faissx-ready-2"
+stamp="$venv/.faissx-ready-3"
 if [ ! -f "$stamp" ]; then
   mkdir -p "$cache"
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "faiss-cpu==1.12.0" "numpy<3" "faissx==0.20260422.2" >&2
+    "faiss-cpu==1.12.0" "numpy<3" "faissx==0.20260422.2" "prometheus-client>=0.20,<1" >&2
   touch "$stamp"
 fi
 echo "$venv/bin/python"

@@ -1,10 +1,12 @@
 //! `faissx serve`: the ZeroMQ daemon. Turns flags and `FAISSX_*` variables into a
-//! [`ServerConfig`], installs SIGINT/SIGTERM handling, prints the bound endpoint as the first
-//! stdout line and runs the engine's server until a signal arrives.
+//! [`ServerConfig`], sets up logging (`tracing-subscriber` on stderr, text or JSON Lines),
+//! installs SIGINT/SIGTERM handling, prints the bound endpoint as the first stdout line and
+//! runs the engine's server until a signal arrives.
 
 use super::render::println_out;
 use super::Ctx;
-use crate::engine::server::{self, ServerConfig};
+use crate::engine::protocol::MAX_K;
+use crate::engine::server::{self, Quotas, ServerConfig};
 use crate::engine::{Error, ErrorKind, Result};
 use clap::Args;
 use std::collections::HashMap;
@@ -31,6 +33,10 @@ Examples:
 
   # any free loopback port; the first stdout line is the endpoint (tcp://127.0.0.1:NNNNN)
   faissx serve --bind-address 127.0.0.1 --port 0
+
+  # Prometheus metrics and Kubernetes probes on port 9100, JSON logs, a quota per tenant
+  faissx serve --data-dir /var/lib/faissx --http-port 9100 --log-format json --max-vectors 50000000
+  curl -s localhost:9100/metrics | grep faissx_requests_total
 
 From Python (PyPI faissx): from faissx import client as faiss; faiss.configure(server=\"tcp://127.0.0.1:45678\")";
 
@@ -74,11 +80,56 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", env = "FAISSX_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
 
-    /// DEBUG logs one line per request on stderr (as -v does); INFO, WARNING, ERROR log less.
-    #[arg(long, value_name = "LEVEL", default_value = "WARNING", env = "FAISSX_LOG_LEVEL",
+    /// What to log on stderr [default: INFO; DEBUG with -v, WARNING with -q].
+    ///
+    /// INFO: start (endpoint, data directory, indices restored), stop, index creation,
+    /// deletion, import and merge, checkpoints. WARNING: refused requests (failed
+    /// authentication, never with the key; quarantined indices, quotas, BUSY, size) and
+    /// requests slower than 1 s. ERROR: failures the operator must look at (checkpoints that
+    /// failed, damaged indices, requests that failed on the server). CRITICAL: only an index
+    /// that stops taking writes until restart. DEBUG: also one line per request. Each level
+    /// includes the ones after it.
+    #[arg(long, value_name = "LEVEL", env = "FAISSX_LOG_LEVEL",
           value_parser = clap::builder::PossibleValuesParser::new(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
           ignore_case = true)]
-    pub log_level: String,
+    pub log_level: Option<String>,
+
+    /// Log lines as text (timestamp, level, message, fields) or JSON Lines (one object per event).
+    #[arg(long, value_name = "FORMAT", default_value = "text", env = "FAISSX_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Serve /metrics (Prometheus), /livez and /readyz over HTTP on this port of
+    /// --bind-address (0: any free port, logged at INFO). Off by default.
+    ///
+    /// /livez answers 200 while the process serves; /readyz 503 until every persisted index
+    /// is restored, then 200 (503 again while stopping); /metrics the Prometheus text (OpenMetrics if asked) of
+    /// requests and errors by action and tenant, latency histograms by action, indices,
+    /// vectors, estimated bytes, WAL bytes, checkpoint age, resident memory and
+    /// authentication failures.
+    #[arg(long, value_name = "PORT", env = "FAISSX_HTTP_PORT")]
+    pub http_port: Option<u16>,
+
+    /// Indices (served and quarantined) a tenant may have; create_index and import_index of
+    /// a new name past it get QUOTA_EXCEEDED.
+    #[arg(long, value_name = "NUM", default_value_t = server::DEFAULT_MAX_INDICES, env = "FAISSX_MAX_INDICES",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_indices: usize,
+
+    /// Vectors a tenant may hold over all its indices (0: no limit); adds, merges and
+    /// imports past it get QUOTA_EXCEEDED.
+    #[arg(long, value_name = "NUM", default_value_t = 0, env = "FAISSX_MAX_VECTORS")]
+    pub max_vectors: u64,
+
+    /// Largest k of a search (at most 10,000); larger ones get QUOTA_EXCEEDED.
+    #[arg(long, value_name = "NUM", default_value_t = MAX_K, env = "FAISSX_MAX_K",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_K as u64))]
+    pub max_k: usize,
+
+    /// Most queries in one search request (default: 2^20, which nq × k ≤ 2^20 allows
+    /// anyway); more get QUOTA_EXCEEDED.
+    #[arg(long, value_name = "NUM", default_value_t = server::DEFAULT_MAX_NQ, env = "FAISSX_MAX_NQ",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_nq: usize,
 
     /// Largest accepted request in bytes; larger ones get a TOO_LARGE error.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20, env = "FAISSX_MAX_REQUEST_BYTES")]
@@ -118,6 +169,15 @@ pub struct ServeArgs {
     /// Threads that decode requests and run searches (default: max(4, 2 × cores)).
     #[arg(long, value_name = "NUM", env = "FAISSX_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: Option<u64>,
+}
+
+/// How `faissx serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00.000000Z  INFO message key=value …`
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields` (with `message`), `target`.
+    Json,
 }
 
 /// Parse `--auth-keys "k1:t1,k2:t2"`.
@@ -163,8 +223,19 @@ fn auth_from_file(p: &std::path::Path) -> Result<HashMap<String, String>> {
 }
 
 impl ServeArgs {
+    /// The log level in force: `--log-level` (or `FAISSX_LOG_LEVEL`) if given, else DEBUG
+    /// with `-v`, WARNING with `-q`, INFO otherwise. Upper case.
+    pub fn log_level(&self, verbose: bool, quiet: bool) -> String {
+        match &self.log_level {
+            Some(l) => l.to_ascii_uppercase(),
+            None if verbose => "DEBUG".into(),
+            None if quiet => "WARNING".into(),
+            None => "INFO".into(),
+        }
+    }
+
     /// The engine's configuration for these flags.
-    pub fn config(&self, verbose: bool) -> Result<ServerConfig> {
+    pub fn config(&self) -> Result<ServerConfig> {
         let mut keys = HashMap::new();
         if let Some(s) = &self.auth_keys {
             keys.extend(parse_auth_keys(s)?);
@@ -198,13 +269,56 @@ impl ServeArgs {
             auth_keys: self.enable_auth.then_some(keys),
             max_request_bytes: self.max_request_bytes,
             workers: self.workers.map_or((2 * cores).max(4), |w| w as usize),
-            verbose: verbose || self.log_level.eq_ignore_ascii_case("DEBUG"),
+            http: self.http_port.map(|p| http_addr(&self.bind_address, p)),
+            quotas: Quotas {
+                max_indices: self.max_indices,
+                max_vectors: (self.max_vectors > 0).then_some(self.max_vectors),
+                max_k: self.max_k,
+                max_nq: self.max_nq,
+            },
             mmap: self.mmap,
             indexes,
             import_dirs: self.import_dirs.clone(),
             transfer_timeout: std::time::Duration::from_secs(self.transfer_timeout),
         })
     }
+}
+
+/// `HOST:PORT` for the HTTP listener (IPv6 hosts in brackets).
+fn http_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Install the `tracing` subscriber of `faissx serve`: events at `level` (a `--log-level`
+/// name) and above, on stderr, as text or JSON Lines, with UTC timestamps. CRITICAL shows
+/// only the events of target `faissx::critical`. A failing stderr (a full disk) loses log
+/// lines, never the server. Does nothing if a subscriber is installed already.
+pub fn init_logging(level: &str, format: LogFormat) {
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let max = match level {
+        "DEBUG" => LevelFilter::DEBUG,
+        "INFO" => LevelFilter::INFO,
+        "WARNING" => LevelFilter::WARN,
+        _ => LevelFilter::ERROR,
+    };
+    let critical_only = level == "CRITICAL";
+    let filter = tracing_subscriber::filter::filter_fn(move |m| {
+        max >= *m.level() && (!critical_only || m.target() == "faissx::critical")
+    });
+    let layer =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).log_internal_errors(false);
+    let layer: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+        LogFormat::Text => layer.with_target(false).with_filter(filter).boxed(),
+        LogFormat::Json => layer.json().with_filter(filter).boxed(),
+    };
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Set by SIGINT/SIGTERM; the server's poll loop checks it every 100 ms.
@@ -235,21 +349,11 @@ fn install_signal_stop() -> Result<()> {
 
 /// Run `faissx serve`.
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
-    let cfg = a.config(ctx.verbose > 0)?;
+    let cfg = a.config()?;
+    init_logging(&a.log_level(ctx.verbose > 0, ctx.quiet), a.log_format);
     install_signal_stop()?;
-    let quiet = ctx.quiet;
-    let auth = cfg.auth_keys.is_some();
-    let dir = cfg.data_dir.clone();
-    let mmap = cfg.mmap;
-    let mut ready = |ep: &str| -> Result<()> {
-        println_out(ep)?;
-        if !quiet {
-            let mapped = if mmap { ", indices memory-mapped" } else { "" };
-            let store = dir.as_ref().map_or("in memory".to_string(), |d| format!("data in {}{mapped}", d.display()));
-            eprintln!("faissx: serving on {ep} ({store}, auth {})", if auth { "on" } else { "off" });
-        }
-        Ok(())
-    };
+    // The start itself is logged at INFO by the engine (endpoint, data directory, indices).
+    let mut ready = |ep: &str| -> Result<()> { println_out(ep) };
     server::serve(&cfg, &mut ready, &STOP)
 }
 
@@ -264,6 +368,29 @@ mod tests {
         assert_eq!(m["k2"], "globex");
         assert!(parse_auth_keys("k1").is_err());
         assert!(parse_auth_keys("k1:../x").is_err());
+    }
+
+    #[test]
+    fn log_level_follows_the_flag_then_v_and_q() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: ServeArgs,
+        }
+        let parse = |args: &[&str]| T::try_parse_from([&["serve"], args].concat()).unwrap().a;
+        assert_eq!(parse(&[]).log_level(false, false), "INFO");
+        assert_eq!(parse(&[]).log_level(true, false), "DEBUG");
+        assert_eq!(parse(&[]).log_level(false, true), "WARNING");
+        assert_eq!(parse(&["--log-level", "error"]).log_level(true, false), "ERROR");
+        let a = parse(&["--http-port", "0", "--bind-address", "::1", "--max-vectors", "5", "--max-k", "7"]);
+        let cfg = a.config().unwrap();
+        assert_eq!(cfg.http.as_deref(), Some("[::1]:0"));
+        assert_eq!((cfg.quotas.max_vectors, cfg.quotas.max_k), (Some(5), 7));
+        assert_eq!(parse(&[]).config().unwrap().quotas, Quotas::default());
+        assert!(T::try_parse_from(["serve", "--max-k", "10001"]).is_err());
+        assert!(T::try_parse_from(["serve", "--max-indices", "0"]).is_err());
+        assert!(T::try_parse_from(["serve", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum ErrorKind {
     /// A conditional change found the state changed by someone else first (e.g. `import
     /// --if-generation N` when the index is no longer at generation N).
     Conflict,
+    /// A tenant's quota (`serve --max-indices`, `--max-vectors`, `--max-k`, `--max-nq`) would
+    /// be exceeded; nothing was changed.
+    QuotaExceeded,
 }
 
 /// An engine error: a kind plus a one-line message that names the file, field or request at

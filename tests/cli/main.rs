@@ -17,4 +17,5 @@ mod serve_faissx_actions;
 mod serve_fuzz;
 mod serve_hardening;
 mod serve_import;
+mod serve_ops;
 mod serve_python;

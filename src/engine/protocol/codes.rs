@@ -30,6 +30,9 @@ pub enum ErrorCode {
     Internal,
     /// A conditional change lost a race (`import_index` with a stale `if_generation`).
     Conflict,
+    /// A quota of the caller's tenant (`serve --max-indices`, `--max-vectors`, `--max-k`,
+    /// `--max-nq`) would be exceeded; nothing was changed.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -48,6 +51,7 @@ impl ErrorCode {
             ErrorCode::Busy => "BUSY",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
         }
     }
 
@@ -66,6 +70,7 @@ impl ErrorCode {
             "BUSY" => ErrorCode::Busy,
             "INTERNAL" => ErrorCode::Internal,
             "CONFLICT" => ErrorCode::Conflict,
+            "QUOTA_EXCEEDED" => ErrorCode::QuotaExceeded,
             _ => return None,
         })
     }
@@ -84,6 +89,7 @@ impl ErrorCode {
             ErrorKind::Timeout => ErrorCode::Timeout,
             ErrorKind::Busy => ErrorCode::Busy,
             ErrorKind::Conflict => ErrorCode::Conflict,
+            ErrorKind::QuotaExceeded => ErrorCode::QuotaExceeded,
             ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted | ErrorKind::Internal => {
                 ErrorCode::Internal
             }
@@ -105,6 +111,7 @@ impl ErrorCode {
             ErrorCode::Busy => ErrorKind::Busy,
             ErrorCode::Internal => ErrorKind::Remote,
             ErrorCode::Conflict => ErrorKind::Conflict,
+            ErrorCode::QuotaExceeded => ErrorKind::QuotaExceeded,
         }
     }
 }

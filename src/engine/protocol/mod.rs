@@ -493,9 +493,11 @@ mod tests {
         assert!(r.to_string().contains("expected d=4"));
         let ok = decode_reply(&ok_reply(Msg::default().with("message", "pong"))).unwrap();
         assert_eq!(ok.str("message").unwrap(), Some("pong"));
-        for c in ["AUTH_ERROR", "NOT_FOUND", "TOO_LARGE", "INTERNAL"] {
+        for c in ["AUTH_ERROR", "NOT_FOUND", "TOO_LARGE", "INTERNAL", "QUOTA_EXCEEDED"] {
             assert_eq!(ErrorCode::parse(c).unwrap().as_str(), c);
         }
+        let q = decode_reply(&error_reply(&Error::new(ErrorKind::QuotaExceeded, "too many"))).unwrap_err();
+        assert_eq!(q.kind(), ErrorKind::QuotaExceeded);
     }
 
     #[test]

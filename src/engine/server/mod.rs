@@ -16,8 +16,16 @@
 //! | `mutation.rs` | a logged mutation: its WAL record and how it applies (also on replay) |
 //! | `clustering.rs` | `compute_clustering` and `recluster_index` (FAISS's k-means) |
 //! | `stats.rs` | per-(tenant, action) counts and latencies for `metrics` |
+//! | `quota.rs` | per-tenant quotas (`--max-indices`, `--max-vectors`, `--max-k`, `--max-nq`) |
+//! | `telemetry.rs` | Prometheus metrics and readiness, for `/metrics` and `/readyz` |
+//! | `http.rs` | the `--http-port` listener: `/metrics`, `/livez`, `/readyz` |
 //! | `store/` | files under `--data-dir`: checkpoints, WAL, quarantine |
 //! | `net.rs` | sockets, threads, queues |
+//!
+//! Logging goes through `tracing` events (the subscriber is the binary's business): INFO
+//! for start, stop, index creation, deletion, import and checkpoints; WARNING for refused
+//! requests (authentication, quarantine, quotas, BUSY, size) and slow ones; ERROR for
+//! failures the operator must look at; DEBUG for one line per request.
 //!
 //! Concurrency: the registry maps `(tenant, index_id)` to an [`Entry`] whose index sits
 //! behind an `RwLock`. Reads (search, reconstruct, status) take the read lock, so concurrent
@@ -35,13 +43,16 @@ mod action;
 mod admin;
 mod auth;
 mod clustering;
+mod http;
 mod limits;
 mod mutation;
 mod net;
+mod quota;
 mod read;
 mod stats;
 pub mod store;
 mod swap;
+pub mod telemetry;
 mod transfer;
 mod types;
 mod write;
@@ -56,12 +67,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
-use store::{IndexStore, Metadata, Origin, Store};
+use store::{DiskStats, IndexStore, Metadata, Origin, Store};
+use telemetry::Telemetry;
 
 pub use action::{Action, ActionClass};
 pub use auth::valid_id;
+pub use http::HttpServer;
 pub use limits::{MAX_EF, MAX_KMEANS_WORK, MAX_NITER, MAX_RANGE_CANDIDATES, MAX_RESULTS};
 pub use net::serve;
+pub use quota::{Quotas, DEFAULT_MAX_INDICES, DEFAULT_MAX_NQ};
 
 /// What `faissx serve` was asked to do.
 #[derive(Debug, Clone)]
@@ -76,8 +90,11 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Threads that decode requests and run searches.
     pub workers: usize,
-    /// Log one line per request on stderr.
-    pub verbose: bool,
+    /// `HOST:PORT` of the HTTP listener for `/metrics`, `/livez` and `/readyz` (port 0: any
+    /// free port); `None`: no listener.
+    pub http: Option<String>,
+    /// Per-tenant quotas.
+    pub quotas: Quotas,
     /// Memory-map persisted indices at start-up instead of loading them (read-only).
     pub mmap: bool,
     /// Index files served as they are on disk (`serve --index [TENANT/]NAME=PATH`): read-only,
@@ -99,7 +116,8 @@ impl ServerConfig {
             auth_keys: None,
             max_request_bytes: 256 << 20,
             workers: 2,
-            verbose: false,
+            http: None,
+            quotas: Quotas::default(),
             mmap: false,
             indexes: Vec::new(),
             import_dirs: Vec::new(),
@@ -134,6 +152,10 @@ pub struct Slot {
 pub struct Entry {
     kind: String,
     d: usize,
+    /// Estimated bytes per stored vector (4·d for floats, d/8 for binary codes).
+    bytes_per_vector: usize,
+    /// WAL size and checkpoint time of its store (with `--data-dir`), read by `/metrics`.
+    disk: Option<Arc<DiskStats>>,
     ntotal: AtomicUsize,
     trained: AtomicBool,
     /// Generation and import checksum of this version.
@@ -150,9 +172,12 @@ impl Entry {
     }
 
     fn with(kind: String, slot: Slot, origin: Origin, source: Option<swap::Source>) -> Arc<Entry> {
+        let d = slot.index.d();
         Arc::new(Entry {
             kind,
-            d: slot.index.d(),
+            d,
+            bytes_per_vector: if slot.index.is_binary() { d / 8 } else { d * 4 },
+            disk: slot.store.as_ref().map(IndexStore::disk_stats),
             ntotal: AtomicUsize::new(slot.index.ntotal()),
             trained: AtomicBool::new(slot.index.is_trained()),
             origin,
@@ -218,6 +243,10 @@ pub struct Service {
     mmap: bool,
     /// `serve --index` files that failed to re-read, with the version that failed.
     failed_reloads: std::sync::Mutex<HashMap<Key, swap::Stamp>>,
+    /// Prometheus metrics (`/metrics`) and readiness.
+    telemetry: Arc<Telemetry>,
+    /// Per-tenant quotas.
+    quotas: Quotas,
 }
 
 /// the process when asked to change read-only mapped data).
@@ -278,8 +307,14 @@ pub(super) fn quarantined_error(id: &str, reason: &str) -> Error {
 impl Service {
     /// Open the data directory (if any) and restore every index. An index that cannot be
     /// restored (damaged files, a WAL record that fails on replay) is quarantined, with one
-    /// line on stderr, and the others are served.
+    /// ERROR event, and the others are served.
     pub fn open(cfg: &ServerConfig) -> Result<Service> {
+        Service::open_with(cfg, Arc::new(Telemetry::new()))
+    }
+
+    /// [`Service::open`], counting requests into `telemetry` (whose `/metrics` and
+    /// `/readyz` may already be served while the indices are restored).
+    pub fn open_with(cfg: &ServerConfig, telemetry: Arc<Telemetry>) -> Result<Service> {
         let store = cfg.data_dir.as_deref().map(Store::open).transpose()?;
         let transfers = transfer::Transfers::new(store.as_ref().map(Store::spool_dir), cfg.transfer_timeout)?;
         let import_dirs = swap::resolve_import_dirs(&cfg.import_dirs)?;
@@ -295,11 +330,13 @@ impl Service {
             import_dirs,
             mmap: cfg.mmap,
             failed_reloads: std::sync::Mutex::new(HashMap::new()),
+            telemetry,
+            quotas: cfg.quotas,
         };
         if let Some(st) = &svc.store {
             let report = st.load_all(cfg.mmap)?;
             for w in &report.warnings {
-                log_line(format_args!("{w}"));
+                tracing::warn!("{w}");
             }
             let mut map = HashMap::new();
             let mut quarantined: HashMap<Key, String> =
@@ -319,9 +356,7 @@ impl Service {
             let mut shown: Vec<(&Key, &String)> = quarantined.iter().collect();
             shown.sort();
             for ((t, id), reason) in shown {
-                log_line(format_args!(
-                    "index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}"
-                ));
+                tracing::error!("index {id:?} of tenant {t:?} is quarantined (files kept, requests refused): {reason}");
             }
             // Clients see paths relative to the data directory, not the server's layout.
             if let Some(dir) = &cfg.data_dir {
@@ -351,7 +386,10 @@ impl Service {
             return Ok(e.clone());
         }
         Err(match self.quarantined.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            Some(reason) => quarantined_error(id, reason),
+            Some(reason) => {
+                tracing::warn!(tenant = %tenant, index = %id, "request refused: the index is quarantined");
+                quarantined_error(id, reason)
+            }
             None => not_found(id),
         })
     }
@@ -411,11 +449,18 @@ impl Service {
             && nq.saturating_mul(k) <= 4096
     }
 
-    /// Record a finished request of `tenant` for `metrics` (requests that failed before
-    /// authentication have tenant `""`, which no caller can see; `action` is an
-    /// [`Action::name`], or a name of net.rs's for requests refused before they had one).
-    pub fn record(&self, tenant: &str, action: &str, took: std::time::Duration, ok: bool) {
-        self.stats.record(tenant, action, took, ok);
+    /// Record a finished request of `tenant` for the `metrics` action and `/metrics`
+    /// (requests that failed before authentication have tenant `""`, which no caller can
+    /// see; `action` is an [`Action::name`], or a name of net.rs's for requests refused
+    /// before they had one; `error`: why it failed, if it did).
+    pub fn record(&self, tenant: &str, action: &str, took: std::time::Duration, error: Option<&Error>) {
+        self.stats.record(tenant, action, took, error.is_none());
+        self.telemetry.record(tenant, action, took, error.map(protocol::ErrorCode::of));
+    }
+
+    /// Indices quarantined at start-up (all tenants).
+    pub fn quarantined_count(&self) -> usize {
+        self.quarantined.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Run `call` (any class), blocking on index locks as needed.
@@ -454,17 +499,10 @@ fn restore(l: store::Loaded, mmap: bool) -> std::result::Result<Slot, String> {
         });
         match mapped {
             Ok(ix) => slot.index = ix,
-            Err(e) => log_line(format_args!("{}: serving the index loaded, not mapped: {}", dir_of(&slot), e.chain())),
+            Err(e) => tracing::warn!("{}: serving the index loaded, not mapped: {}", dir_of(&slot), e.chain()),
         }
     }
     Ok(slot)
-}
-
-/// One `faissx: …` line on stderr. Unlike `eprintln!`, never panics: stderr may be a file
-/// on the very disk that is full.
-fn log_line(msg: std::fmt::Arguments) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "faissx: {msg}");
 }
 
 /// The index folder of a slot, for messages.

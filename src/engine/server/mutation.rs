@@ -4,7 +4,7 @@
 
 use super::limits::knob;
 use super::write::{change_durably, checkpoint, unlog_failed};
-use super::{dir_of, log_line, Action, Call, Service, Slot};
+use super::{dir_of, Action, Call, Service, Slot};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Rows;
 use crate::engine::protocol::{self, Msg, Value};
@@ -27,6 +27,7 @@ impl Service {
                 }
                 let x = m.rows("vectors", &s.index)?;
                 let n = s.index.rows_in(&x)?;
+                self.check_vector_quota(&call.tenant, n as u64, None)?;
                 let ids = m.ids("ids")?;
                 if call.action != Action::AddVectors && ids.is_none() {
                     return Err(Error::invalid(format!("{} needs \"ids\"", call.action.name())));
@@ -149,7 +150,7 @@ fn logged(s: &mut Slot, mutation: Mutation) -> Result<Msg> {
     // WAL longer, so it must not turn the reply into an error.
     if s.store.as_ref().is_some_and(|st| st.wants_checkpoint()) {
         if let Err(e) = checkpoint(s) {
-            log_line(format_args!("checkpoint of {} failed: {}", dir_of(s), e.chain()));
+            tracing::error!("checkpoint of {} failed (the write-ahead log keeps the change): {}", dir_of(s), e.chain());
         }
     }
     Ok(out)

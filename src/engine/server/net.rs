@@ -13,14 +13,18 @@
 //! [`MAX_INFLIGHT_BYTES`] bytes of requests in all; past that the I/O thread answers `BUSY`
 //! at once instead of queueing.
 
-use super::{Call, Class, ServerConfig, Service};
+use super::telemetry::Telemetry;
+use super::{Call, Class, HttpServer, ServerConfig, Service};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::protocol::{self, Msg};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Requests slower than this are logged at WARNING.
+pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
 
 /// Requests up to this size are decoded on the I/O thread.
 const INLINE_DECODE_BYTES: usize = 4096;
@@ -67,7 +71,6 @@ struct Job {
 struct Replier {
     sock: Mutex<zmq::Socket>,
     svc: Arc<Service>,
-    verbose: bool,
 }
 
 impl Replier {
@@ -83,7 +86,7 @@ impl Replier {
         nq_k: (u64, u64),
         r: Result<Msg>,
     ) {
-        let reply = finish(&self.svc, self.verbose, tenant, action, started, peer, nq_k, r);
+        let reply = finish(&self.svc, tenant, action, started, peer, nq_k, r);
         // First frame: the request's size, for the I/O thread's in-flight accounting.
         let mut frames = vec![(bytes as u64).to_le_bytes().to_vec()];
         frames.extend(job_env);
@@ -94,12 +97,10 @@ impl Replier {
     }
 }
 
-/// Record the request for `metrics` (under its tenant), log it (with `verbose`) and encode
-/// its reply.
-#[allow(clippy::too_many_arguments)]
+/// Record the request for `metrics` and `/metrics` (under its tenant), log it (DEBUG: every
+/// request; WARNING: refused or slow; ERROR: failed on the server) and encode its reply.
 fn finish(
     svc: &Service,
-    verbose: bool,
     tenant: &str,
     action: &str,
     started: Instant,
@@ -109,21 +110,47 @@ fn finish(
 ) -> Vec<u8> {
     let ok = r.is_ok();
     let took = started.elapsed();
-    svc.record(tenant, action, took, ok);
-    if verbose {
+    svc.record(tenant, action, took, r.as_ref().err());
+    let took_ms = took.as_secs_f64() * 1000.0;
+    if let Err(e) = &r {
+        log_failure(e, tenant, action, peer);
+    }
+    if took > SLOW_REQUEST {
+        tracing::warn!(op = %action, tenant = %tenant, took_ms, peer = %peer, ok, "slow request");
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
         // Rows as the reply counts them (a binary payload's row count needs the index's d).
         let rows = |m: &Msg| m.uint("num_queries").ok().flatten().or_else(|| m.uint("count").ok().flatten());
         let nq = r.as_ref().ok().and_then(rows).unwrap_or(nq_k.0);
-        eprintln!(
-            "faissx: op={action} nq={nq} k={} took_ms={:.3} peer={peer} ok={ok}",
-            nq_k.1,
-            took.as_secs_f64() * 1000.0
-        );
+        tracing::debug!(op = %action, nq, k = nq_k.1, took_ms, peer = %peer, ok, tenant = %tenant, "request");
     }
     match r {
         Ok(m) => protocol::ok_reply(m),
         Err(e) => protocol::error_reply(&e),
     }
+}
+
+/// Log a failed request by what it means to an operator: refusals (authentication, BUSY,
+/// size, quotas) at WARNING, failures on the server's side at ERROR, a client's mistakes
+/// (bad input, unknown index) at DEBUG only. The API key is never logged.
+fn log_failure(e: &Error, tenant: &str, action: &str, peer: &str) {
+    let code = protocol::ErrorCode::of(e).as_str();
+    match e.kind() {
+        ErrorKind::Auth => tracing::warn!(op = %action, peer = %peer, reason = %e, "authentication failed"),
+        ErrorKind::Busy | ErrorKind::TooLarge | ErrorKind::QuotaExceeded => {
+            tracing::warn!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request refused: {e}")
+        }
+        ErrorKind::Internal | ErrorKind::Io => {
+            tracing::error!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request failed on the server: {}", e.chain())
+        }
+        _ => tracing::debug!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request failed: {e}"),
+    }
+}
+
+/// The name a request that failed authentication or decoding is counted under: its action
+/// if the frame names one (see [`action_label`](super::stats::action_label)), else `invalid`.
+fn refused_action(frame: &[u8]) -> &'static str {
+    protocol::peek_head(frame).ok().and_then(|h| h.action).map_or("invalid", super::stats::action_label)
 }
 
 /// Rows and `k` of a request, for the log line (binary payloads: 0, counted from the reply).
@@ -153,7 +180,7 @@ impl Lanes {
         let me = self.clone();
         let spawned = std::thread::Builder::new().name("faissx-mutate".into()).spawn(move || me.drain(key.clone()));
         if let Err(e) = spawned {
-            eprintln!("faissx: cannot start a thread: {e}");
+            tracing::error!("cannot start a thread for the writes of an index: {e}");
         }
     }
 
@@ -204,11 +231,11 @@ impl Pools {
         let Job { env, payload, started, peer, bytes } = job;
         let call = match payload {
             Payload::Call(c) => Ok(c),
-            Payload::Raw(b) => guarded(|| self.svc.prepare(&b)),
+            Payload::Raw(b) => guarded(|| self.svc.prepare(&b)).map_err(|e| (e, refused_action(&b))),
         };
         let call = match call {
             Ok(c) => c,
-            Err(e) => return self.replier.send(env, bytes, "", "invalid", started, &peer, (0, 0), Err(e)),
+            Err((e, action)) => return self.replier.send(env, bytes, "", action, started, &peer, (0, 0), Err(e)),
         };
         let send =
             |env, r| self.replier.send(env, bytes, &call.tenant, call.action.name(), started, &peer, nq_k(&call), r);
@@ -253,10 +280,35 @@ fn zerr(what: &str, e: zmq::Error) -> Error {
     Error::new(ErrorKind::Io, format!("{what}: {e}"))
 }
 
-/// Run the server until `stop` is set: bind, call `on_ready` with the bound endpoint, serve,
-/// then finish in-flight requests, checkpoint (with `--data-dir`) and return.
+/// Whether a ZeroMQ endpoint is reachable from this host only (loopback TCP, `ipc://`,
+/// `inproc://`).
+pub fn is_local_endpoint(endpoint: &str) -> bool {
+    let Some(rest) = endpoint.strip_prefix("tcp://") else { return true };
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+}
+
+/// Run the server until `stop` is set: start the HTTP listener (with `cfg.http`; `/readyz`
+/// answers 503 from then on), restore the indices, bind, call `on_ready` with the bound
+/// endpoint (`/readyz` answers 200 from then on), serve, then finish in-flight requests,
+/// checkpoint (with `--data-dir`) and return.
 pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, stop: &AtomicBool) -> Result<()> {
-    let svc = Arc::new(Service::open(cfg)?);
+    let telemetry = Arc::new(Telemetry::with_recording(cfg.http.is_some()));
+    // Up before the restore, which may take long: probes see the process alive, not ready.
+    let http = match &cfg.http {
+        Some(addr) => {
+            let h = HttpServer::start(addr, telemetry.clone())?;
+            tracing::info!(url = %format!("http://{}", h.local_addr()), "metrics and probes listening (/metrics, /livez, /readyz)");
+            Some(h)
+        }
+        None => None,
+    };
+    let restoring = Instant::now();
+    let svc = Arc::new(Service::open_with(cfg, telemetry.clone())?);
+    telemetry.attach(&svc);
     let ctx = zmq::Context::new();
     let router = ctx.socket(zmq::ROUTER).map_err(|e| zerr("creating socket", e))?;
     router.set_linger(0).map_err(|e| zerr("socket option", e))?;
@@ -278,7 +330,7 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     push.set_sndhwm(0).map_err(|e| zerr("socket option", e))?;
     pull.set_rcvhwm(0).map_err(|e| zerr("socket option", e))?;
     push.connect(&inproc).map_err(|e| zerr("connecting inproc", e))?;
-    let replier = Arc::new(Replier { sock: Mutex::new(push), svc: svc.clone(), verbose: cfg.verbose });
+    let replier = Arc::new(Replier { sock: Mutex::new(push), svc: svc.clone() });
 
     let mut threads = Vec::new();
     let lanes = Arc::new(Lanes { queues: Mutex::new(HashMap::new()), svc: svc.clone(), replier: replier.clone() });
@@ -316,6 +368,24 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
             .map_err(|e| Error::new(ErrorKind::Io, format!("spawning thread: {e}")))?;
         (t, done)
     };
+    let data = cfg.data_dir.as_ref().map_or_else(|| "in memory".to_string(), |d| d.display().to_string());
+    tracing::info!(
+        endpoint = %endpoint,
+        data_dir = %data,
+        indices = svc.index_count(),
+        quarantined = svc.quarantined_count(),
+        restore_ms = restoring.elapsed().as_millis() as u64,
+        auth = %if cfg.auth_keys.is_some() { "on" } else { "off" },
+        mmap = cfg.mmap,
+        "serving"
+    );
+    if cfg.auth_keys.is_none() && !is_local_endpoint(&endpoint) {
+        tracing::warn!(
+            endpoint = %endpoint,
+            "serving a non-loopback address without --enable-auth: any host that reaches it can read, change and delete every index"
+        );
+    }
+    telemetry.set_ready(true);
     on_ready(&endpoint)?;
     // Inline searches on this thread must not start OpenMP teams.
     crate::engine::index::set_threads(1);
@@ -350,8 +420,10 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
                 let _ = router.send_multipart(frames, zmq::DONTWAIT);
             }
         }
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) && !stopping {
             stopping = true;
+            telemetry.set_ready(false);
+            tracing::info!(in_flight = inflight, "stopping: finishing requests in flight");
         }
         if stopping {
             if inflight == 0 {
@@ -363,15 +435,14 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
             continue;
         }
         for _ in 0..256 {
-            let (env, payload, peer) = match recv_request(&router, cfg.verbose) {
+            let (env, payload, peer) = match recv_request(&router) {
                 Some(r) => r,
                 None => break,
             };
             let started = Instant::now();
             let reply = |r: Result<Msg>, action: &str, call: Option<&Call>| {
                 let tenant = call.map_or("", |c| c.tenant.as_str());
-                let bytes =
-                    finish(&svc, cfg.verbose, tenant, action, started, &peer, call.map(nq_k).unwrap_or((0, 0)), r);
+                let bytes = finish(&svc, tenant, action, started, &peer, call.map(nq_k).unwrap_or((0, 0)), r);
                 let mut frames = env.clone();
                 frames.push(bytes);
                 let _ = router.send_multipart(frames, zmq::DONTWAIT);
@@ -402,7 +473,7 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
             let job_payload = if payload.len() <= INLINE_DECODE_BYTES {
                 match guarded(|| svc.prepare(&payload)) {
                     Err(e) => {
-                        reply(Err(e), "invalid", None);
+                        reply(Err(e), refused_action(&payload), None);
                         continue;
                     }
                     Ok(call) if Service::class(&call) == Class::Inline => {
@@ -444,13 +515,14 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     maintenance.1.store(true, Ordering::Relaxed);
     let _ = maintenance.0.join();
     svc.checkpoint_all();
+    drop(http);
+    tracing::info!(endpoint = %endpoint, "stopped");
     Ok(())
 }
 
 /// One request from the ROUTER: (envelope frames, payload, peer address).
-fn recv_request(router: &zmq::Socket, want_peer: bool) -> Option<(Vec<Vec<u8>>, zmq::Message, String)> {
+fn recv_request(router: &zmq::Socket) -> Option<(Vec<Vec<u8>>, zmq::Message, String)> {
     let mut env = Vec::new();
-    let mut peer = String::new();
     loop {
         let flags = if env.is_empty() { zmq::DONTWAIT } else { 0 };
         let mut msg = router.recv_msg(flags).ok()?;
@@ -458,9 +530,7 @@ fn recv_request(router: &zmq::Socket, want_peer: bool) -> Option<(Vec<Vec<u8>>, 
             env.push(msg.to_vec());
             continue;
         }
-        if want_peer {
-            peer = msg.gets("Peer-Address").unwrap_or("?").to_string();
-        }
+        let peer = msg.gets("Peer-Address").unwrap_or("?").to_string();
         // A ROUTER always prepends the sender's identity; a lone frame is not a request.
         return if env.is_empty() { None } else { Some((env, msg, peer)) };
     }
@@ -469,6 +539,16 @@ fn recv_request(router: &zmq::Socket, want_peer: bool) -> Option<(Vec<Vec<u8>>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_local() {
+        for local in ["tcp://127.0.0.1:1", "tcp://127.0.0.2:0", "tcp://localhost:5", "tcp://[::1]:5", "ipc:///tmp/x"] {
+            assert!(is_local_endpoint(local), "{local}");
+        }
+        for remote in ["tcp://0.0.0.0:45678", "tcp://10.0.0.1:1", "tcp://*:5", "tcp://[::]:5", "tcp://eth0:5"] {
+            assert!(!is_local_endpoint(remote), "{remote}");
+        }
+    }
 
     #[test]
     fn a_panicking_handler_becomes_an_internal_error() {

@@ -56,9 +56,11 @@ impl Service {
                 // A hybrid search without a metadata filter is a search (hybrid_fields).
                 let plain = call.action != Action::SearchAndReconstruct;
                 let k = k_of(m)?;
+                self.quotas.check_k(k)?;
                 let q = m.rows("query_vectors", ix)?;
                 let params = search_params(m, k)?;
                 let nq = ix.rows_in(&q)?;
+                self.quotas.check_nq(nq)?;
                 check_results(nq, k)?;
                 // Small searches are cheaper on one thread than through OpenMP's pool.
                 crate::engine::index::set_threads(if nq >= 16 { self.cores } else { 1 });
@@ -114,6 +116,7 @@ impl Service {
                 let radius = m.float("radius")?.ok_or_else(|| Error::invalid("missing field \"radius\""))?;
                 let q = m.rows("query_vectors", ix)?;
                 let nq = ix.rows_in(&q)?;
+                self.quotas.check_nq(nq)?;
                 if nq.saturating_mul(ix.ntotal()) > MAX_RANGE_CANDIDATES {
                     return Err(Error::new(
                         ErrorKind::TooLarge,

@@ -19,6 +19,19 @@ struct ActionStats {
     next: usize,
 }
 
+/// The name a request is counted under: an [`Action`] name (aliases under their canonical
+/// name), `invalid` or `busy` (net.rs's names for requests refused before they had an
+/// action), and `other` for anything else, so a client cannot grow a table (or a metric's
+/// labels) with made-up names.
+pub fn action_label(action: &str) -> &'static str {
+    match Action::parse(action) {
+        Some(a) => a.name(),
+        None if action == "invalid" => "invalid",
+        None if action == "busy" => "busy",
+        None => "other",
+    }
+}
+
 /// Counts and latencies keyed by (tenant, action name).
 #[derive(Default)]
 pub struct Stats {
@@ -26,17 +39,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Record one finished request. `action` is an [`Action`] name (aliases count under
-    /// their canonical name) or one of net.rs's names for requests refused before they had
-    /// an action (`invalid`, `busy`); anything else counts as `other`, so a client cannot
-    /// grow the table with made-up names.
+    /// Record one finished request under [`action_label`]`(action)`.
     pub fn record(&self, tenant: &str, action: &str, took: Duration, ok: bool) {
-        let name = match Action::parse(action) {
-            Some(a) => a.name(),
-            None if action == "invalid" => "invalid",
-            None if action == "busy" => "busy",
-            None => "other",
-        };
+        let name = action_label(action);
         let mut st = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
         let a = st.entry((tenant.to_string(), name)).or_default();
         a.count += 1;

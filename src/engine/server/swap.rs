@@ -10,7 +10,7 @@
 
 use super::store::Metadata;
 use super::transfer::{Part, Spooled};
-use super::{log_line, valid_id, Entry, ServedFile, Service, Slot};
+use super::{valid_id, Entry, ServedFile, Service, Slot};
 use crate::engine::error::{Error, ErrorKind, IoContext, Result};
 use crate::engine::index::meta::Checksum;
 use crate::engine::index::{Index, IndexMeta, OpenOptions, Storage};
@@ -130,7 +130,7 @@ impl Service {
 
     /// Re-read every `serve --index` file replaced on disk since it was read (a new build
     /// renamed into place), as a new generation. A file that cannot be read now keeps the
-    /// version being served (one line on stderr).
+    /// version being served (a WARNING event).
     pub fn reload_sources(&self) {
         let sources: Vec<(super::Key, Arc<Entry>)> = self
             .indices
@@ -157,7 +157,7 @@ impl Service {
                     self.failed_reloads.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 }
                 Err(err) => {
-                    log_line(format_args!("--index {}: keeps serving the previous file: {}", key.1, err.chain()));
+                    tracing::warn!("--index {}: keeps serving the previous file: {}", key.1, err.chain());
                     failed = self.failed_reloads.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(st) = now {
                         failed.insert(key.clone(), st);
@@ -208,6 +208,10 @@ impl Service {
                 ));
             }
         }
+        // A new name counts against --max-indices (checked before any file is copied).
+        if old.is_none() {
+            self.check_index_quota(tenant)?;
+        }
         // The file, spooled on the data directory's file system.
         let (file, sum, md, _spool): (PathBuf, Checksum, Metadata, Spool) = match (upload, m.str("server_path")?) {
             (Some(_), Some(_)) => return Err(Error::invalid("give either \"upload_id\" or \"server_path\", not both")),
@@ -244,6 +248,8 @@ impl Service {
                 )));
             }
         }
+        // Its vectors, less those of the version it replaces, count against --max-vectors.
+        self.check_vector_quota(tenant, index.ntotal() as u64, old.as_ref().map(|_| &key))?;
         let kind = index.describe()?.type_name;
         let replaced = old.is_some();
         let entry = match (&self.store, &old) {
@@ -271,12 +277,15 @@ impl Service {
             }
         };
         self.indices.write().unwrap_or_else(|p| p.into_inner()).insert(key, entry.clone());
-        log_line(format_args!(
-            "imported index {id:?} of tenant {tenant:?}: generation {}, {} vectors, {}",
-            entry.origin.generation,
-            entry.ntotal.load(std::sync::atomic::Ordering::Relaxed),
-            checksum_text(&sum)
-        ));
+        tracing::info!(
+            tenant = %tenant,
+            index = %id,
+            generation = entry.origin.generation,
+            vectors = entry.ntotal.load(std::sync::atomic::Ordering::Relaxed),
+            checksum = %checksum_text(&sum),
+            replaced,
+            "index imported"
+        );
         Ok(self.import_reply(id, &entry, replaced))
     }
 

@@ -5,7 +5,7 @@
 
 use super::store::Metadata;
 use super::types::{metric_of, parse_index_type, TypeSpec};
-use super::{dir_of, log_line, valid_id, writable, Action, Call, Entry, Service, Slot};
+use super::{dir_of, valid_id, writable, Action, Call, Entry, Service, Slot};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{factory, Index, IndexSpec, Storage};
 use crate::engine::protocol::{Msg, MAX_DIMENSION};
@@ -39,6 +39,7 @@ impl Service {
                 drop(map);
                 // Stop further WAL writes through in-flight holders.
                 e.write().store = None;
+                tracing::info!(tenant = %t, index = %id, "index deleted");
                 Ok(Msg::default().with("message", format!("index {id} deleted")).with("index_id", id))
             }
             Action::MergeIndices => self.merge(t, m),
@@ -98,6 +99,7 @@ impl Service {
                 format!("index {id:?} already exists and is quarantined ({reason}); choose another name"),
             ));
         }
+        self.check_index_quota(t)?;
         let dim = m.int("dimension")?.ok_or_else(|| Error::invalid("missing field \"dimension\""))?;
         if !(1..=MAX_DIMENSION as i64).contains(&dim) {
             return Err(Error::invalid(format!("dimension={dim} is out of range 1..={MAX_DIMENSION}")));
@@ -156,6 +158,7 @@ impl Service {
         let trained = index.is_trained();
         let entry = Entry::new(kind.clone(), Slot { index, md, store });
         self.indices.write().unwrap_or_else(|p| p.into_inner()).insert(key, entry);
+        tracing::info!(tenant = %t, index = %id, dimension = dim, index_type = %kind, "index created");
         Ok(Msg::default()
             .with("index_id", id)
             .with("dimension", dim as u64)
@@ -204,6 +207,8 @@ impl Service {
             };
             copies.push((sid.clone(), g.index.try_clone()?, g.md.vectors.clone(), rows));
         }
+        let adding: u64 = copies.iter().map(|c| c.1.ntotal() as u64).sum();
+        self.check_vector_quota(t, adding, None)?;
         let mut g = te.write();
         let s = &mut *g;
         writable(target, &te, &s.index)?;
@@ -243,6 +248,7 @@ impl Service {
             Ok(())
         })?;
         te.refresh(s);
+        tracing::info!(tenant = %t, index = %target, sources = ?sources, ntotal = s.index.ntotal(), "indices merged");
         Ok(Msg::default().with("ntotal", s.index.ntotal() as u64).with("message", format!("merged into {target}")))
     }
 
@@ -255,7 +261,11 @@ impl Service {
             if g.index.storage() == Storage::Loaded && g.store.as_ref().is_some_and(|st| st.wal_bytes() > 0) {
                 if let Err(e) = checkpoint(&mut g) {
                     // The WAL still holds everything: the next start replays it.
-                    log_line(format_args!("checkpoint of {} failed: {}", dir_of(&g), e.chain()));
+                    tracing::error!(
+                        "checkpoint of {} failed (the next start replays its log): {}",
+                        dir_of(&g),
+                        e.chain()
+                    );
                 }
             }
         }
@@ -299,6 +309,10 @@ pub(super) fn unlog_failed(s: &mut Slot, before: usize) {
     let undone = if changed { st.checkpoint(&mut s.index, &s.md) } else { st.retract_last() };
     if let Err(e) = undone {
         st.refuse_writes(format!("a failed mutation could not be taken out of the log ({})", e.chain()));
-        log_line(format_args!("{dir}: a failed mutation could not be taken out of the log: {}", e.chain()));
+        tracing::error!(
+            target: "faissx::critical",
+            "{dir}: a failed mutation could not be taken out of the log; the index refuses writes until restart: {}",
+            e.chain()
+        );
     }
 }

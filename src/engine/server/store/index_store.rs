@@ -10,6 +10,9 @@ use crate::engine::io::atomic;
 use crate::engine::protocol::{self, Value};
 use std::fs::OpenOptions as FileOptions;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The files of one index: WAL appends and checkpoints.
 pub struct IndexStore {
@@ -18,6 +21,8 @@ pub struct IndexStore {
     pub(super) wal: Box<dyn WalFile>,
     /// Bytes of sound, fsynced records in the WAL.
     wal_bytes: u64,
+    /// `wal_bytes` and the time of the last checkpoint, readable without the index's lock.
+    disk: Arc<DiskStats>,
     /// Where the record appended last starts, until a checkpoint (for [`IndexStore::retract_last`]).
     last_record: Option<u64>,
     pub(super) seq: u64,
@@ -42,6 +47,35 @@ pub struct Origin {
     pub imported: Option<Checksum>,
 }
 
+/// Facts about an index's files that `/metrics` reads without taking the index's lock.
+#[derive(Debug, Default)]
+pub struct DiskStats {
+    wal_bytes: AtomicU64,
+    /// Milliseconds since the Unix epoch of the checkpoint in force (its `CHECKPOINT`
+    /// file's modification time after a restart).
+    checkpointed_ms: AtomicU64,
+}
+
+impl DiskStats {
+    /// Bytes of records in the WAL (not yet in a checkpoint).
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the checkpoint in force was written (0 if its time is unknown).
+    pub fn checkpoint_age_s(&self) -> f64 {
+        let at = self.checkpointed_ms.load(Ordering::Relaxed);
+        if at == 0 {
+            return 0.0;
+        }
+        (now_ms().saturating_sub(at)) as f64 / 1000.0
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 impl Default for Origin {
     fn default() -> Origin {
         Origin { generation: 1, imported: None }
@@ -53,11 +87,13 @@ impl IndexStore {
         let p = dir.join("wal.log");
         let wal = FileOptions::new().create(true).append(true).open(&p).at(&p)?;
         let wal_bytes = wal.metadata().at(&p)?.len();
+        let disk = Arc::new(DiskStats { wal_bytes: AtomicU64::new(wal_bytes), checkpointed_ms: AtomicU64::new(0) });
         Ok(IndexStore {
             dir: dir.to_path_buf(),
             kind: kind.to_string(),
             wal: Box::new(wal),
             wal_bytes,
+            disk,
             last_record: None,
             seq: 0,
             checkpoint_seq: 0,
@@ -80,6 +116,9 @@ impl IndexStore {
         s.checkpoint_seq = checkpoint_seq;
         s.file_n = Some(file_n);
         s.checkpoint_index = index.to_string();
+        let written = std::fs::metadata(dir.join("CHECKPOINT")).and_then(|m| m.modified()).ok();
+        let ms = written.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or_else(now_ms, |d| d.as_millis() as u64);
+        s.disk.checkpointed_ms.store(ms, Ordering::Relaxed);
         Ok(s)
     }
 
@@ -91,6 +130,7 @@ impl IndexStore {
         s.file_n = self.file_n;
         s.checkpoint_index = self.checkpoint_index;
         s.origin = self.origin;
+        s.disk.checkpointed_ms.store(self.disk.checkpointed_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         Ok(s)
     }
 
@@ -103,7 +143,7 @@ impl IndexStore {
         let p = self.wal_path();
         if self.wal_bytes > len {
             self.wal.truncate(len).at(&p)?;
-            self.wal_bytes = len;
+            self.set_wal_bytes(len);
         }
         Ok(())
     }
@@ -162,7 +202,7 @@ impl IndexStore {
             });
         }
         self.last_record = Some(self.wal_bytes);
-        self.wal_bytes += rec.len() as u64;
+        self.set_wal_bytes(self.wal_bytes + rec.len() as u64);
         self.seq = seq;
         Ok(())
     }
@@ -175,7 +215,7 @@ impl IndexStore {
         let p = self.wal_path();
         match self.wal.truncate(start) {
             Ok(()) => {
-                self.wal_bytes = start;
+                self.set_wal_bytes(start);
                 self.seq -= 1;
                 Ok(())
             }
@@ -192,12 +232,34 @@ impl IndexStore {
     /// their checksums read back from disk, and switch `CHECKPOINT` to them (the commit
     /// point); then empty the WAL and remove the previous checkpoint's files. On error the
     /// checkpoint in force is untouched and the files written for this one are removed.
+    /// Logs one INFO event per checkpoint but an index's first (written at its creation).
     pub fn checkpoint(&mut self, index: &mut Index, md: &Metadata) -> Result<()> {
+        let first = self.file_n.is_none();
+        let (wal_bytes, started) = (self.wal_bytes, std::time::Instant::now());
         self.install(md, |ipath| {
             index.save(ipath)?;
             // `save` checksummed the file it wrote (read back before its rename).
             index.meta().checksum().ok_or_else(|| Error::invalid("invariant: save records a checksum"))
-        })
+        })?;
+        if !first {
+            tracing::info!(
+                index = %self.name(),
+                seq = self.checkpoint_seq,
+                vectors = index.ntotal(),
+                wal_bytes,
+                took_ms = started.elapsed().as_millis() as u64,
+                "checkpoint written"
+            );
+        }
+        Ok(())
+    }
+
+    /// `tenant/index`, from the folder's path (for log events).
+    pub fn name(&self) -> String {
+        let part = |p: Option<&Path>| {
+            p.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        };
+        format!("{}/{}", part(self.dir.parent()), part(Some(&self.dir)))
     }
 
     /// Make a finished index file the checkpoint, as the next generation: `file` (already
@@ -279,6 +341,7 @@ impl IndexStore {
             return Err(e);
         }
         self.checkpoint_seq = seq;
+        self.disk.checkpointed_ms.store(now_ms(), Ordering::Relaxed);
         self.file_n = Some(n);
         self.checkpoint_index = iname.clone();
         self.last_record = None;
@@ -289,7 +352,7 @@ impl IndexStore {
             match FileOptions::new().append(true).open(&p) {
                 Ok(f) => {
                     self.wal = Box::new(f);
-                    self.wal_bytes = 0;
+                    self.set_wal_bytes(0);
                 }
                 // The handle still open is the replaced file: appends to it would be lost.
                 Err(e) => {
@@ -321,6 +384,16 @@ impl IndexStore {
     /// Bytes in the WAL.
     pub fn wal_bytes(&self) -> u64 {
         self.wal_bytes
+    }
+
+    fn set_wal_bytes(&mut self, n: u64) {
+        self.wal_bytes = n;
+        self.disk.wal_bytes.store(n, Ordering::Relaxed);
+    }
+
+    /// WAL size and checkpoint time, shared with readers that hold no lock (`/metrics`).
+    pub fn disk_stats(&self) -> Arc<DiskStats> {
+        self.disk.clone()
     }
 
     /// The folder.

@@ -27,7 +27,7 @@
 //! an index with newer records is loaded so the server can replay them, checkpoint and then
 //! map it (a mapped index can never take a WAL record, since the server refuses its
 //! mutations). This module knows files, not sockets, and prints nothing: warnings go back to
-//! the caller. Index ids reaching it are already validated (`[A-Za-z0-9._-]`, never
+//! the caller; the only log event of its own is a checkpoint's (INFO, through `tracing`). Index ids reaching it are already validated (`[A-Za-z0-9._-]`, never
 //! `.`/`..`).
 //!
 //! ```text
@@ -56,7 +56,7 @@ mod index_store;
 mod tests;
 mod wal;
 
-pub use index_store::{IndexStore, Origin};
+pub use index_store::{DiskStats, IndexStore, Origin};
 use wal::read_wal;
 pub use wal::{crc32, record_seq};
 
