@@ -106,7 +106,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     let input = a.input_args.open(&a.input)?;
     let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
     let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };
-    let out = if a.on_disk { IndexOutput::with_lists_on_disk(&a.output) } else { IndexOutput::new(&a.output) };
+    let out = IndexOutput::create(&a.output, a.force, a.on_disk)?;
     let opts = BuildOptions {
         train_size: a.train_size.map(|v| v as usize),
         seed: a.seed,
@@ -118,7 +118,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         on_disk: out.lists_tmp().map(Path::to_path_buf),
         shard_size: a.shard_size.map(|v| v as usize),
     };
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     let t = Instant::now();
     let mut index = jobs::build(&input, &spec, &opts, &progress, &ctx.stop)?;
     out.commit(&mut index)?;
