@@ -6,9 +6,11 @@ use faissx::cmd::{self, Cli};
 use faissx::engine::{Error, ErrorKind};
 use std::process::ExitCode;
 
-/// The one place errors become exit codes: 2 for bad input or usage, 1 for other failures.
+/// The one place errors become exit codes: 2 for bad input or usage, 130 for a command
+/// stopped by SIGINT/SIGTERM, 1 for other failures.
 fn exit_code(e: &Error) -> u8 {
     match e.kind() {
+        ErrorKind::Interrupted => cmd::signals::EXIT_INTERRUPTED,
         ErrorKind::InvalidInput
         | ErrorKind::DimensionMismatch
         | ErrorKind::NotTrained

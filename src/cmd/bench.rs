@@ -242,7 +242,7 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     };
     let metric: Metric = a.metric.into();
     let fmt = a.format.unwrap_or(if super::render::stdout_is_tty() { BenchFormat::Table } else { BenchFormat::Json });
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
 
     let qfile = open_vectors(&a.queries)?;
     if qfile.is_empty() {

@@ -13,15 +13,19 @@ pub mod query_remote;
 pub mod render;
 pub mod search;
 pub mod serve;
+pub mod signals;
 pub mod split;
 
-use crate::engine::Result;
+use crate::engine::{Error, ErrorKind, Result};
 use clap::{Parser, Subcommand};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 on success, 2 for bad input or usage (missing or malformed file, dimension \
-mismatch, bad factory string, k < 1, NaN, untrained index), 1 for any other failure.
+mismatch, bad factory string, k < 1, NaN, untrained index), 130 when SIGINT or SIGTERM \
+(Ctrl-C) stopped a long command (build, add, merge, split, search, bench; its temp files \
+are removed first), 1 for any other failure.
 
 Environment: FAISSX_THREADS sets --threads.
 
@@ -88,8 +92,25 @@ pub struct Ctx {
     pub quiet: bool,
     /// Verbosity from `-v`.
     pub verbose: u8,
-    /// Set when the user asks the job to stop.
-    pub stop: AtomicBool,
+    /// Set when the user asks the job to stop (SIGINT/SIGTERM, see [`signals`]).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Command {
+    /// Whether SIGINT/SIGTERM stop this command through [`Ctx::stop`] (long jobs and the
+    /// server) rather than ending the process at once.
+    fn stops_on_signal(&self) -> bool {
+        matches!(
+            self,
+            Command::Build(_)
+                | Command::Add(_)
+                | Command::Search(_)
+                | Command::Merge(_)
+                | Command::Split(_)
+                | Command::Bench(_)
+                | Command::Serve(_)
+        )
+    }
 }
 
 /// Run the parsed command line.
@@ -101,8 +122,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         crate::engine::index::set_threads(t);
     }
     crate::engine::index::tune_blas();
-    let ctx = Ctx { quiet: cli.quiet, verbose: cli.verbose, stop: AtomicBool::new(false) };
-    match cli.command {
+    let ctx = Ctx { quiet: cli.quiet, verbose: cli.verbose, stop: Arc::new(AtomicBool::new(false)) };
+    let serve = matches!(cli.command, Command::Serve(_));
+    if cli.command.stops_on_signal() {
+        // The server stops between requests; FAISS is not interrupted under a request.
+        signals::stop_on_signals(&ctx.stop, !serve)?;
+    }
+    let res = match cli.command {
         Command::Build(a) => build::run(&ctx, a),
         Command::Add(a) => add::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
@@ -113,6 +139,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Split(a) => split::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
         Command::ProbeIndex(a) => probe_index::run(&ctx, a),
+    };
+    // Whatever error a stopped job ended with (faissx's own check or FAISS's "computation
+    // interrupted"), it was interrupted; a job that finished anyway has committed its output.
+    match res {
+        Err(e) if !serve && ctx.stop.load(Ordering::Relaxed) && e.kind() != ErrorKind::Interrupted => {
+            Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+        }
+        r => r,
     }
 }
 

@@ -5,11 +5,10 @@
 use super::render::println_out;
 use super::Ctx;
 use crate::engine::server::{self, ServerConfig};
-use crate::engine::{Error, ErrorKind, Result};
+use crate::engine::{Error, Result};
 use clap::Args;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -207,36 +206,11 @@ impl ServeArgs {
     }
 }
 
-/// Set by SIGINT/SIGTERM; the server's poll loop checks it every 100 ms.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Route SIGINT and SIGTERM to [`STOP`], whichever thread receives them (FAISS/OpenMP may
-/// have started threads before we run, so masking signals is not enough).
-fn install_signal_stop() -> Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction with a plain handler that only stores to an atomic.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(Error::new(ErrorKind::Io, "installing the SIGINT/SIGTERM handler failed"));
-        }
-    }
-    Ok(())
-}
-
 /// Run `faissx serve`.
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
+    // SIGINT/SIGTERM set `ctx.stop` (installed by `dispatch`, see `signals`); the server's
+    // poll loop checks it every 100 ms.
     let cfg = a.config(ctx.verbose > 0)?;
-    install_signal_stop()?;
     let quiet = ctx.quiet;
     let auth = cfg.auth_keys.is_some();
     let dir = cfg.data_dir.clone();
@@ -250,7 +224,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         }
         Ok(())
     };
-    server::serve(&cfg, &mut ready, &STOP)
+    server::serve(&cfg, &mut ready, &ctx.stop)
 }
 
 #[cfg(test)]

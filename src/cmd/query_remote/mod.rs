@@ -529,7 +529,7 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
             )));
         }
     }
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     progress.start("add", f.len() as u64);
     let mut last = None;
     for b in f.batches(x.batch as usize) {
