@@ -22,8 +22,9 @@ Examples:
   # IVF-PQ whose lists live in huge.index.ivfdata, built in bounded memory
   faissx build huge.fvecs -o huge.index --factory IVF65536,PQ32 --on-disk --train-size 1000000
 
-  # From a pipe
-  python make_vectors.py | faissx build - --input-format npy -o x.index --factory Flat";
+  # From a pipe (.npy is recognised by its first bytes; other formats need --input-format)
+  python make_vectors.py | faissx build - -o x.index --factory Flat
+  cat base.fvecs | faissx build - --input-format fvecs -o x.index";
 
 /// Build a FAISS index from a vector file.
 ///

@@ -109,6 +109,10 @@ pub enum RemoteOp {
     #[command(after_long_help = "Examples:\n  faissx query-remote info docs")]
     Info(IndexArg),
     /// Remove vectors by id.
+    ///
+    /// On an index that numbers its vectors by position (plain Flat, PQ, SQ, … without
+    /// IDMap), FAISS renumbers every vector after a removed one: the reply then has
+    /// "renumbered": true and a warning is printed on stderr.
     #[command(
         after_long_help = "Examples:\n  faissx query-remote remove docs 3 17 42\n  faissx query-remote remove docs --ids gone.npy"
     )]
@@ -379,7 +383,21 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         RemoteOp::Info(x) => print_reply(c.get_index_info(&x.index)?),
         RemoteOp::Delete(x) => print_reply(c.delete_index(&x.index)?),
         RemoteOp::Snapshot(x) => print_reply(c.snapshot(x.index.as_deref())?),
-        RemoteOp::Remove(x) => print_reply(c.remove_ids(&x.index, &x.resolve()?)?),
+        RemoteOp::Remove(x) => {
+            let reply = c.remove_ids(&x.index, &x.resolve()?)?;
+            if reply.flag("renumbered").unwrap_or(false) {
+                // FAISS's semantics for position-numbered indices (plain Flat, PQ, SQ, …):
+                // worth a line on stderr, not only a field in the JSON.
+                render::note(
+                    ctx.quiet,
+                    &format!(
+                        "warning: {}: ids changed: the index numbers vectors by position, so every vector after a removed one moved down (build it with --ids, or as IDMap2, to keep ids)",
+                        x.index
+                    ),
+                );
+            }
+            print_reply(reply)
+        }
         RemoteOp::Metadata(x) => print_reply(c.get_metadata(&x.index, &x.resolve()?)?),
         RemoteOp::Reconstruct(x) => {
             let mut out = std::io::BufWriter::new(std::io::stdout());
