@@ -6,21 +6,9 @@
 use crate::serve::Server;
 use crate::util::*;
 use std::io::Write;
-use std::path::Path;
 use std::process::Stdio;
 
 const D: usize = 16;
-
-/// Names in `dir` that a finished or failed command must not leave: temp files and locks.
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp") || n.ends_with(".lock") || n.contains(".tmp."))
-        .collect();
-    v.sort();
-    v
-}
 
 fn info(env: &TestEnv, index: &str) -> serde_json::Value {
     serde_json::from_str(&env.ok(&["info", index, "--format", "json"])).unwrap()
