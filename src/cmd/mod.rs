@@ -143,7 +143,11 @@ fn verbatim_examples(mut cmd: clap::Command) -> clap::Command {
     let prose = prose.trim_end().to_string();
     // A `{` in the template starts a tag; examples must not open one clap would drop.
     debug_assert!(examples.split('{').skip(1).all(|p| p.contains('}')), "invariant: balanced braces in examples");
-    cmd = if prose.is_empty() { cmd.after_long_help(clap::builder::Resettable::<clap::builder::StyledStr>::Reset) } else { cmd.after_long_help(prose) };
+    cmd = if prose.is_empty() {
+        cmd.after_long_help(clap::builder::Resettable::<clap::builder::StyledStr>::Reset)
+    } else {
+        cmd.after_long_help(prose)
+    };
     cmd.help_template(format!("{HELP_TEMPLATE}\n\n{}", examples.trim_end()))
 }
 

@@ -56,8 +56,7 @@ impl IndexOutput {
     pub fn create(path: &Path, force: bool, lists_on_disk: bool) -> Result<IndexOutput> {
         let lock = OutputLock::acquire(path)?;
         check_new(path, force)?;
-        let lists_tmp =
-            if lists_on_disk { Some(atomic::temp_beside(&storage::ivfdata_path(path))?) } else { None };
+        let lists_tmp = if lists_on_disk { Some(atomic::temp_beside(&storage::ivfdata_path(path))?) } else { None };
         Ok(IndexOutput { path: path.to_path_buf(), lists_tmp, _lock: lock })
     }
 

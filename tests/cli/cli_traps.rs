@@ -180,7 +180,11 @@ fn a_smaller_split_replaces_the_whole_earlier_split_and_searches_refuse_shared_i
     for f in ["all.0.index", "all.0.index.meta.json", "all.1.index", "all.1.index.meta.json"] {
         std::fs::remove_file(env.path("three").join(f)).unwrap();
     }
-    env.fails(&["split", "all.index", "--shards", "2", "-o", "three/"], 2, "three/all.2.index: a shard left by an earlier split");
+    env.fails(
+        &["split", "all.index", "--shards", "2", "-o", "three/"],
+        2,
+        "three/all.2.index: a shard left by an earlier split",
+    );
     // Scatter-gather refuses shards sharing ids, by name: a shard of another split…
     env.ok(&["split", "all.index", "--shards", "4", "-o", "four/", "-q"]);
     env.fails(
@@ -190,7 +194,11 @@ fn a_smaller_split_replaces_the_whole_earlier_split_and_searches_refuse_shared_i
     );
     // …and two indices each numbering its vectors from 0.
     env.ok(&["build", "all.fvecs", "-o", "copy.index", "-q"]);
-    env.fails(&["search", "all.index", "copy.index", "q.fvecs", "-k", "5"], 2, "all.index and copy.index both hold id 0");
+    env.fails(
+        &["search", "all.index", "copy.index", "q.fvecs", "-k", "5"],
+        2,
+        "all.index and copy.index both hold id 0",
+    );
 }
 
 #[test]
@@ -269,14 +277,8 @@ fn npy_on_stdin_needs_no_input_format() {
     write_npy_f32(&env.path("v.npy"), 50, D, &lcg_vectors(50, D, 9));
     write_fvecs(&env.path("v.fvecs"), D, &lcg_vectors(50, D, 9));
     let pipe = |file: &str, args: &[&str]| {
-        let mut child = env
-            .cmd()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            env.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(&std::fs::read(env.path(file)).unwrap()).unwrap();
         child.wait_with_output().unwrap()
     };
@@ -308,7 +310,18 @@ fn format_json_is_one_document_and_jsonl_one_object_per_line() {
     let mut lines = Vec::new();
     for fmt in ["jsonl", "json"] {
         let out = env.ok(&[
-            "bench", "v.index", "--queries", "q.fvecs", "--base", "v.fvecs", "-k", "2", "--nprobe", "1,2", "--format", fmt,
+            "bench",
+            "v.index",
+            "--queries",
+            "q.fvecs",
+            "--base",
+            "v.fvecs",
+            "-k",
+            "2",
+            "--nprobe",
+            "1,2",
+            "--format",
+            fmt,
             "-q",
         ]);
         let recs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -317,6 +330,7 @@ fn format_json_is_one_document_and_jsonl_one_object_per_line() {
     }
     assert_eq!(lines[0], lines[1]);
     // search: JSON Lines only; `json` is not a search format.
-    let err = String::from_utf8_lossy(&env.run(&["search", "v.index", "q.fvecs", "--format", "json"]).stderr).into_owned();
+    let err =
+        String::from_utf8_lossy(&env.run(&["search", "v.index", "q.fvecs", "--format", "json"]).stderr).into_owned();
     assert!(err.contains("invalid value 'json'") && err.contains("jsonl"), "{err}");
 }

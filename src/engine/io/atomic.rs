@@ -196,7 +196,10 @@ impl OutputLock {
                 _ => continue,
             }
         }
-        Err(Error::new(ErrorKind::Busy, format!("{}: its lock file {} keeps changing", output.display(), path.display())))
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!("{}: its lock file {} keeps changing", output.display(), path.display()),
+        ))
     }
 
     /// The lock file's path (`<output>.lock`).

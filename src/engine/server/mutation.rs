@@ -276,7 +276,8 @@ impl Mutation {
                 // Say so when FAISS renumbered the vectors after a removed one (docs/protocol.md).
                 let renumbered = renumbers && removed > 0;
                 if renumbered {
-                    reply = reply.with("message", "vectors after a removed one moved down: their ids (positions) changed");
+                    reply =
+                        reply.with("message", "vectors after a removed one moved down: their ids (positions) changed");
                 }
                 Ok(reply.with("ntotal", nt).with("renumbered", renumbered))
             }
