@@ -110,9 +110,8 @@ pub enum RemoteOp {
     Info(IndexArg),
     /// Remove vectors by id.
     ///
-    /// On an index that numbers its vectors by position (plain Flat, PQ, SQ, … without
-    /// IDMap), FAISS renumbers every vector after a removed one: the reply then has
-    /// "renumbered": true and a warning is printed on stderr.
+    /// On an index that numbers vectors by position (Flat, PQ, … without IDMap), FAISS
+    /// renumbers every later vector: the reply says "renumbered": true, with a warning.
     #[command(
         after_long_help = "Examples:\n  faissx query-remote remove docs 3 17 42\n  faissx query-remote remove docs --ids gone.npy"
     )]
@@ -385,16 +384,10 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         RemoteOp::Snapshot(x) => print_reply(c.snapshot(x.index.as_deref())?),
         RemoteOp::Remove(x) => {
             let reply = c.remove_ids(&x.index, &x.resolve()?)?;
+            // FAISS renumbers a position-numbered index (plain Flat, PQ, …): say so on stderr too.
             if reply.flag("renumbered").unwrap_or(false) {
-                // FAISS's semantics for position-numbered indices (plain Flat, PQ, SQ, …):
-                // worth a line on stderr, not only a field in the JSON.
-                render::note(
-                    ctx.quiet,
-                    &format!(
-                        "warning: {}: ids changed: the index numbers vectors by position, so every vector after a removed one moved down (build it with --ids, or as IDMap2, to keep ids)",
-                        x.index
-                    ),
-                );
+                let msg = "ids changed: every vector after a removed one moved down (the index numbers vectors by position; create it as IDMap2:… to keep ids)";
+                render::note(ctx.quiet, &format!("warning: {}: {msg}", x.index));
             }
             print_reply(reply)
         }
