@@ -1,14 +1,16 @@
 //! The `faissx` binary: parse, dispatch, map errors to exit codes. Everything else lives in
 //! the library (`faissx::cmd`, `faissx::engine`).
 
-use clap::Parser;
+use clap::FromArgMatches;
 use faissx::cmd::{self, Cli};
 use faissx::engine::{Error, ErrorKind};
 use std::process::ExitCode;
 
-/// The one place errors become exit codes: 2 for bad input or usage, 1 for other failures.
+/// The one place errors become exit codes: 2 for bad input or usage, 130 for a command
+/// stopped by SIGINT/SIGTERM, 1 for other failures.
 fn exit_code(e: &Error) -> u8 {
     match e.kind() {
+        ErrorKind::Interrupted => cmd::signals::EXIT_INTERRUPTED,
         ErrorKind::InvalidInput
         | ErrorKind::DimensionMismatch
         | ErrorKind::NotTrained
@@ -28,7 +30,9 @@ fn main() -> ExitCode {
     // This executable can run the hidden subcommand that opens unchecked index files in a
     // child process (engine::index::probe); library users and tests of the library cannot.
     faissx::engine::index::probe::enable();
-    let cli = Cli::parse();
+    // `cmd::command()`, not `Cli::parse()`: the same definitions with examples kept verbatim.
+    let mut matches = cmd::command().get_matches();
+    let cli = Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut cmd::command()).exit());
     match cmd::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -45,11 +45,14 @@ pub struct AddArgs {
 
 /// Run `faissx add`.
 pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
+    // Held from read to rename: two `add`s to one index would otherwise each write the old
+    // index plus their own vectors, and one batch would be lost.
+    let _lock = io::atomic::OutputLock::acquire(&a.index)?;
     let mut index = Index::open_float(&a.index, &Default::default())?;
     let input = a.input_args.open(&a.input)?;
     let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
     let before = index.ntotal();
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     jobs::add_rows(&mut index, &input, ids.as_deref(), a.batch.batch as usize, &progress, &ctx.stop)?;
     index.save(&a.index)?;
     note(

@@ -30,7 +30,7 @@ Examples:
   faissx bench shards/fm.0.index shards/fm.1.index --base base.bvecs --queries query.bvecs
 
   # an index file memory-mapped: rss_anon_bytes in the records shows the heap it costs
-  faissx bench big.index --queries query.bvecs --gt gt.ivecs --mmap --format json
+  faissx bench big.index --queries query.bvecs --gt gt.ivecs --mmap --format jsonl
 
   # a running `faissx serve` with 4 concurrent clients
   faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --clients 4
@@ -42,8 +42,11 @@ Examples:
 pub enum BenchFormat {
     /// A table (default when stdout is a terminal).
     Table,
-    /// JSON Lines, one record per setting (default otherwise).
-    Json,
+    /// JSON Lines, one record per setting (default otherwise). `json` is accepted as an
+    /// alias (the old name); across faissx, `json` is one JSON document (`info`) and
+    /// `jsonl` one JSON object per line (`search`, `bench`).
+    #[value(alias = "json")]
+    Jsonl,
 }
 
 /// Measure recall and speed of indices the way ann-benchmarks and FAISS do.
@@ -111,7 +114,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "NUM", default_value_t = 1000)]
     pub single_queries: u64,
 
-    /// Output format (default: table on a terminal, json otherwise).
+    /// Output format (default: table on a terminal, jsonl otherwise).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<BenchFormat>,
 
@@ -241,8 +244,8 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
         batch: a.batch.batch as usize,
     };
     let metric: Metric = a.metric.into();
-    let fmt = a.format.unwrap_or(if super::render::stdout_is_tty() { BenchFormat::Table } else { BenchFormat::Json });
-    let progress = StderrProgress::new(ctx.quiet);
+    let fmt = a.format.unwrap_or(if super::render::stdout_is_tty() { BenchFormat::Table } else { BenchFormat::Jsonl });
+    let progress = StderrProgress::for_ctx(ctx);
 
     let qfile = open_vectors(&a.queries)?;
     if qfile.is_empty() {
@@ -412,7 +415,7 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     }
     match fmt {
         BenchFormat::Table => println_out(&table(&records))?,
-        BenchFormat::Json => {
+        BenchFormat::Jsonl => {
             let mut s = String::new();
             for r in &records {
                 s.push_str(&serde_json::to_string(r).map_err(|e| Error::invalid(format!("serializing record: {e}")))?);

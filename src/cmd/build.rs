@@ -22,8 +22,9 @@ Examples:
   # IVF-PQ whose lists live in huge.index.ivfdata, built in bounded memory
   faissx build huge.fvecs -o huge.index --factory IVF65536,PQ32 --on-disk --train-size 1000000
 
-  # From a pipe
-  python make_vectors.py | faissx build - --input-format npy -o x.index --factory Flat";
+  # From a pipe (.npy is recognised by its first bytes; other formats need --input-format)
+  python make_vectors.py | faissx build - -o x.index --factory Flat
+  cat base.fvecs | faissx build - --input-format fvecs -o x.index";
 
 /// Build a FAISS index from a vector file.
 ///
@@ -106,7 +107,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     let input = a.input_args.open(&a.input)?;
     let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
     let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };
-    let out = if a.on_disk { IndexOutput::with_lists_on_disk(&a.output) } else { IndexOutput::new(&a.output) };
+    let out = IndexOutput::create(&a.output, a.force, a.on_disk)?;
     let opts = BuildOptions {
         train_size: a.train_size.map(|v| v as usize),
         seed: a.seed,
@@ -118,7 +119,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         on_disk: out.lists_tmp().map(Path::to_path_buf),
         shard_size: a.shard_size.map(|v| v as usize),
     };
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     let t = Instant::now();
     let mut index = jobs::build(&input, &spec, &opts, &progress, &ctx.stop)?;
     out.commit(&mut index)?;

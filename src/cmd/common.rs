@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 /// Input-format flags.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// Format of the vector input: needed for stdin (-), otherwise taken from the extension.
+    /// Format of the vector input (default: from the extension; stdin (-) is recognised
+    /// when it is .npy, other formats on stdin need this flag).
     #[arg(long, value_name = "FORMAT", value_parser = clap::builder::PossibleValuesParser::new(VecFormat::NAMES))]
     pub input_format: Option<String>,
 

@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
         batch: a.batch.batch as usize,
         force: a.force,
     };
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     let report = merge::merge_files(&a.indexes, &a.output, &opts, &progress, &ctx.stop)?;
     note(
         ctx.quiet,

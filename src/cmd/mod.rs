@@ -6,6 +6,7 @@ pub mod add;
 pub mod bench;
 pub mod build;
 pub mod common;
+pub mod completions;
 pub mod info;
 pub mod merge;
 pub mod probe_index;
@@ -13,15 +14,19 @@ pub mod query_remote;
 pub mod render;
 pub mod search;
 pub mod serve;
+pub mod signals;
 pub mod split;
 
-use crate::engine::Result;
+use crate::engine::{Error, ErrorKind, Result};
 use clap::{Parser, Subcommand};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 const AFTER_HELP: &str = "\
 Exit status: 0 on success, 2 for bad input or usage (missing or malformed file, dimension \
-mismatch, bad factory string, k < 1, NaN, untrained index), 1 for any other failure.
+mismatch, bad factory string, k < 1, NaN, untrained index), 130 when SIGINT or SIGTERM \
+(Ctrl-C) stopped a long command (build, add, merge, split, search, bench; its temp files \
+are removed first), 1 for any other failure.
 
 Environment: FAISSX_THREADS sets --threads.
 
@@ -77,6 +82,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Talk to a running `faissx serve`: create, add, search, inspect remote indices.
     QueryRemote(query_remote::QueryRemoteArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
     /// Open an index file in a child process before faissx reads it (internal).
     #[command(name = "__probe-index", hide = true)]
     ProbeIndex(probe_index::ProbeIndexArgs),
@@ -88,8 +95,60 @@ pub struct Ctx {
     pub quiet: bool,
     /// Verbosity from `-v`.
     pub verbose: u8,
-    /// Set when the user asks the job to stop.
-    pub stop: AtomicBool,
+    /// Set when the user asks the job to stop (SIGINT/SIGTERM, see [`signals`]).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Command {
+    /// Whether SIGINT/SIGTERM stop this command through [`Ctx::stop`] (long jobs and the
+    /// server) rather than ending the process at once.
+    fn stops_on_signal(&self) -> bool {
+        matches!(
+            self,
+            Command::Build(_)
+                | Command::Add(_)
+                | Command::Search(_)
+                | Command::Merge(_)
+                | Command::Split(_)
+                | Command::Bench(_)
+                | Command::Serve(_)
+        )
+    }
+}
+
+/// clap's default help layout, which [`command`] extends with verbatim examples.
+const HELP_TEMPLATE: &str = "{before-help}{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}{after-help}";
+
+/// The command line as the binary parses it: [`Cli::command`] with every `Examples:` block
+/// moved out of `after_long_help` into the help template, for every subcommand.
+///
+/// clap re-wraps `after_long_help` at the terminal width (and at most 100 columns), which
+/// breaks a long example line in two without a `\`, so a copied example fails. clap prints
+/// the literal text of a help template as written, so examples live there and are never
+/// wrapped; the prose around them still is. The examples then show in `-h` as well as in
+/// `--help`. `man/` is generated from [`Cli::command`], whose `after_long_help` keeps them.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    verbatim_examples(Cli::command())
+}
+
+fn verbatim_examples(mut cmd: clap::Command) -> clap::Command {
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for n in names {
+        cmd = cmd.mut_subcommand(n, verbatim_examples);
+    }
+    let Some(after) = cmd.get_after_long_help().map(|s| s.to_string()) else { return cmd };
+    let Some(at) = after.find("Examples:") else { return cmd };
+    let (prose, examples) = after.split_at(at);
+    let prose = prose.trim_end().to_string();
+    // A `{` in the template starts a tag; examples must not open one clap would drop.
+    debug_assert!(examples.split('{').skip(1).all(|p| p.contains('}')), "invariant: balanced braces in examples");
+    cmd = if prose.is_empty() {
+        cmd.after_long_help(clap::builder::Resettable::<clap::builder::StyledStr>::Reset)
+    } else {
+        cmd.after_long_help(prose)
+    };
+    cmd.help_template(format!("{HELP_TEMPLATE}\n\n{}", examples.trim_end()))
 }
 
 /// Run the parsed command line.
@@ -101,8 +160,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         crate::engine::index::set_threads(t);
     }
     crate::engine::index::tune_blas();
-    let ctx = Ctx { quiet: cli.quiet, verbose: cli.verbose, stop: AtomicBool::new(false) };
-    match cli.command {
+    let ctx = Ctx { quiet: cli.quiet, verbose: cli.verbose, stop: Arc::new(AtomicBool::new(false)) };
+    let serve = matches!(cli.command, Command::Serve(_));
+    if cli.command.stops_on_signal() {
+        // The server stops between requests; FAISS is not interrupted under a request.
+        signals::stop_on_signals(&ctx.stop, !serve)?;
+    }
+    let res = match cli.command {
         Command::Build(a) => build::run(&ctx, a),
         Command::Add(a) => add::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
@@ -112,7 +176,16 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Merge(a) => merge::run(&ctx, a),
         Command::Split(a) => split::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
+        Command::Completions(a) => completions::run(&ctx, a),
         Command::ProbeIndex(a) => probe_index::run(&ctx, a),
+    };
+    // Whatever error a stopped job ended with (faissx's own check or FAISS's "computation
+    // interrupted"), it was interrupted; a job that finished anyway has committed its output.
+    match res {
+        Err(e) if !serve && ctx.stop.load(Ordering::Relaxed) && e.kind() != ErrorKind::Interrupted => {
+            Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+        }
+        r => r,
     }
 }
 
@@ -124,6 +197,36 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    /// Every example line of every (sub)command comes out of `--help` exactly as written,
+    /// even 30 columns wide.
+    #[test]
+    fn every_example_line_renders_unwrapped() {
+        fn walk(orig: &clap::Command, built: &clap::Command, path: &str, seen: &mut usize) {
+            if let Some(at) = orig.get_after_long_help().map(|s| s.to_string()) {
+                if let Some(i) = at.find("Examples:") {
+                    let help = built.clone().term_width(30).render_long_help().to_string();
+                    for l in at[i..].lines() {
+                        assert!(help.lines().any(|h| h == l), "{path}: {l:?} is not in its help:\n{help}");
+                        *seen += 1;
+                    }
+                    let short = built.clone().term_width(30).render_help().to_string();
+                    assert!(short.contains("Examples:"), "{path}");
+                }
+            }
+            for sub in orig.get_subcommands() {
+                let b = built.find_subcommand(sub.get_name()).expect("invariant: same tree");
+                walk(sub, b, &format!("{path} {}", sub.get_name()), seen);
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), &command(), "faissx", &mut seen);
+        assert!(seen > 50, "{seen} example lines");
+        // The prose before them is kept (and wrapped).
+        let top = command().term_width(60).render_long_help().to_string();
+        assert!(top.contains("Exit status: 0 on success"), "{top}");
     }
 
     #[test]

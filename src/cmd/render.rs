@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 /// nothing with `-q`.
 pub struct StderrProgress {
     quiet: bool,
+    verbose: bool,
     tty: bool,
     state: Mutex<State>,
 }
@@ -34,6 +35,7 @@ impl StderrProgress {
     pub fn new(quiet: bool) -> StderrProgress {
         StderrProgress {
             quiet,
+            verbose: false,
             tty: std::io::stderr().is_terminal(),
             state: Mutex::new(State {
                 bar: None,
@@ -44,6 +46,12 @@ impl StderrProgress {
                 last_line: Instant::now(),
             }),
         }
+    }
+
+    /// The reporter for a command run with these global flags: quiet with `-q`, details
+    /// ([`Progress::detail`]) with `-v`.
+    pub fn for_ctx(ctx: &super::Ctx) -> StderrProgress {
+        StderrProgress { verbose: ctx.verbose > 0 && !ctx.quiet, ..StderrProgress::new(ctx.quiet) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -116,6 +124,12 @@ impl Progress for StderrProgress {
         match &s.bar {
             Some(b) => b.suspend(|| eprintln!("faissx: {msg}")),
             None => eprintln!("faissx: {msg}"),
+        }
+    }
+
+    fn detail(&self, msg: &str) {
+        if self.verbose {
+            self.note(msg);
         }
     }
 }

@@ -7,11 +7,10 @@ use super::render::println_out;
 use super::Ctx;
 use crate::engine::protocol::MAX_K;
 use crate::engine::server::{self, Quotas, ServerConfig};
-use crate::engine::{Error, ErrorKind, Result};
+use crate::engine::{Error, Result};
 use clap::Args;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -321,40 +320,15 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-/// Set by SIGINT/SIGTERM; the server's poll loop checks it every 100 ms.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Route SIGINT and SIGTERM to [`STOP`], whichever thread receives them (FAISS/OpenMP may
-/// have started threads before we run, so masking signals is not enough).
-fn install_signal_stop() -> Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction with a plain handler that only stores to an atomic.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(Error::new(ErrorKind::Io, "installing the SIGINT/SIGTERM handler failed"));
-        }
-    }
-    Ok(())
-}
-
 /// Run `faissx serve`.
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let cfg = a.config()?;
     init_logging(&a.log_level(ctx.verbose > 0, ctx.quiet), a.log_format);
-    install_signal_stop()?;
+    // SIGINT/SIGTERM set `ctx.stop` (installed by `dispatch`, see `signals`); the server's
+    // poll loop checks it every 100 ms.
     // The start itself is logged at INFO by the engine (endpoint, data directory, indices).
     let mut ready = |ep: &str| -> Result<()> { println_out(ep) };
-    server::serve(&cfg, &mut ready, &STOP)
+    server::serve(&cfg, &mut ready, &ctx.stop)
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx, a: SplitArgs) -> Result<()> {
         on_disk: a.on_disk,
         force: a.force,
     };
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     let report = split::split_file(&a.index, &a.output, &opts, &progress, &ctx.stop)?;
     note(
         ctx.quiet,

@@ -112,6 +112,13 @@ pub fn build(
                 input.path().display()
             )));
         }
+        let need = index.min_train_points()?;
+        if n < need {
+            progress.detail(&format!(
+                "training {} on {n} vectors: FAISS's k-means advises at least {need} (39 per centroid); centroids trained on fewer are less precise (see --train-size)",
+                spec.factory
+            ));
+        }
         progress.start("sample", n as u64);
         let sample = input.sample(n, opts.seed)?;
         progress.finish();

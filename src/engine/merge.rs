@@ -323,6 +323,8 @@ pub fn merge_files(
     stop: &AtomicBool,
 ) -> Result<MergeReport> {
     check_new(output, opts.force)?;
+    // Locked before the inputs are read: a second merge into `output` fails at once.
+    let out = IndexOutput::create(output, opts.force, opts.on_disk)?;
     let policy = opts.policy;
     // On-disk merges only read their inputs, so map them (renumbering ids needs them loaded).
     let open = OpenOptions { mmap: opts.on_disk && policy != IdPolicy::Renumber, warm: false };
@@ -343,7 +345,6 @@ pub fn merge_files(
             )));
         }
     }
-    let out = if opts.on_disk { IndexOutput::with_lists_on_disk(output) } else { IndexOutput::new(output) };
     let (mut index, report) = match out.lists_tmp() {
         Some(data) => merge_on_disk(inputs, policy, data, progress, stop)?,
         None => merge_into(inputs, policy, opts.batch, progress, stop)?,

@@ -39,6 +39,12 @@ pub trait Progress: Sync {
     fn note(&self, msg: &str) {
         let _ = msg;
     }
+    /// A diagnostic line for a user who asked for more (`-v`): advice and FAISS's own
+    /// messages that faissx reports for it (e.g. a training sample smaller than FAISS's
+    /// k-means advises).
+    fn detail(&self, msg: &str) {
+        let _ = msg;
+    }
 }
 
 /// A [`Progress`] that ignores everything.

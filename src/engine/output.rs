@@ -3,17 +3,22 @@
 //!
 //! An index output at `PATH` is up to three files: the FAISS index `PATH`, its sidecar
 //! (`PATH.meta.json`) and, for an index whose inverted lists live on disk, the data file
-//! `PATH.ivfdata`. The data file is built as `PATH.ivfdata.tmp` — FAISS writes it while the
-//! index is filled — and renamed into place by [`IndexOutput::commit`], which then writes the
-//! index and the sidecar (each through its own temp file). An output dropped without a
-//! commit removes its temp files, so an interrupted or failed run leaves nothing half-written
-//! under a final name. [`OutputSet`] does the same for several outputs that stand or fall
-//! together (the shards of `faissx split`).
+//! `PATH.ivfdata`. The data file is built in a temp file with a unique name beside it
+//! (`PATH.ivfdata.<random>.tmp`) — FAISS writes it while the index is filled — and renamed
+//! into place by [`IndexOutput::commit`], which then writes the index and the sidecar (each
+//! through its own unique temp file). An output dropped without a commit removes its temp
+//! files, so an interrupted or failed run leaves nothing half-written under a final name.
+//!
+//! While an [`IndexOutput`] lives it holds the output's [`OutputLock`] (`PATH.lock`): a
+//! second faissx writing the same `PATH` at the same time is refused with an error naming
+//! it, instead of renaming its own index or sidecar over the first one's. [`OutputSet`] does
+//! the same for several outputs that stand or fall together (the shards of `faissx split`).
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{sidecar_path, storage, Index};
-use crate::engine::io::atomic;
+use crate::engine::io::atomic::{self, OutputLock};
 use std::path::{Path, PathBuf};
+use tempfile::TempPath;
 
 /// Refuse to replace an existing `path` unless `force`.
 ///
@@ -28,29 +33,31 @@ pub fn check_new(path: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// One index file (with its sidecar and, optionally, its on-disk lists) being written.
-/// Commit with [`IndexOutput::commit`]; dropped uncommitted, it removes its temp files.
+/// One index file (with its sidecar and, optionally, its on-disk lists) being written, and
+/// the lock on it. Commit with [`IndexOutput::commit`]; dropped uncommitted, it removes its
+/// temp files and releases the lock.
 #[derive(Debug)]
 pub struct IndexOutput {
     path: PathBuf,
-    /// `<path>.ivfdata.tmp`, when the index's lists go on disk.
-    lists_tmp: Option<PathBuf>,
-    committed: bool,
+    /// The temp file the on-disk lists are built in, when the index's lists go on disk.
+    lists_tmp: Option<TempPath>,
+    _lock: OutputLock,
 }
 
 impl IndexOutput {
-    /// An index to be written at `path` (and its sidecar). Nothing is created until
-    /// [`IndexOutput::commit`].
-    pub fn new(path: &Path) -> IndexOutput {
-        IndexOutput { path: path.to_path_buf(), lists_tmp: None, committed: false }
-    }
-
-    /// An index at `path` whose inverted lists go on disk, to `<path>.ivfdata`: build them in
-    /// [`IndexOutput::lists_tmp`] (`<path>.ivfdata.tmp`; a stale one is removed here).
-    pub fn with_lists_on_disk(path: &Path) -> IndexOutput {
-        let tmp = atomic::tmp_path(&storage::ivfdata_path(path));
-        let _ = std::fs::remove_file(&tmp);
-        IndexOutput { path: path.to_path_buf(), lists_tmp: Some(tmp), committed: false }
+    /// Start writing an index at `path` (and its sidecar): lock it, then refuse an existing
+    /// `path` unless `force` (checked under the lock, so that of two runs without `--force`
+    /// the second never replaces what the first wrote). With `lists_on_disk` the index's
+    /// inverted lists go to `<path>.ivfdata`, built in [`IndexOutput::lists_tmp`] (created
+    /// here, empty). Nothing else is created until [`IndexOutput::commit`].
+    ///
+    /// Errors: `Busy` when another faissx is writing `path`; `AlreadyExists`; `Io` creating
+    /// the lock or temp file.
+    pub fn create(path: &Path, force: bool, lists_on_disk: bool) -> Result<IndexOutput> {
+        let lock = OutputLock::acquire(path)?;
+        check_new(path, force)?;
+        let lists_tmp = if lists_on_disk { Some(atomic::temp_beside(&storage::ivfdata_path(path))?) } else { None };
+        Ok(IndexOutput { path: path.to_path_buf(), lists_tmp, _lock: lock })
     }
 
     /// The index file's final path.
@@ -58,31 +65,30 @@ impl IndexOutput {
         &self.path
     }
 
-    /// Where the on-disk lists are built until the commit (`<path>.ivfdata.tmp`), for
-    /// [`Index::lists_to_disk`]; `None` for an index held in memory.
+    /// Where the on-disk lists are built until the commit (`<path>.ivfdata.<random>.tmp`),
+    /// for [`Index::lists_to_disk`]; `None` for an index held in memory.
     pub fn lists_tmp(&self) -> Option<&Path> {
         self.lists_tmp.as_deref()
     }
 
-    /// Write `index` here: for on-disk lists, first rename `<path>.ivfdata.tmp` to
+    /// Write `index` here: for on-disk lists, first rename the temp lists to
     /// `<path>.ivfdata` and point the index at it; then the index file and its sidecar.
     ///
     /// Errors: `InvalidInput` when the index's lists are on disk but this output was not
     /// made for them; `Io`/`Faiss` from writing (temp files are removed).
     pub fn commit(mut self, index: &mut Index) -> Result<()> {
         if index.lists_on_disk() {
-            let Some(tmp) = self.lists_tmp.as_deref() else {
+            let Some(tmp) = self.lists_tmp.take() else {
                 return Err(Error::invalid(format!(
                     "{}: the index's inverted lists are on disk; this output was made for an in-memory index",
                     self.path.display()
                 )));
             };
             let data = storage::ivfdata_path(&self.path);
-            atomic::commit_tmp(tmp, &data)?;
+            atomic::commit_temp(tmp, &data)?;
             let abs = std::fs::canonicalize(&data).unwrap_or(data);
             index.set_lists_file(&abs)?;
         }
-        self.committed = true;
         index.save(&self.path)
     }
 
@@ -90,16 +96,6 @@ impl IndexOutput {
     /// lists (which may not exist).
     pub fn files(path: &Path) -> [PathBuf; 3] {
         [path.to_path_buf(), sidecar_path(path), storage::ivfdata_path(path)]
-    }
-}
-
-impl Drop for IndexOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            if let Some(tmp) = &self.lists_tmp {
-                let _ = std::fs::remove_file(tmp);
-            }
-        }
     }
 }
 
@@ -182,12 +178,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.index");
         {
-            let out = IndexOutput::with_lists_on_disk(&path);
-            assert_eq!(out.lists_tmp(), Some(dir.join("a.index.ivfdata.tmp").as_path()));
+            let out = IndexOutput::create(&path, false, true).unwrap();
+            let tmp = out.lists_tmp().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(tmp.starts_with("a.index.ivfdata.") && tmp.ends_with(".tmp"), "{tmp}");
             std::fs::write(out.lists_tmp().unwrap(), b"partial lists").unwrap();
+            assert_eq!(IndexOutput::create(&path, true, false).unwrap_err().kind(), ErrorKind::Busy);
         }
-        assert_eq!(ls(&dir), Vec::<String>::new(), "dropped uncommitted: temp lists removed");
-        IndexOutput::new(&path).commit(&mut flat(3)).unwrap();
+        assert_eq!(ls(&dir), Vec::<String>::new(), "dropped uncommitted: temp lists and lock removed");
+        IndexOutput::create(&path, false, false).unwrap().commit(&mut flat(3)).unwrap();
         assert_eq!(ls(&dir), ["a.index", "a.index.meta.json"]);
         assert_eq!(Index::open_float(&path, &Default::default()).unwrap().ntotal(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -201,12 +199,12 @@ mod tests {
         let dir = base.join("shards");
         {
             let mut set = OutputSet::in_dir(&dir).unwrap();
-            set.commit(IndexOutput::new(&dir.join("s.0.index")), &mut flat(2)).unwrap();
+            set.commit(IndexOutput::create(&dir.join("s.0.index"), false, false).unwrap(), &mut flat(2)).unwrap();
             assert_eq!(ls(&dir), ["s.0.index", "s.0.index.meta.json"]);
         }
         assert!(!dir.exists(), "dropped unkept: outputs and the directory it created removed");
         let mut set = OutputSet::in_dir(&dir).unwrap();
-        set.commit(IndexOutput::new(&dir.join("s.0.index")), &mut flat(2)).unwrap();
+        set.commit(IndexOutput::create(&dir.join("s.0.index"), false, false).unwrap(), &mut flat(2)).unwrap();
         set.keep();
         assert_eq!(ls(&dir), ["s.0.index", "s.0.index.meta.json"]);
         let e = OutputSet::in_dir(&dir.join("s.0.index")).unwrap_err();

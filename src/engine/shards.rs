@@ -46,15 +46,52 @@ pub(crate) fn check_same_space(items: &[(PathBuf, Index)], same_d: &str, same_me
     Ok(())
 }
 
+/// Refuse shards that share an id: the merged results would list such vectors twice (or
+/// two different vectors under one id), with nothing to tell them apart. This happens with
+/// indices built separately without `--ids` (each numbers its vectors from 0) and with a
+/// shard left in a folder by an earlier split into more shards. Shards made by one `faissx
+/// split` never overlap.
+///
+/// Costs one pass over every shard's ids (8 bytes per vector, plus a sort): IVF indices
+/// read them from their lists, IDMap indices from their map; position-numbered indices have
+/// the ids `0..ntotal` without reading anything.
+///
+/// Errors: `InvalidInput` naming two shards and an id they share.
+pub fn check_disjoint_ids(shards: &[(PathBuf, Index)]) -> Result<()> {
+    if shards.len() < 2 {
+        return Ok(());
+    }
+    let total = shards.iter().map(|(_, s)| s.ntotal()).sum();
+    let mut all: Vec<(i64, u32)> = Vec::with_capacity(total);
+    for (i, (p, s)) in shards.iter().enumerate() {
+        let ids = s.stored_ids(0, s.ntotal()).map_err(|e| e.context(format!("{}: reading its ids", p.display())))?;
+        all.extend(ids.into_iter().map(|id| (id, i as u32)));
+    }
+    all.sort_unstable();
+    if let Some(w) = all.windows(2).find(|w| w[0].0 == w[1].0 && w[0].1 != w[1].1) {
+        let (a, b) = (&shards[w[0].1 as usize].0, &shards[w[1].1 as usize].0);
+        return Err(Error::invalid(format!(
+            "{} and {} both hold id {}: searched together they would return vectors twice; give shards of one `faissx split` (a stale shard of an earlier split?) or indices built with disjoint --ids",
+            a.display(),
+            b.display(),
+            w[0].0
+        )));
+    }
+    Ok(())
+}
+
 impl ShardSet {
-    /// A set of opened shards (at least one). All must have the same `d` and metric.
+    /// A set of opened shards (at least one). All must have the same `d` and metric, and no
+    /// id may be in two shards ([`check_disjoint_ids`]).
     ///
-    /// Errors: `DimensionMismatch` naming the odd shard; `InvalidInput` for a metric mismatch.
+    /// Errors: `DimensionMismatch` naming the odd shard; `InvalidInput` for a metric mismatch
+    /// or an id in two shards.
     pub fn new(shards: Vec<(PathBuf, Index)>) -> Result<ShardSet> {
         if shards.is_empty() {
             return Err(Error::invalid("no index given"));
         }
         check_same_space(&shards, "shards must have the same d", "shards must share the metric")?;
+        check_disjoint_ids(&shards)?;
         Ok(ShardSet { shards })
     }
 
@@ -220,6 +257,24 @@ pub fn range_search_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flat_with_ids(ids: &[i64]) -> (PathBuf, Index) {
+        let spec = crate::engine::index::IndexSpec { factory: "Flat".into(), metric: Metric::L2, dim: 2 };
+        let mut ix = Index::create(&spec, true).unwrap();
+        let x: Vec<f32> = (0..ids.len() * 2).map(|v| v as f32).collect();
+        ix.add(&x, Some(ids)).unwrap();
+        (PathBuf::from(format!("ids{}.index", ids[0])), ix)
+    }
+
+    #[test]
+    fn shards_sharing_an_id_are_refused_by_name() {
+        ShardSet::new(vec![flat_with_ids(&[1, 2, 3]), flat_with_ids(&[7, 4])]).unwrap();
+        let e = ShardSet::new(vec![flat_with_ids(&[1, 2, 3]), flat_with_ids(&[7, 8]), flat_with_ids(&[9, 3])])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().starts_with("ids1.index and ids9.index both hold id 3"), "{}", e.message());
+    }
 
     #[test]
     fn merge_takes_global_top_k_and_pads() {

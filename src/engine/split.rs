@@ -180,6 +180,8 @@ pub struct SplitReport {
     pub counts: Vec<usize>,
     /// The shard files written, in shard order.
     pub paths: Vec<PathBuf>,
+    /// Stale shards of an earlier split removed (with `force`).
+    pub removed: Vec<PathBuf>,
 }
 
 /// The path of shard `i` of `index` in `dir`: `<dir>/<stem>.<i>.<ext>` (`ext` defaults to
@@ -190,14 +192,46 @@ pub fn shard_path(dir: &Path, index: &Path, i: usize) -> PathBuf {
     dir.join(format!("{stem}.{i}.{ext}"))
 }
 
+/// Shards of `index` in `dir` that a split into `n` shards would not write: files named
+/// like [`shard_path`] (`<stem>.<i>.<ext>`) with `i ≥ n`, left by an earlier split into more
+/// shards. Sorted by `i`.
+pub fn stale_shards(dir: &Path, index: &Path, n: usize) -> Vec<PathBuf> {
+    let probe = shard_path(dir, index, 0);
+    let name = probe.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let Some((prefix, suffix)) = name.split_once(".0.") else { return Vec::new() };
+    let (prefix, suffix) = (format!("{prefix}."), format!(".{suffix}"));
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(usize, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let num = name.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+            if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) || (num.len() > 1 && num.starts_with('0')) {
+                return None;
+            }
+            let i: usize = num.parse().ok()?;
+            (i >= n).then(|| (i, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
 /// Split the index file `index` into `opts.shards` shard files in `dir` (created if
 /// missing), named by [`shard_path`], each with its sidecar (and its `.ivfdata` with
 /// `on_disk`). Shard files are checked before anything is written; on failure none of them
-/// remains (nor `dir`, if it was created).
+/// remains (nor `dir`, if it was created). Each shard is written under its
+/// [`OutputLock`](crate::engine::io::atomic::OutputLock), so two splits into the same
+/// directory never mix one shard's index and sidecar.
+///
+/// Shards of the same stem left by an earlier split into more shards ([`stale_shards`])
+/// would be searched with the new ones by `search DIR/STEM.*.index`, adding vectors twice:
+/// without `force` they are refused; with `force` they are removed once the new shards are
+/// written.
 ///
 /// Errors: `InvalidInput` when `dir` is not a directory or, with `on_disk`, the index is not
-/// a bare IVF index; `AlreadyExists` for an existing shard file without `force`; those of
-/// [`split_by`].
+/// a bare IVF index; `AlreadyExists` for an existing or stale shard file without `force`;
+/// `Busy` when another faissx is writing a shard; those of [`split_by`].
 pub fn split_file(
     index: &Path,
     dir: &Path,
@@ -213,6 +247,16 @@ pub fn split_file(
     for p in &paths {
         check_new(p, opts.force)?;
     }
+    let stale = stale_shards(dir, index, n);
+    if let (Some(p), false) = (stale.first(), opts.force) {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{}: a shard left by an earlier split into more shards (searching the shards together would add its vectors twice); use --force to replace the whole split",
+                p.display()
+            ),
+        ));
+    }
     let mut ix = Index::open_float(index, &Default::default())?;
     if opts.on_disk {
         // Refuse non-IVF indices before anything is written.
@@ -220,7 +264,7 @@ pub fn split_file(
     }
     let mut set = OutputSet::in_dir(dir)?;
     let counts = split_by(&ix, n, opts.by, opts.batch, progress, stop, &mut |i, mut shard| {
-        let out = if opts.on_disk { IndexOutput::with_lists_on_disk(&paths[i]) } else { IndexOutput::new(&paths[i]) };
+        let out = IndexOutput::create(&paths[i], opts.force, opts.on_disk)?;
         match out.lists_tmp() {
             None => set.commit(out, &mut shard),
             Some(data) => {
@@ -233,12 +277,40 @@ pub fn split_file(
         }
     })?;
     set.keep();
-    Ok(SplitReport { ntotal: ix.ntotal(), counts, paths })
+    for p in &stale {
+        for f in IndexOutput::files(p) {
+            match std::fs::remove_file(&f) {
+                Ok(()) => progress.note(&format!("removed {}, left by an earlier split", f.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&f, e).context("removing a stale shard")),
+            }
+        }
+    }
+    Ok(SplitReport { ntotal: ix.ntotal(), counts, paths, removed: stale })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_shards_are_the_higher_numbers_of_the_same_stem() {
+        let dir = std::env::temp_dir().join(format!("faissx-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["all.0.index", "all.1.index", "all.2.index", "all.10.index", "all.3.index.meta.json", "all.02.index"]
+        {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        for f in ["other.5.index", "all.x.index", "all.7.faiss"] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let got = stale_shards(&dir, Path::new("src/all.index"), 2);
+        assert_eq!(got, vec![dir.join("all.2.index"), dir.join("all.10.index")]);
+        assert!(stale_shards(&dir, Path::new("all.index"), 11).is_empty());
+        assert!(stale_shards(&dir.join("missing"), Path::new("all.index"), 1).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn assignments_cover_every_shard_evenly() {

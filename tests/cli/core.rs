@@ -220,7 +220,7 @@ fn output_formats_agree() {
     let to_file = env.ok(&["search", "x.index", "q.fvecs", "-k", "5", "--format", "csv", "-o", "hits.csv"]);
     assert!(to_file.is_empty());
     assert_eq!(std::fs::read_to_string(env.path("hits.csv")).unwrap(), csv);
-    assert!(!env.path("hits.csv.tmp").exists());
+    assert_eq!(leftovers(&env.dir), Vec::<String>::new());
     let table = env.ok(&["search", "x.index", "q.fvecs", "-k", "5", "--format", "table"]);
     assert!(table.contains("distance") && table.contains(&json_ids[0].to_string()));
 

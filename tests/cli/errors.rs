@@ -26,7 +26,8 @@ fn truncated_fvecs_names_file_and_record() {
     std::fs::write(env.path("t.fvecs"), b).unwrap();
     let err = env.fails(&["build", "t.fvecs", "-o", "x.index"], 2, "t.fvecs");
     assert!(err.contains("truncated") && err.contains("record 9"), "{err}");
-    assert!(!env.path("x.index").exists() && !env.path("x.index.tmp").exists());
+    assert!(!env.path("x.index").exists());
+    assert_eq!(leftovers(&env.dir), Vec::<String>::new());
 }
 
 #[test]

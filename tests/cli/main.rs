@@ -3,6 +3,7 @@
 mod util;
 
 mod bench;
+mod cli_traps;
 mod core;
 mod errors;
 mod index_files;

@@ -298,7 +298,7 @@ fn on_disk_merge_and_split_answer_like_in_memory() {
         assert_eq!(search(&env, &[&[m, &query][..], &k].concat()), in_memory, "{m} equals the in-memory merge");
         let i = info(&env, m);
         assert_eq!((i["storage"].as_str(), i["ntotal"].as_u64()), (Some("on_disk"), Some(5000)), "{m}");
-        assert!(!env.path(&format!("{m}.ivfdata.tmp")).exists());
+        assert_eq!(leftovers(&env.dir), Vec::<String>::new());
     }
     // Without --on-disk, on-disk inputs are refused with a hint; different quantizers are
     // refused and nothing is left behind.
@@ -321,7 +321,8 @@ fn on_disk_merge_and_split_answer_like_in_memory() {
         2,
         "quantizer",
     );
-    assert!(!env.path("bad.index").exists() && !env.path("bad.index.ivfdata.tmp").exists());
+    assert!(!env.path("bad.index").exists());
+    assert_eq!(leftovers(&env.dir), Vec::<String>::new());
     env.ok(&["build", &base, "-o", "flat.index", "--factory", "Flat", "-q"]);
     env.fails(&["split", "flat.index", "--shards", "2", "-o", "flat", "--on-disk"], 2, "IVF");
     assert!(!env.path("flat").exists());

@@ -98,6 +98,18 @@ impl Drop for TestEnv {
     }
 }
 
+/// Names in `dir` that no finished or failed command may leave: temp files of outputs
+/// (`NAME.<random>.tmp`, and folders made from them) and output locks (`NAME.lock`).
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".lock") || n.contains(".tmp."))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Deterministic pseudo-random f32 rows in [0, 1): `n × d` (64-bit LCG, Knuth MMIX constants).
 pub fn lcg_vectors(n: usize, d: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

@@ -111,6 +111,9 @@ pub enum RemoteOp {
     #[command(after_long_help = "Examples:\n  faissx query-remote info docs")]
     Info(IndexArg),
     /// Remove vectors by id.
+    ///
+    /// On an index that numbers vectors by position (Flat, PQ, … without IDMap), FAISS
+    /// renumbers every later vector: the reply says "renumbered": true, with a warning.
     #[command(
         after_long_help = "Examples:\n  faissx query-remote remove docs 3 17 42\n  faissx query-remote remove docs --ids gone.npy"
     )]
@@ -324,7 +327,15 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         RemoteOp::Info(x) => print_reply(c.get_index_info(&x.index)?),
         RemoteOp::Delete(x) => print_reply(c.delete_index(&x.index)?),
         RemoteOp::Snapshot(x) => print_reply(c.snapshot(x.index.as_deref())?),
-        RemoteOp::Remove(x) => print_reply(c.remove_ids(&x.index, &x.resolve()?)?),
+        RemoteOp::Remove(x) => {
+            let reply = c.remove_ids(&x.index, &x.resolve()?)?;
+            // FAISS renumbers a position-numbered index (plain Flat, PQ, …): say so on stderr too.
+            if reply.flag("renumbered").unwrap_or(false) {
+                let msg = "ids changed: every vector after a removed one moved down (the index numbers vectors by position; create it as IDMap2:… to keep ids)";
+                render::note(ctx.quiet, &format!("warning: {}: {msg}", x.index));
+            }
+            print_reply(reply)
+        }
         RemoteOp::Metadata(x) => print_reply(c.get_metadata(&x.index, &x.resolve()?)?),
         RemoteOp::Reconstruct(x) => {
             let mut out = std::io::BufWriter::new(std::io::stdout());
@@ -474,7 +485,7 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
             )));
         }
     }
-    let progress = StderrProgress::new(ctx.quiet);
+    let progress = StderrProgress::for_ctx(ctx);
     progress.start("add", f.len() as u64);
     let mut last = None;
     for b in f.batches(x.batch as usize) {

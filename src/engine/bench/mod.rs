@@ -434,12 +434,15 @@ pub fn build_target(
     let mut index =
         jobs::build(base, &spec, build, &timer, stop).map_err(|e| e.context(format!("--factory {factory}")))?;
     let build_s = t.elapsed().as_secs_f64();
-    let tmp = std::env::temp_dir().join(format!("faissx-bench-{}-{}.index", std::process::id(), build_s.to_bits()));
-    let saved = index.save(&tmp);
+    // The size FAISS writes, measured in a private temp folder (removed with what is in it).
+    let dir = tempfile::Builder::new()
+        .prefix("faissx-bench-")
+        .tempdir()
+        .map_err(|e| Error::io(&std::env::temp_dir(), e).context("creating a temp folder"))?;
+    let tmp = dir.path().join("built.index");
+    index.save(&tmp)?;
     let index_bytes = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
-    let _ = std::fs::remove_file(&tmp);
-    let _ = std::fs::remove_file(crate::engine::index::sidecar_path(&tmp));
-    saved?;
+    drop(dir);
     let cost = BuildCost {
         train_s: Some(timer.total("train").unwrap_or(0.0)),
         add_s: timer.total("add"),

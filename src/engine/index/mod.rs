@@ -283,16 +283,11 @@ impl Index {
         meta.ntotal = self.raw.ntotal();
         meta.updated_unix = meta::now_unix();
         meta.faissx_version = env!("CARGO_PKG_VERSION").to_string();
-        let tmp = atomic::tmp_path(path);
-        let sum = self.raw.write(&tmp).and_then(|()| meta::Checksum::of_file(&tmp));
-        let sum = match sum {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        atomic::commit_tmp(&tmp, path)?;
+        // A unique temp file beside `path`, removed on error (dropped) or renamed into place.
+        let tmp = atomic::temp_beside(path)?;
+        self.raw.write(&tmp)?;
+        let sum = meta::Checksum::of_file(&tmp)?;
+        atomic::commit_temp(tmp, path)?;
         meta.set_checksum(Some(sum));
         meta.save(path)?;
         Ok(meta)
@@ -430,6 +425,13 @@ pub fn set_threads(n: usize) {
 /// Keep OpenBLAS's own thread pool out of FAISS's way (see [`ffi::single_threaded_blas`]).
 pub fn tune_blas() -> bool {
     ffi::single_threaded_blas()
+}
+
+/// Let FAISS's long loops (k-means, HNSW construction, brute-force search) end with an
+/// error once `flag` is set, as faissx's own loops do between batches; see
+/// [`ffi::interrupt_on`]. Process-wide, for command-line jobs (not the server).
+pub fn interrupt_on(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    ffi::interrupt_on(flag)
 }
 
 /// OpenMP threads FAISS uses from this thread.

@@ -52,6 +52,13 @@ impl Raw {
         }
     }
 
+    pub(super) fn min_train_points(&self) -> Result<usize> {
+        match self {
+            Raw::Float(r) => r.min_train_points(),
+            Raw::Binary(r) => r.min_train_points(),
+        }
+    }
+
     pub(super) fn write(&self, path: &Path) -> Result<()> {
         match self {
             Raw::Float(r) => r.write(path),

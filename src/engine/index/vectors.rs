@@ -66,6 +66,14 @@ impl Index {
         Ok(())
     }
 
+    /// The training size below which FAISS's k-means would warn: `K × 39` for the largest
+    /// clustering of `K` centroids the index trains (IVF lists, PQ/RQ codebooks, OPQ), 0
+    /// when its training clusters nothing. [`Index::train`] does not print FAISS's warning;
+    /// callers report this advice through their own logging.
+    pub fn min_train_points(&self) -> Result<usize> {
+        self.raw.min_train_points()
+    }
+
     /// Train on `x` (`n × d` f32 row-major, or `n × d/8` bytes for a binary index; binary IVF
     /// trains its coarse quantizer). A no-op for indices that need no training.
     ///

@@ -56,14 +56,24 @@ impl VecFormat {
         path.extension().and_then(|e| e.to_str()).and_then(VecFormat::parse)
     }
 
+    /// The format that `head`, the first bytes of a stream, announces: `.npy` by its magic
+    /// (`\x93NUMPY`). The other formats have no magic (a texmex file starts with a dimension,
+    /// CSV with digits), so they are not guessed.
+    pub fn sniff(head: &[u8]) -> Option<VecFormat> {
+        head.starts_with(npy::MAGIC).then_some(VecFormat::Npy)
+    }
+
     /// Decide the format of `path`: an explicit `hint` wins, then the extension. Standard input
-    /// (`-`) needs a hint.
+    /// (`-`) without a hint is decided by [`VecFormat::sniff`] once it is read
+    /// ([`VectorFile::open`]); here it is an error.
     pub fn resolve(path: &Path, hint: Option<VecFormat>) -> Result<VecFormat> {
         if let Some(h) = hint {
             return Ok(h);
         }
         if path.as_os_str() == "-" {
-            return Err(Error::invalid("reading vectors from stdin needs --input-format npy|fvecs|bvecs|ivecs|csv"));
+            return Err(Error::invalid(
+                "reading vectors from stdin needs --input-format npy|fvecs|bvecs|ivecs|csv (only .npy is recognised by itself)",
+            ));
         }
         VecFormat::from_path(path).ok_or_else(|| {
             Error::invalid(format!(
@@ -167,14 +177,21 @@ pub struct VectorFile {
 }
 
 impl VectorFile {
-    /// Open `path` (or `-` for stdin) in format `hint`, or the one its extension names.
+    /// Open `path` (or `-` for stdin) in format `hint`, or the one its extension names; stdin
+    /// without a hint must be `.npy`, recognised by its magic bytes.
     ///
     /// Checks the whole structure up front: texmex files must be a whole number of records of
     /// the first record's dimension; `.npy` must be 2-D (or 1-D: one row), C order, of a
     /// supported dtype. Errors name the file and, for texmex files, the record.
     pub fn open(path: &Path, hint: Option<VecFormat>, csv: &CsvOptions) -> Result<VectorFile> {
-        let format = VecFormat::resolve(path, hint)?;
-        let src = mmap::open(path)?;
+        let stdin_unknown = hint.is_none() && path.as_os_str() == "-";
+        let (format, src) = if stdin_unknown {
+            let src = mmap::open(path)?;
+            (VecFormat::sniff(&src).map_or_else(|| VecFormat::resolve(path, None), Ok)?, src)
+        } else {
+            let format = VecFormat::resolve(path, hint)?;
+            (format, mmap::open(path)?)
+        };
         let shown = display_path(path);
         let (layout, dim, len, ids) = match format {
             VecFormat::Fvecs => vecs::layout(&shown, &src, Elem::F32).map(|(l, d, n)| (l, d, n, None))?,

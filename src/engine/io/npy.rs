@@ -5,6 +5,9 @@ use super::{Elem, Layout};
 use crate::engine::error::{Error, Result};
 use std::path::Path;
 
+/// The first bytes of every `.npy` file.
+pub(super) const MAGIC: &[u8] = b"\x93NUMPY";
+
 /// Validate the header and return the layout, `d` and row count. 1-D arrays are one column
 /// (ids) — callers that need vectors check `d` themselves.
 pub(super) fn layout(path: &Path, bytes: &[u8]) -> Result<(Layout, usize, usize)> {

@@ -337,7 +337,14 @@ impl Mutation {
                     }
                 }
                 let nt = s.index.ntotal() as u64;
-                Ok(Msg::default().with("removed", removed as u64).with("count", removed as u64).with("ntotal", nt))
+                let mut reply = Msg::default().with("removed", removed as u64).with("count", removed as u64);
+                // Say so when FAISS renumbered the vectors after a removed one (docs/protocol.md).
+                let renumbered = renumbers && removed > 0;
+                if renumbered {
+                    reply =
+                        reply.with("message", "vectors after a removed one moved down: their ids (positions) changed");
+                }
+                Ok(reply.with("ntotal", nt).with("renumbered", renumbered))
             }
             Mutation::Replace { id, x } => {
                 s.index.remove_ids(&[*id])?;

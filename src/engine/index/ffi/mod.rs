@@ -8,7 +8,8 @@
 //! Files: `float.rs` ([`RawIndex`], FAISS's `Index`: vectors of `d` f32), `binary.rs`
 //! ([`RawBinaryIndex`], FAISS's `IndexBinary`: codes of `d` bits in `d / 8` bytes),
 //! `threads.rs` (OpenMP and BLAS threads), `clustering.rs` (FAISS's k-means, IVF
-//! reclustering). This file holds what both kinds share: error handling, index facts
+//! reclustering), `train.rs` (training without FAISS's stderr warnings, FAISS's interrupt
+//! callback). This file holds what both kinds share: error handling, index facts
 //! ([`RawInfo`]), file I/O, range-search results, and the methods whose only difference
 //! between the kinds is the C function they call (`shared_methods!`).
 
@@ -16,10 +17,12 @@ mod binary;
 pub mod clustering;
 mod float;
 mod threads;
+mod train;
 
 pub use binary::RawBinaryIndex;
 pub use float::{normalize_l2, RawIndex};
 pub use threads::{num_threads, set_num_threads, single_threaded_blas};
+pub use train::interrupt_on;
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use faiss_sys::*;
@@ -197,7 +200,7 @@ macro_rules! shared_methods {
         shared_methods!(@impl RawBinaryIndex, FaissIndexBinary, u8, c_int, true, "binary ", $($op = $binary),*);
     };
     (@impl $ty:ident, $c:ty, $elem:ty, $radius:ty, $binary:literal, $kind:literal,
-        free = $free:ident, d = $d:ident, ntotal = $nt:ident, is_trained = $tr:ident, train = $train:ident,
+        free = $free:ident, d = $d:ident, ntotal = $nt:ident, is_trained = $tr:ident,
         add = $add:ident, add_with_ids = $addi:ident, range_search = $rs:ident, reconstruct = $rec:ident,
         remove_ids = $rm:ident, reset = $reset:ident, write = $write:ident) => {
         // SAFETY: a FAISS index has no thread affinity. Mutation needs `&mut`; the `&self`
@@ -244,13 +247,30 @@ macro_rules! shared_methods {
                 unsafe { $tr(self.0.as_ptr()) != 0 }
             }
 
-            /// Train on `x` (`n × row_len()`).
+            /// Train on `x` (`n × row_len()`), without FAISS's "WARNING clustering" lines
+            /// on stderr ([`RawIndex::min_train_points`] gives the same advice).
             pub fn train(&mut self, x: &[$elem]) -> Result<()> {
                 let n = x.len() / self.row_len();
-                // SAFETY: x holds n vectors.
-                check(unsafe { $train(self.0.as_ptr(), n as i64, x.as_ptr()) }, || {
-                    format!(concat!("training on {} ", $kind, "vectors"), n)
-                })
+                let p = self.0.as_ptr().cast();
+                let xp = x.as_ptr().cast();
+                // SAFETY: valid index of the kind `binary` says; x holds n vectors.
+                shim(|| format!(concat!("training on {} ", $kind, "vectors"), n), |e, len| unsafe {
+                    train::faissx_train(p, $binary as c_int, n as i64, xp, e, len)
+                })?;
+                Ok(())
+            }
+
+            /// The number of training vectors below which FAISS's k-means would warn
+            /// (`K × 39` for the index's largest clustering of `K` centroids: IVF lists,
+            /// PQ/RQ codebooks); 0 when training clusters nothing.
+            pub fn min_train_points(&self) -> Result<usize> {
+                let mut need = 0i64;
+                let p = self.0.as_ptr().cast();
+                // SAFETY: valid index of the kind `binary` says; `need` is a valid i64.
+                shim(|| concat!("inspecting ", $kind, "index").into(), |e, len| unsafe {
+                    train::faissx_min_train_points(p, $binary as c_int, &mut need, e, len)
+                })?;
+                Ok(need.max(0) as usize)
             }
 
             /// Add `x` (`n × row_len()`) with `ids` (`n`) if given, else sequential ids.
@@ -351,7 +371,6 @@ shared_methods! {
     d: faiss_Index_d, faiss_IndexBinary_d;
     ntotal: faiss_Index_ntotal, faiss_IndexBinary_ntotal;
     is_trained: faiss_Index_is_trained, faiss_IndexBinary_is_trained;
-    train: faiss_Index_train, faiss_IndexBinary_train;
     add: faiss_Index_add, faiss_IndexBinary_add;
     add_with_ids: faiss_Index_add_with_ids, faiss_IndexBinary_add_with_ids;
     range_search: faiss_Index_range_search, faiss_IndexBinary_range_search;

@@ -4,7 +4,9 @@
 //   * search with per-call parameters (SearchParametersIVF / SearchParametersHNSW), which is
 //     const in FAISS and so safe for concurrent readers, unlike setting nprobe on the index
 //     (float.cpp, binary.cpp);
-//   * on-disk inverted lists (ondisk.cpp); merge, extract and renumber (float.cpp).
+//   * on-disk inverted lists (ondisk.cpp); merge, extract and renumber (float.cpp);
+//   * training without FAISS's unconditional "WARNING clustering" lines on stderr, and
+//     FAISS's interrupt callback tied to faissx's stop flag (train.cpp).
 // Compiled by build.rs with the `cc` crate against the headers of the FAISS that faiss-sys
 // builds; the symbols come from that static libfaiss. Every function catches all exceptions
 // (`guarded`) and returns non-zero with the message in `err`. The Rust side is
@@ -21,7 +23,16 @@
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexPreTransform.h>
+#include <faiss/IndexAdditiveQuantizer.h>
+#include <faiss/IndexIVFAdditiveQuantizer.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexIVFPQFastScan.h>
+#include <faiss/IndexIVFPQR.h>
+#include <faiss/IndexPQ.h>
+#include <faiss/IndexPQFastScan.h>
 #include <faiss/IndexRefine.h>
+#include <faiss/VectorTransform.h>
+#include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/clone_index.h>
 #include <faiss/impl/HNSW.h>
 #include <faiss/impl/io.h>
