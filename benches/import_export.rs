@@ -9,8 +9,9 @@
 //! 1. `transfer`: a Flat index of IMPORT_BENCH_N (default 2,000,000) × 128 f32 vectors
 //!    (~1 GB), written as `.npy` by this program and built with `faissx build --factory Flat`,
 //!    imported into a `serve --data-dir` server with `Client::import_index` (what
-//!    `query-remote import` runs) and exported back with `Client::export_index`; once with a
-//!    loaded index and once with `serve --mmap` (IMPORT_BENCH_MMAP=0 skips that). Reported:
+//!    `query-remote import` runs) and exported back with `Client::export_index`, by a fresh
+//!    server each time: IMPORT_BENCH_MODES (default `loaded,mmap`: loaded, then with
+//!    `serve --mmap`; any order or subset). Reported:
 //!    MB/s (file bytes / client wall time, 1 MB = 10^6 bytes) of the import, split into the
 //!    upload (chunks) and the `import_index` call (check, persist, load, swap), and of the
 //!    export; the server's VmRSS and RssAnon (/proc/PID/status, sampled every 20 ms by a
@@ -18,7 +19,7 @@
 //!    it; the growth during the upload (peak − before: the spool should hold one chunk, not
 //!    the file) and the whole import's peak beyond its final RSS (the index itself); the
 //!    export's peak growth. The probe child that opens an uploaded file before the server
-//!    does (`index::probe`) is a separate process: its memory is not in these figures.
+//!    does (`index::probe`) is a separate process: its peak VmRSS is reported on its own.
 //! 2. `swap`: a served 10k×128 Flat index (`serve --data-dir`) under a steady single-query
 //!    search load (one typed `Client::search` per request, k=10, IMPORT_BENCH_QPS per second,
 //!    default 500; 0 = back to back) for IMPORT_BENCH_SWAP_SECS (default 5) without imports,
@@ -205,10 +206,23 @@ fn faults(n: u64) -> String {
     format!("{n} ({:.0} MiB)", n as f64 * 4096.0 / MIB)
 }
 
-/// A thread sampling a process's RSS every 20 ms: (time, VmRSS, RssAnon).
+/// VmRSS (bytes) of the child processes of `pid` together (the probe child of an import).
+fn children_rss(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
+        .map(|child| rss(child).0)
+        .sum()
+}
+
+/// A thread sampling a process's RSS every 20 ms: (time, VmRSS, RssAnon), and the peak VmRSS
+/// of its children.
 struct Sampler {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<(Instant, u64, u64)>>>,
+    children_peak: Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -216,17 +230,24 @@ impl Sampler {
     fn start(pid: u32) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
+        let children_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let thread = {
-            let (stop, samples) = (stop.clone(), samples.clone());
+            let (stop, samples, kids) = (stop.clone(), samples.clone(), children_peak.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let (v, a) = rss(pid);
                     samples.lock().expect("samples").push((Instant::now(), v, a));
+                    kids.fetch_max(children_rss(pid), Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
         };
-        Sampler { stop, samples, thread: Some(thread) }
+        Sampler { stop, samples, children_peak, thread: Some(thread) }
+    }
+
+    /// The children's peak VmRSS since the last call (bytes).
+    fn take_children_peak(&self) -> u64 {
+        self.children_peak.swap(0, Ordering::Relaxed)
     }
 
     /// Peak (VmRSS, RssAnon) of the samples taken between `a` and `b`, and the number of
@@ -302,11 +323,13 @@ fn bench_transfer(work: &Path) {
         bytes as f64 / MIB / 1024.0,
         t.elapsed().as_secs_f64()
     );
-    let mut modes = vec![("loaded", vec![])];
-    if env_or("IMPORT_BENCH_MMAP", 1) != 0 {
-        modes.push(("serve --mmap", vec!["--mmap"]));
-    }
-    for (mode, extra) in modes {
+    let modes = std::env::var("IMPORT_BENCH_MODES").unwrap_or_else(|_| "loaded,mmap".into());
+    for mode in modes.split(',') {
+        let (mode, extra) = match mode.trim() {
+            "loaded" => ("loaded", vec![]),
+            "mmap" => ("serve --mmap", vec!["--mmap"]),
+            other => panic!("IMPORT_BENCH_MODES: {other:?} is not loaded or mmap"),
+        };
         let data = work.join(format!("data-{}", extra.len()));
         let srv = start(&data, &extra);
         let pid = srv.0.id();
@@ -315,6 +338,7 @@ fn bench_transfer(work: &Path) {
         let sampler = Sampler::start(pid);
         std::thread::sleep(Duration::from_millis(300));
         let before = rss(pid);
+        sampler.take_children_peak();
         let me = std::process::id();
         let (sf0, cf0) = (minflt(pid), minflt(me));
         let mut at_upload = (0, 0);
@@ -333,6 +357,7 @@ fn bench_transfer(work: &Path) {
         let tu = uploaded.unwrap_or(t1);
         std::thread::sleep(Duration::from_millis(300));
         let after = rss(pid);
+        let kids = sampler.take_children_peak();
         let (pu, pua, nu) = sampler.peak(t0, tu);
         let (pw, pwa, nw) = sampler.peak(t0, t1);
         let (pw, pwa) = (pw.max(after.0), pwa.max(after.1));
@@ -359,6 +384,8 @@ fn bench_transfer(work: &Path) {
         println!("server VmRSS peak during upload: {} (RssAnon {}; {nu} samples)", mib(pu), mib(pua));
         println!("server VmRSS peak during whole import: {} (RssAnon {}; {nw} samples)", mib(pw), mib(pwa));
         println!("server VmRSS after import: {} (RssAnon {})", mib(after.0), mib(after.1));
+        let kids = if kids > 0 { mib(kids) } else { "not caught by the 20 ms sampling".to_string() };
+        println!("probe child (a separate process) peak VmRSS during the import: {kids}");
         println!(
             "RSS growth during upload beyond the index (peak - before): VmRSS {}, RssAnon {}",
             signed_mib(pu, before.0),
@@ -374,8 +401,16 @@ fn bench_transfer(work: &Path) {
         let before_e = rss(pid);
         let (sf0, cf0) = (minflt(pid), minflt(me));
         let t0 = Instant::now();
-        let e = c.export_index("big", &out, &mut |_, _| {}).expect("export");
+        let mut received = None;
+        let e = c
+            .export_index("big", &out, &mut |got, total| {
+                if got == total {
+                    received = Some(Instant::now());
+                }
+            })
+            .expect("export");
         let t1 = Instant::now();
+        let tr = received.unwrap_or(t1);
         let (sf1, cf1) = (minflt(pid), minflt(me));
         let (pe, pea, ne) = sampler.peak(t0, t1);
         let secs = (t1 - t0).as_secs_f64();
@@ -385,6 +420,12 @@ fn bench_transfer(work: &Path) {
             e.bytes as f64 / MB / secs,
             e.bytes as f64 / MB,
             if same { "yes" } else { "NO" }
+        );
+        println!(
+            "export, download phase (chunks): {:.0} MB/s ({:.2} s); the file's commit (fsync, rename): {:.2} s",
+            e.bytes as f64 / MB / (tr - t0).as_secs_f64(),
+            (tr - t0).as_secs_f64(),
+            (t1 - tr).as_secs_f64()
         );
         println!("page faults during export: server {}, client {}", faults(sf1 - sf0), faults(cf1 - cf0));
         println!(
@@ -547,6 +588,17 @@ fn bench_swap(work: &Path) {
         overlap.len(),
         summary(overlap.iter().map(|x| x.ms()).collect())
     );
+    let outside =
+        busy.ok.iter().filter(|x| !windows.iter().any(|w| overlaps(x, w))).max_by(|x, y| x.ms().total_cmp(&y.ms()));
+    if let Some(x) = outside {
+        let after =
+            windows.iter().filter(|w| w.1 <= x.sent).map(|w| (x.sent - w.1).as_secs_f64() * 1e3).reduce(f64::min);
+        println!(
+            "slowest search outside the imports: {:.1} ms, sent {}",
+            x.ms(),
+            after.map_or("before the first import".to_string(), |a| format!("{a:.0} ms after an import's reply"))
+        );
+    }
     for (i, w) in windows.iter().enumerate() {
         let slow = busy.ok.iter().filter(|x| overlaps(x, w)).max_by(|x, y| x.ms().total_cmp(&y.ms()));
         let tail = slow.map_or(String::new(), |x| {
@@ -706,7 +758,8 @@ fn bench_profile(work: &Path) {
             wf.write_all(c).expect("write");
         }
     });
-    println!("client write of a new file of that size (the export's output): {}", rate(cw));
+    let sync = timed(|| wf.sync_all().expect("fsync"));
+    println!("client write of a new file of that size (the export's output): {}; its fsync: {sync:.2} s", rate(cw));
     drop(wf);
     let _ = std::fs::remove_file(&w);
     drop(c);
