@@ -260,11 +260,14 @@ impl Service {
             }
             (Some(_), Some(e)) => {
                 // The old version's store becomes the new one's; searches already holding
-                // the old entry keep its index (memory or mapping) to their end.
-                let mut g = e.write();
-                let mut store = g.store.take().ok_or_else(|| Error::new(ErrorKind::Internal, "index has no store"))?;
+                // the old entry keep its index (memory or mapping) to their end. The write
+                // lock is held only to take the store out: the renames and fsyncs of `adopt`
+                // run while searches go on (no other write of this index can run: this is
+                // its queue).
+                let taken = e.write().store.take();
+                let mut store = taken.ok_or_else(|| Error::new(ErrorKind::Internal, "index has no store"))?;
                 if let Err(err) = store.adopt(&file, sum, &mut index, &md) {
-                    g.store = Some(store);
+                    e.write().store = Some(store);
                     return Err(err);
                 }
                 let origin = store.origin();

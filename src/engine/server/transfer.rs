@@ -134,6 +134,24 @@ impl Drop for Transfers {
     }
 }
 
+/// In-memory servers spool under `<temp>/faissx-transfers-<pid>-<unique>`.
+const ORPHAN_PREFIX: &str = "faissx-transfers-";
+
+/// Remove the spool folders of in-memory servers that are gone (killed before they could
+/// clean up): those whose process id is no longer running.
+fn remove_orphans(temp: &Path) {
+    let Ok(rd) = std::fs::read_dir(temp) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(ORPHAN_PREFIX)) else { continue };
+        let pid = rest.split('-').next().unwrap_or("");
+        let alive = pid.parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn unique_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -148,13 +166,16 @@ impl Transfers {
     pub fn new(spool: Option<PathBuf>, idle: Duration) -> Result<Transfers> {
         let (root, owned) = match spool {
             Some(dir) => (dir.join("transfers"), false),
-            None => (std::env::temp_dir().join(format!("faissx-transfers-{}", unique_id())), true),
+            None => {
+                remove_orphans(&std::env::temp_dir());
+                (std::env::temp_dir().join(format!("{ORPHAN_PREFIX}{}-{}", std::process::id(), unique_id())), true)
+            }
         };
-        std::fs::create_dir_all(&root).at(&root)?;
+        // Created on first use: a server that never transfers leaves nothing behind.
         Ok(Transfers { root, owned, idle, sessions: Mutex::new(HashMap::new()) })
     }
 
-    /// The folder new spool files go to (for copies the server makes itself).
+    /// A new folder for spool files (for copies the server makes itself, and sessions).
     pub fn new_dir(&self) -> Result<PathBuf> {
         let dir = self.root.join(unique_id());
         std::fs::create_dir_all(&dir).at(&dir)?;
