@@ -7,7 +7,7 @@
 # Port 9100 serves /metrics, /livez and /readyz (README: Operating faissx).
 FROM rust:1-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake g++ libopenblas-dev liblapack-dev libzmq3-dev pkg-config \
+ && apt-get install -y --no-install-recommends cmake g++ libopenblas-dev liblapack-dev libzmq3-dev libsodium-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

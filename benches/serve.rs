@@ -71,6 +71,7 @@ fn client(ep: &str) -> Client {
         api_key: None,
         tenant: None,
         timeout: Duration::from_secs(600),
+        server_public_key: None,
     })
     .expect("client")
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
-for pkg in pkg-config libopenblas-dev liblapack-dev libgomp1 libzmq3-dev; do
+for pkg in pkg-config libopenblas-dev liblapack-dev libgomp1 libzmq3-dev libsodium-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -155,6 +155,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "ID", env = "FAISSX_TENANT_ID")]
     pub tenant: Option<String>,
 
+    /// CurveZMQ public key file of --server (servers started with --curve-secret-key-file).
+    #[arg(long, value_name = "PATH", env = "FAISSX_SERVER_PUBLIC_KEY", requires = "server")]
+    pub server_public_key: Option<PathBuf>,
+
     #[command(flatten)]
     #[allow(missing_docs)]
     pub batch: BatchArgs,
@@ -284,11 +288,14 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
         Some(set)
     };
     let open_s = t_open.elapsed().as_secs_f64();
+    let server_public_key =
+        a.server_public_key.as_deref().map(|p| crate::engine::curve::read_key(p, "--server-public-key")).transpose()?;
     let remote_cfg = a.server.as_ref().map(|s| ClientConfig {
         server: s.clone(),
         api_key: a.api_key.clone(),
         tenant: a.tenant.clone(),
         timeout: Duration::from_secs(60),
+        server_public_key,
     });
     if let (Some(cfg), Some(name)) = (&remote_cfg, &a.index) {
         let rd = remote::remote_dimension(cfg, name)?;

@@ -8,6 +8,7 @@ pub mod build;
 pub mod common;
 pub mod completions;
 pub mod info;
+pub mod keygen;
 pub mod merge;
 pub mod probe_index;
 pub mod query_remote;
@@ -82,6 +83,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Talk to a running `faissx serve`: create, add, search, inspect remote indices.
     QueryRemote(query_remote::QueryRemoteArgs),
+    /// Write a CurveZMQ key pair for encrypted serving (PATH and PATH.pub).
+    Keygen(keygen::KeygenArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Open an index file in a child process before faissx reads it (internal).
@@ -173,6 +176,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Info(a) => info::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
         Command::QueryRemote(a) => query_remote::run(&ctx, a),
+        Command::Keygen(a) => keygen::run(&ctx, a),
         Command::Merge(a) => merge::run(&ctx, a),
         Command::Split(a) => split::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),

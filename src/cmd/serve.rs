@@ -37,6 +37,10 @@ Examples:
   faissx serve --data-dir /var/lib/faissx --http-port 9100 --log-format json --max-vectors 50000000
   curl -s localhost:9100/metrics | grep faissx_requests_total
 
+  # encrypted with CurveZMQ (clients: query-remote --server-public-key server.key.pub)
+  faissx keygen -o server.key
+  faissx serve --curve-secret-key-file server.key
+
 From Python (PyPI faissx): from faissx import client as faiss; faiss.configure(server=\"tcp://127.0.0.1:45678\")";
 
 /// Serve indices over ZeroMQ to many clients at once.
@@ -78,6 +82,14 @@ pub struct ServeArgs {
     /// JSON file of API keys: {"key1": "tenant1", ...}.
     #[arg(long, value_name = "PATH", env = "FAISSX_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
+
+    /// Encrypt with CurveZMQ using this secret key file (from `faissx keygen`); off by default.
+    ///
+    /// Clients must then give the matching public key (`query-remote --server-public-key
+    /// PATH.pub`); clients without it, or with another key, get no answer. The official
+    /// Python client speaks plain TCP only (README: Encryption).
+    #[arg(long, value_name = "PATH", env = "FAISSX_CURVE_SECRET_KEY_FILE")]
+    pub curve_secret_key_file: Option<PathBuf>,
 
     /// What to log on stderr [default: INFO; DEBUG with -v, WARNING with -q].
     ///
@@ -279,6 +291,11 @@ impl ServeArgs {
             indexes,
             import_dirs: self.import_dirs.clone(),
             transfer_timeout: std::time::Duration::from_secs(self.transfer_timeout),
+            curve_secret_key: self
+                .curve_secret_key_file
+                .as_deref()
+                .map(|p| crate::engine::curve::read_key(p, "--curve-secret-key-file"))
+                .transpose()?,
         })
     }
 }

@@ -56,6 +56,11 @@ pub struct ClientConfig {
     pub tenant: Option<String>,
     /// How long to wait for each reply.
     pub timeout: Duration,
+    /// The server's CurveZMQ public key (`serve --curve-secret-key-file`): `Some` encrypts
+    /// the connection and authenticates the server, with a fresh client key pair per socket;
+    /// a server with another key (or none) never answers, so calls end in
+    /// [`ErrorKind::Timeout`]. `None`: plain TCP.
+    pub server_public_key: Option<crate::engine::curve::CurveKey>,
 }
 
 impl ClientConfig {
@@ -127,6 +132,12 @@ impl Client {
             s.set_linger(0).map_err(|e| zerr("socket option", e))?;
             s.set_rcvtimeo(ms).map_err(|e| zerr("socket option", e))?;
             s.set_sndtimeo(ms).map_err(|e| zerr("socket option", e))?;
+            if let Some(server_key) = &self.cfg.server_public_key {
+                let (public, secret) = crate::engine::curve::generate()?;
+                s.set_curve_serverkey(server_key).map_err(|e| zerr("CurveZMQ server key", e))?;
+                s.set_curve_publickey(&public).map_err(|e| zerr("CurveZMQ public key", e))?;
+                s.set_curve_secretkey(&secret).map_err(|e| zerr("CurveZMQ secret key", e))?;
+            }
             s.connect(&self.cfg.server).map_err(|e| zerr(&format!("connecting to {}", self.cfg.server), e))?;
             self.sock = Some(s);
         }

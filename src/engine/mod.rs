@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod curve;
 pub mod error;
 pub mod index;
 pub mod io;

@@ -35,6 +35,7 @@ impl Server {
             api_key: key.map(str::to_string),
             tenant: tenant.map(str::to_string),
             timeout: Duration::from_secs(60),
+            server_public_key: None,
         })
         .unwrap()
     }
@@ -604,6 +605,7 @@ fn serve_kill9_loses_no_acknowledged_vector() {
             api_key: None,
             tenant: None,
             timeout: Duration::from_secs(3),
+            server_public_key: None,
         })
         .unwrap();
         for batch in 0..100_000i64 {

@@ -31,6 +31,7 @@ pub fn connect(srv: &Server, key: Option<&str>, timeout: Duration) -> Client {
         api_key: key.map(str::to_string),
         tenant: None,
         timeout,
+        server_public_key: None,
     })
     .unwrap()
 }

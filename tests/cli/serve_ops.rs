@@ -103,6 +103,7 @@ fn client(endpoint: &str, key: Option<&str>, tenant: Option<&str>) -> Client {
         api_key: key.map(str::to_string),
         tenant: tenant.map(str::to_string),
         timeout: Duration::from_secs(60),
+        server_public_key: None,
     })
     .unwrap()
 }

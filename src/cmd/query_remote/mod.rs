@@ -66,6 +66,12 @@ pub struct RemoteArgs {
     /// Seconds to wait for each reply.
     #[arg(long, value_name = "SECS", default_value_t = 30.0, env = "FAISSX_TIMEOUT", global = true)]
     pub timeout: f64,
+
+    /// Encrypt with CurveZMQ and authenticate the server by its public key file (the `.pub`
+    /// of `faissx keygen`; servers started with --curve-secret-key-file). A server with
+    /// another key never answers: the call times out.
+    #[arg(long, value_name = "PATH", env = "FAISSX_SERVER_PUBLIC_KEY", global = true)]
+    pub server_public_key: Option<PathBuf>,
 }
 
 /// `query-remote` subcommands.
@@ -315,6 +321,12 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         api_key: a.conn.api_key.clone().filter(|s| !s.is_empty()),
         tenant: a.conn.tenant.clone().filter(|s| !s.is_empty()),
         timeout: Duration::from_secs_f64(a.conn.timeout),
+        server_public_key: a
+            .conn
+            .server_public_key
+            .as_deref()
+            .map(|p| crate::engine::curve::read_key(p, "--server-public-key"))
+            .transpose()?,
     })?;
     match a.op {
         RemoteOp::Ping => print_reply(c.ping()?),

@@ -105,6 +105,10 @@ pub struct ServerConfig {
     pub import_dirs: Vec<PathBuf>,
     /// An upload or export idle this long is dropped with its files.
     pub transfer_timeout: std::time::Duration,
+    /// CurveZMQ secret key (`serve --curve-secret-key-file`): `Some` makes the ROUTER a CURVE
+    /// server (encrypted; only clients that know the matching public key get through);
+    /// `None`: plain TCP.
+    pub curve_secret_key: Option<crate::engine::curve::CurveKey>,
 }
 
 impl ServerConfig {
@@ -122,6 +126,7 @@ impl ServerConfig {
             indexes: Vec::new(),
             import_dirs: Vec::new(),
             transfer_timeout: std::time::Duration::from_secs(60),
+            curve_secret_key: None,
         }
     }
 }

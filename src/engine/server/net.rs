@@ -316,6 +316,10 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     // TOO_LARGE reply, larger ones are dropped by ZeroMQ with the connection.
     let guard = cfg.max_request_bytes.saturating_mul(2).saturating_add(1 << 20).min(i64::MAX as usize) as i64;
     router.set_maxmsgsize(guard).map_err(|e| zerr("socket option", e))?;
+    if let Some(secret) = &cfg.curve_secret_key {
+        router.set_curve_server(true).map_err(|e| zerr("CurveZMQ server", e))?;
+        router.set_curve_secretkey(secret).map_err(|e| zerr("CurveZMQ secret key", e))?;
+    }
     router.bind(&cfg.endpoint).map_err(|e| zerr(&format!("binding {}", cfg.endpoint), e))?;
     let endpoint = match router.get_last_endpoint() {
         Ok(Ok(s)) => s,
@@ -376,6 +380,7 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         quarantined = svc.quarantined_count(),
         restore_ms = restoring.elapsed().as_millis() as u64,
         auth = %if cfg.auth_keys.is_some() { "on" } else { "off" },
+        curve = %if cfg.curve_secret_key.is_some() { "on" } else { "off" },
         mmap = cfg.mmap,
         "serving"
     );
