@@ -13,6 +13,7 @@ mod mmap;
 mod python_compat;
 mod serve;
 mod serve_binary;
+mod serve_curve;
 mod serve_durability;
 mod serve_faissx_actions;
 mod serve_fuzz;
