@@ -111,3 +111,31 @@ fn malformed_key_files_are_one_line_errors_naming_the_file() {
         "--curve-secret-key-file bad.pub: not a CurveZMQ key",
     );
 }
+
+#[test]
+fn bench_server_takes_the_server_public_key() {
+    let env = TestEnv::new("curve-bench");
+    env.ok(&["keygen", "-o", "server.key", "-q"]);
+    let srv = Server::start(&env, &["--curve-secret-key-file", "server.key"]);
+    let d = 8;
+    let base = lcg_vectors(100, d, 3);
+    let key = curve::read_key(&env.path("server.key.pub"), "test").unwrap();
+    let mut c = client(&srv, Some(key), Duration::from_secs(60));
+    c.create_index("docs", d, "L2", None).unwrap();
+    assert_eq!(c.add_vectors("docs", &base[..], d, None, None).unwrap().ntotal, 100);
+    // Queries: the first 10 stored rows; ground truth: each is its own nearest neighbour.
+    write_fvecs(&env.path("q.fvecs"), d, &base[..10 * d]);
+    let mut gt = Vec::new();
+    for i in 0..10i32 {
+        gt.extend_from_slice(&1i32.to_le_bytes());
+        gt.extend_from_slice(&i.to_le_bytes());
+    }
+    std::fs::write(env.path("gt.ivecs"), gt).unwrap();
+    let ep = srv.endpoint.clone();
+    let args = ["bench", "--server", &ep, "--index", "docs", "--queries", "q.fvecs", "--gt", "gt.ivecs", "-k", "1"];
+    let mut with_key = args.to_vec();
+    with_key.extend_from_slice(&["--server-public-key", "server.key.pub", "--format", "json", "-q"]);
+    let out = env.ok(&with_key);
+    let rec: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["k_recall_at_k"], 1.0, "{out}");
+}
