@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages faissx's build needs (FAISS is compiled from source by the
 # `faiss` crate's `static` feature): cmake, a C++ compiler, BLAS/LAPACK (OpenBLAS) and
-# OpenMP. Debian/Ubuntu only; does nothing when everything is already there.
+# OpenMP; libsodium (linked statically into the vendored libzmq for CurveZMQ). Debian/Ubuntu
+# only; does nothing when everything is already there.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)

@@ -34,7 +34,10 @@ pub struct KeygenArgs {
 /// Run `faissx keygen`.
 pub fn run(ctx: &Ctx, a: KeygenArgs) -> Result<()> {
     let (secret, public) = curve::keygen(&a.output, a.force)?;
-    note(ctx.quiet, &format!("wrote {} (secret key, mode 0600) and {} (public key)", secret.display(), public.display()));
+    note(
+        ctx.quiet,
+        &format!("wrote {} (secret key, mode 0600) and {} (public key)", secret.display(), public.display()),
+    );
     let key = curve::read_key(&public, "public key")?;
     println_out(&curve::encode(&key))
 }

@@ -50,7 +50,8 @@ pub fn read_key(path: &Path, what: &str) -> Result<CurveKey> {
 /// A fresh key pair: `(public, secret)`.
 pub fn generate() -> Result<(CurveKey, CurveKey)> {
     require()?;
-    let kp = zmq::CurveKeyPair::new().map_err(|e| Error::new(ErrorKind::Internal, format!("generating a CurveZMQ key pair: {e}")))?;
+    let kp = zmq::CurveKeyPair::new()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("generating a CurveZMQ key pair: {e}")))?;
     Ok((kp.public_key, kp.secret_key))
 }
 

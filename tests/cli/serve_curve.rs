@@ -86,7 +86,17 @@ fn query_remote_takes_the_server_key_from_a_flag_or_the_environment() {
     env.ok(&["keygen", "-o", "server.key", "-q"]);
     let srv = Server::start(&env, &["--curve-secret-key-file", "server.key"]);
     let ep = srv.endpoint.clone();
-    env.ok(&["query-remote", "--server", &ep, "--server-public-key", "server.key.pub", "create", "docs", "--dimension", "4"]);
+    env.ok(&[
+        "query-remote",
+        "--server",
+        &ep,
+        "--server-public-key",
+        "server.key.pub",
+        "create",
+        "docs",
+        "--dimension",
+        "4",
+    ]);
     let out = env
         .cmd()
         .args(["query-remote", "--server", &ep, "list"])
@@ -103,7 +113,11 @@ fn query_remote_takes_the_server_key_from_a_flag_or_the_environment() {
 fn malformed_key_files_are_one_line_errors_naming_the_file() {
     let env = TestEnv::new("curve-bad-keys");
     std::fs::write(env.path("bad.pub"), "not a key\n").unwrap();
-    env.fails(&["query-remote", "--server-public-key", "bad.pub", "list"], 2, "--server-public-key bad.pub: not a CurveZMQ key");
+    env.fails(
+        &["query-remote", "--server-public-key", "bad.pub", "list"],
+        2,
+        "--server-public-key bad.pub: not a CurveZMQ key",
+    );
     env.fails(&["query-remote", "--server-public-key", "missing.pub", "list"], 2, "missing.pub");
     env.fails(
         &["serve", "--bind-address", "127.0.0.1", "--port", "0", "--curve-secret-key-file", "bad.pub"],

@@ -43,7 +43,14 @@ pub fn start(env: &TestEnv, data: &Path, log: Option<&Path>) -> Server {
 }
 
 fn client(srv: &Server, timeout: Duration) -> Client {
-    Client::connect(ClientConfig { server: srv.endpoint.clone(), api_key: None, tenant: None, timeout, server_public_key: None }).unwrap()
+    Client::connect(ClientConfig {
+        server: srv.endpoint.clone(),
+        api_key: None,
+        tenant: None,
+        timeout,
+        server_public_key: None,
+    })
+    .unwrap()
 }
 
 fn id(v: &str) -> (&'static str, Value) {
