@@ -27,8 +27,10 @@ fn require() -> Result<()> {
 /// Decode a key from its 40 Z85 characters (surrounding whitespace ignored); `None` when
 /// `text` is not one.
 pub fn decode(text: &str) -> Option<CurveKey> {
+    const Z85: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
     let t = text.trim();
-    if t.len() != 40 {
+    // libzmq's decoder maps some characters outside the alphabet to values: check them here.
+    if t.len() != 40 || !t.chars().all(|c| Z85.contains(c)) {
         return None;
     }
     zmq::z85_decode(t).ok()?.try_into().ok()
@@ -111,6 +113,6 @@ mod tests {
         assert_ne!(public, secret);
         assert_eq!(decode(&format!("{}\n", encode(&public))), Some(public));
         assert_eq!(decode("short"), None);
-        assert_eq!(decode(&"!".repeat(40)), None);
+        assert_eq!(decode(&"~".repeat(40)), None, "~ is not a Z85 character");
     }
 }
