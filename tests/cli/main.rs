@@ -4,6 +4,7 @@ mod util;
 
 mod bench;
 mod cli_traps;
+mod container;
 mod core;
 mod errors;
 mod index_files;

@@ -7,16 +7,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Latency samples kept per (tenant, action): the most recent ones, in a ring.
-const SAMPLES: usize = 2048;
-
-#[derive(Default)]
+/// Requests and latencies of one (tenant, action).
 struct ActionStats {
     count: u64,
     errors: u64,
-    /// Milliseconds.
-    samples: Vec<f32>,
-    next: usize,
+    /// Latencies in microseconds since the server started, to 2 significant digits (an HDR
+    /// histogram: a few KiB whatever the number of requests).
+    latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Default for ActionStats {
+    fn default() -> ActionStats {
+        let latency_us = hdrhistogram::Histogram::new(2).expect("invariant: 2 significant digits is valid");
+        ActionStats { count: 0, errors: 0, latency_us }
+    }
 }
 
 /// The name a request is counted under: an [`Action`] name (aliases under their canonical
@@ -48,17 +52,12 @@ impl Stats {
         if !ok {
             a.errors += 1;
         }
-        let ms = took.as_secs_f32() * 1000.0;
-        if a.samples.len() < SAMPLES {
-            a.samples.push(ms);
-        } else {
-            a.samples[a.next] = ms;
-            a.next = (a.next + 1) % SAMPLES;
-        }
+        // Auto-resizing: a value past the range grows it; `record` cannot fail then.
+        let _ = a.latency_us.record(took.as_micros().min(u64::MAX as u128) as u64);
     }
 
     /// The `metrics` reply for `tenant`: `requests`, `errors`, and per action `count`,
-    /// `errors`, `p50_ms`, `p99_ms` (over the last [`SAMPLES`] requests).
+    /// `errors`, `p50_ms`, `p99_ms` (since the server started, to 2 significant digits).
     pub fn reply(&self, tenant: &str, uptime_s: f64) -> Msg {
         let st = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
         let mut names: Vec<&(String, &'static str)> = st.keys().filter(|(t, _)| t == tenant).collect();
@@ -70,10 +69,7 @@ impl Stats {
                 let a = &st[n];
                 requests += a.count;
                 errors += a.errors;
-                let mut s = a.samples.clone();
-                s.sort_by(f32::total_cmp);
-                let pct =
-                    |p: f64| if s.is_empty() { 0.0 } else { s[((s.len() - 1) as f64 * p).round() as usize] as f64 };
+                let pct = |p: f64| a.latency_us.value_at_quantile(p) as f64 / 1000.0;
                 (
                     Value::from(n.1),
                     Msg::default()
