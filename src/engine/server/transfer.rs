@@ -152,11 +152,12 @@ fn remove_orphans(temp: &Path) {
     }
 }
 
-fn unique_id() -> String {
+/// A number unique within this process (the in-memory spool folder's name: the process id
+/// before it tells orphans from live servers' folders).
+fn next_serial() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{:x}{:x}{}", t, std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Transfers {
@@ -168,7 +169,7 @@ impl Transfers {
             Some(dir) => (dir.join("transfers"), false),
             None => {
                 remove_orphans(&std::env::temp_dir());
-                (std::env::temp_dir().join(format!("{ORPHAN_PREFIX}{}-{}", std::process::id(), unique_id())), true)
+                (std::env::temp_dir().join(format!("{ORPHAN_PREFIX}{}-{}", std::process::id(), next_serial())), true)
             }
         };
         // Created on first use: a server that never transfers leaves nothing behind.
@@ -177,9 +178,10 @@ impl Transfers {
 
     /// A new folder for spool files (for copies the server makes itself, and sessions).
     pub fn new_dir(&self) -> Result<PathBuf> {
-        let dir = self.root.join(unique_id());
-        std::fs::create_dir_all(&dir).at(&dir)?;
-        Ok(dir)
+        std::fs::create_dir_all(&self.root).at(&self.root)?;
+        // A random name (`tempfile`): upload and export ids are these names, not guessable.
+        let d = tempfile::Builder::new().prefix("t").tempdir_in(&self.root).at(&self.root)?;
+        Ok(d.keep())
     }
 
     /// Drop every session idle for longer than the timeout (with its files).
@@ -210,7 +212,8 @@ impl Transfers {
                 format!("{open} transfers of this tenant are open (limit {MAX_SESSIONS_PER_TENANT}): finish or end one first"),
             ));
         }
-        let id = unique_id();
+        // The session's id is its folder's random name.
+        let id = session.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         map.insert(id.clone(), Arc::new(Mutex::new(session)));
         Ok(id)
     }

@@ -277,8 +277,7 @@ impl Store {
         let tenant_dir = self.root.join("tenants").join(tenant);
         std::fs::create_dir_all(&tenant_dir).at(&tenant_dir)?;
         atomic::sync_parent(&tenant_dir)?;
-        let stage = self.root.join(".tmp").join(format!("{tenant}.{id}.{}", unique()));
-        std::fs::create_dir_all(&stage).at(&stage)?;
+        let stage = fresh_dir(&self.root.join(".tmp"), &format!("{tenant}.{id}."))?;
         let staged = IndexStore::new_in(&stage, kind).and_then(|mut st| {
             init(&mut st)?;
             Ok(st)
@@ -301,8 +300,11 @@ impl Store {
     /// Delete an index's folder (atomically: renamed away first).
     pub fn delete(&self, tenant: &str, id: &str) -> Result<()> {
         let dir = self.dir(tenant, id);
-        let trash = self.root.join(".trash").join(format!("{tenant}.{id}.{}", unique()));
-        std::fs::rename(&dir, &trash).at(&dir)?;
+        let trash = fresh_dir(&self.root.join(".trash"), &format!("{tenant}.{id}."))?;
+        if let Err(e) = std::fs::rename(&dir, trash.join(id)).at(&dir) {
+            let _ = std::fs::remove_dir(&trash);
+            return Err(e);
+        }
         atomic::sync_parent(&dir)?;
         let _ = std::fs::remove_dir_all(&trash);
         Ok(())
@@ -380,9 +382,11 @@ fn remove_temp_files(dir: &Path, warnings: &mut Vec<String>) {
     }
 }
 
-fn unique() -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{n}-{}", std::process::id())
+/// A new, empty folder under `parent` named `<prefix><random>` (`tempfile`), kept: the
+/// caller renames it into place or removes it (`.tmp` and `.trash` are emptied at start-up).
+fn fresh_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in(parent).at(parent)?;
+    Ok(d.keep())
 }
 
 /// The number `<n>` of a checkpoint file name `<prefix><n><suffix>`. Anything else (a path,
