@@ -42,13 +42,17 @@
 //! Files go to IMPORT_BENCH_DIR (default: the system temp folder), removed at the end. The
 //! server binary is FAISSX_BIN or `$CARGO_TARGET_DIR/release/faissx` (default `target`).
 
-use faissx::engine::client::{Client, ClientConfig};
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{client, exe, pct, start_server, Server};
+
 use faissx::engine::index::{Index, OpenOptions, SearchParams};
 use faissx::engine::protocol::{self, Msg, Value};
 use faissx::engine::transfer::ImportFrom;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,13 +66,6 @@ const KNN10: SearchParams = SearchParams { k: 10, nprobe: None, ef_search: None 
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
-}
-
-fn exe() -> String {
-    std::env::var("FAISSX_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/faissx")
-    })
 }
 
 /// The bench's folder, removed on drop.
@@ -135,50 +132,12 @@ fn build(npy: &Path, index: &Path) {
     assert!(st.success(), "faissx build {} failed: {st}", npy.display());
 }
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `faissx serve --data-dir DATA --port 0 --bind-address 127.0.0.1 -q [extra]`.
 fn start(data: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(exe())
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--bind-address", "127.0.0.1", "--port", "0", "-q"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        // One log line per import: not a figure.
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e} (build first: cargo build --release)", exe()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("endpoint line");
-    Server(child, line.trim().to_string())
-}
-
-fn client(ep: &str) -> Client {
-    Client::connect(ClientConfig {
-        server: ep.to_string(),
-        api_key: None,
-        tenant: None,
-        timeout: Duration::from_secs(600),
-        server_public_key: None,
-    })
-    .expect("client")
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    let mut args = vec![std::ffi::OsStr::new("--data-dir"), data.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    // One log line per import: not a figure.
+    start_server(&args, Stdio::null())
 }
 
 /// (VmRSS, RssAnon) of `pid` in bytes.

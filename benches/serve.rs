@@ -19,12 +19,16 @@
 //! The official Python client's numbers come from benches/serve_python.py (run by
 //! scripts/bench-serve.sh).
 
-use faissx::engine::client::{search_reply, Client, ClientConfig};
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{client, pct, start_server, Server};
+use faissx::engine::client::{search_reply, Client};
 use faissx::engine::index::{set_threads, Index, IndexSpec, Metric, SearchParams};
 use faissx::engine::protocol::{self, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::process::Stdio;
+use std::time::Instant;
 
 const D: usize = 128;
 
@@ -41,44 +45,8 @@ fn vectors(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start() -> Server {
-    let exe = std::env::var("FAISSX_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/faissx")
-    });
-    let mut child = Command::new(&exe)
-        .args(["serve", "--bind-address", "127.0.0.1", "--port", "0", "-q"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {exe}: {e} (build first: cargo build --release)"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("endpoint line");
-    Server(child, line.trim().to_string())
-}
-
-fn client(ep: &str) -> Client {
-    Client::connect(ClientConfig {
-        server: ep.to_string(),
-        api_key: None,
-        tenant: None,
-        timeout: Duration::from_secs(600),
-        server_public_key: None,
-    })
-    .expect("client")
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * p).round() as usize]
+    start_server(&[], Stdio::inherit())
 }
 
 /// CPU time (user + system, seconds) used so far by process `pid` (all its threads).
