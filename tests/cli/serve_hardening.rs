@@ -41,17 +41,7 @@ pub fn describe_status(st: ExitStatus) -> String {
     match (st.code(), st.signal()) {
         (Some(c), _) => format!("exit code {c}"),
         (None, Some(s)) => {
-            let name = match s {
-                4 => "SIGILL",
-                6 => "SIGABRT",
-                7 => "SIGBUS",
-                8 => "SIGFPE",
-                9 => "SIGKILL",
-                11 => "SIGSEGV",
-                15 => "SIGTERM",
-                _ => "?",
-            };
-            format!("signal {s} ({name})")
+            format!("signal {s} ({})", faissx::engine::index::probe::signal_name(s).unwrap_or("?"))
         }
         _ => format!("{st:?}"),
     }

@@ -190,17 +190,27 @@ fn timeout_for(bytes: u64) -> Duration {
     base + Duration::from_secs(bytes / BYTES_PER_EXTRA_SECOND)
 }
 
-fn signal_name(sig: i32) -> String {
-    let name = match sig {
+/// The name of a signal that ends a process (`SIGSEGV` for 11, …), for messages; `None` for
+/// signals without one here.
+pub fn signal_name(sig: i32) -> Option<&'static str> {
+    Some(match sig {
         4 => "SIGILL",
         6 => "SIGABRT",
         7 => "SIGBUS",
         8 => "SIGFPE",
         9 => "SIGKILL",
         11 => "SIGSEGV",
-        _ => return format!("signal {sig}"),
-    };
-    format!("{name}, signal {sig}")
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// "SIGSEGV, signal 11" (or "signal 31").
+fn describe_signal(sig: i32) -> String {
+    match signal_name(sig) {
+        Some(name) => format!("{name}, signal {sig}"),
+        None => format!("signal {sig}"),
+    }
 }
 
 /// Open `path` in a child process first (see the module doc); returns at once when the probe
@@ -286,7 +296,7 @@ pub fn check(path: &Path, mmap: bool) -> Result<()> {
     if let Some(sig) = status.signal() {
         return Err(Error::format(
             path,
-            format!("checking the index crashed a child process ({}): {DAMAGED}", signal_name(sig)),
+            format!("checking the index crashed a child process ({}): {DAMAGED}", describe_signal(sig)),
         ));
     }
     // The child printed `faissx: <message>` as its last such line; FAISS may have printed
@@ -319,7 +329,7 @@ mod tests {
     fn timeout_grows_with_the_file() {
         assert_eq!(timeout_for(0), BASE_TIMEOUT);
         assert_eq!(timeout_for(500 << 20), BASE_TIMEOUT + Duration::from_secs(10));
-        assert_eq!(signal_name(11), "SIGSEGV, signal 11");
-        assert_eq!(signal_name(31), "signal 31");
+        assert_eq!(describe_signal(11), "SIGSEGV, signal 11");
+        assert_eq!(describe_signal(31), "signal 31");
     }
 }
