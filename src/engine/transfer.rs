@@ -102,18 +102,15 @@ impl Client {
             fields.push(("if_generation", Value::from(g)));
         }
         let mut sent = 0;
-        let mut upload = None;
         match from {
             ImportFrom::Upload(path) => {
                 let id = self.upload(path, &mut sent, progress)?;
                 fields.push(("upload_id", Value::from(id.as_str())));
-                upload = Some(id);
             }
             ImportFrom::ServerPath(p) => fields.push(("server_path", Value::from(*p))),
             ImportFrom::Reread => {}
         }
         // The server ends the upload with the import, whatever the outcome.
-        let _ = upload;
         let r = self.call("import_index", fields)?;
         Ok(Imported {
             generation: r.uint("generation")?.unwrap_or(0),

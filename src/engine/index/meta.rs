@@ -99,6 +99,12 @@ impl Checksum {
     /// Read the file at `path` front to back and checksum it (about 0.1 s per 200 MB once
     /// the file is in the page cache; a cold file costs one sequential read).
     pub fn of_file(path: &Path) -> Result<Checksum> {
+        Checksum::read_through(path, |_| Ok(()))
+    }
+
+    /// Read the file at `path` front to back as [`Checksum::of_file`] does, handing each
+    /// piece read to `each` (e.g. to copy the file while checksumming it).
+    pub fn read_through(path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<Checksum> {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let mut h = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -111,6 +117,7 @@ impl Checksum {
                 Err(e) => return Err(Error::io(path, e)),
             };
             h.update(&buf[..n]);
+            each(&buf[..n])?;
             bytes += n as u64;
         }
         Ok(Checksum { bytes, crc32: h.finalize() })

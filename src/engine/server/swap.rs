@@ -15,7 +15,7 @@ use crate::engine::error::{Error, ErrorKind, IoContext, Result};
 use crate::engine::index::meta::Checksum;
 use crate::engine::index::{Index, IndexMeta, OpenOptions, Storage};
 use crate::engine::protocol::Msg;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -212,28 +212,26 @@ impl Service {
         if old.is_none() {
             self.check_index_quota(tenant)?;
         }
+        let server_path = m.str("server_path")?;
+        if let Some((e, src)) = old.as_ref().and_then(|e| e.source.as_ref().map(|s| (e, s))) {
+            // A `serve --index` name: `import` without a file re-reads its file; nothing else
+            // replaces it.
+            if upload.is_none() && server_path.is_none() {
+                let e = self.reload_source(&key, e, src)?;
+                return Ok(self.import_reply(id, &e, true));
+            }
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("index {id:?} is served from a file (serve --index): replace that file, or import without a file to re-read it"),
+            ));
+        }
         // The file, spooled on the data directory's file system.
-        let (file, sum, md, _spool): (PathBuf, Checksum, Metadata, Spool) = match (upload, m.str("server_path")?) {
+        let (file, sum, md, _spool): (PathBuf, Checksum, Metadata, Spool) = match (upload, server_path) {
             (Some(_), Some(_)) => return Err(Error::invalid("give either \"upload_id\" or \"server_path\", not both")),
-            (None, None) => match old.as_ref().and_then(|e| e.source.clone()) {
-                // `import` of a `serve --index` name without a file: re-read the file.
-                Some(src) => {
-                    let e = self.reload_source(&key, old.as_ref().expect("invariant: source implies entry"), &src)?;
-                    return Ok(self.import_reply(id, &e, true));
-                }
-                None => return Err(Error::invalid("missing field \"upload_id\" (or \"server_path\")")),
-            },
+            (None, None) => return Err(Error::invalid("missing field \"upload_id\" (or \"server_path\")")),
             (Some(up), None) => self.spooled_upload(up)?,
             (None, Some(p)) => self.spooled_server_file(Path::new(p))?,
         };
-        if let Some(e) = &old {
-            if e.source.is_some() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("index {id:?} is served from a file (serve --index): replace that file, or import without a file to re-read it"),
-                ));
-            }
-        }
         let mut index = self.open_served(&file).map_err(|e| e.context("imported file"))?;
         if let Some(e) = &old {
             let g = e.read();
@@ -274,7 +272,6 @@ impl Service {
                 Entry::with(kind, Slot { index, md, store: Some(store) }, origin, None)
             }
             (None, _) => {
-                index.meta_mut().set_checksum(Some(sum));
                 let origin = super::Origin { generation: current + 1, imported: Some(sum) };
                 Entry::with(kind, Slot { index, md, store: None }, origin, None)
             }
@@ -334,12 +331,13 @@ impl Service {
         let guard = RemoveOnDrop(dir.clone());
         let file = Part::Index.path_in(&dir);
         let sum = copy_checksummed(&real, &file)?;
+        // The sidecar as it is: a checksum `faissx build` recorded is verified against the
+        // copy; a file without one is probed, as everywhere else (a checksum computed here
+        // would prove nothing about where the file came from).
         let sidecar = IndexMeta::path_for(&real);
         if sidecar.is_file() {
-            if let Some(mut meta) = IndexMeta::load(&real)? {
-                meta.set_checksum(Some(sum));
-                meta.save(&file)?;
-            }
+            let to = Part::Sidecar.path_in(&dir);
+            std::fs::copy(&sidecar, &to).at(&sidecar)?;
         }
         Ok((file, sum, Metadata::default(), Spool::Dir(guard)))
     }
@@ -430,20 +428,8 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 
 /// Copy `from` to `to` (fsynced), returning the copy's checksum.
 fn copy_checksummed(from: &Path, to: &Path) -> Result<Checksum> {
-    let mut r = std::fs::File::open(from).at(from)?;
     let mut w = std::fs::File::create(to).at(to)?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = r.read(&mut buf).at(from)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        w.write_all(&buf[..n]).at(to)?;
-        bytes += n as u64;
-    }
+    let sum = Checksum::read_through(from, |b| w.write_all(b).at(to))?;
     w.sync_all().at(to)?;
-    Ok(Checksum { bytes, crc32: h.finalize() })
+    Ok(sum)
 }
