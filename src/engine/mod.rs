@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod curve;
 pub mod error;
+pub mod filter;
 pub mod index;
 pub mod io;
 pub mod jobs;
