@@ -1,6 +1,9 @@
 //! `faissx add`: append vectors (and ids) to an existing index, atomically.
 
-use super::common::{BatchArgs, InputArgs};
+use super::common::{BatchArgs, InputArgs, MetadataArgs};
+use crate::engine::filter::rows::plan_add;
+use crate::engine::filter::MetaTable;
+use crate::engine::output::save_with_table;
 use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::{io, jobs, Index, Result};
@@ -11,6 +14,7 @@ const EXAMPLES: &str = "\
 Examples:
   faissx add fm.index more.npy
   faissx add fm.index more.npy --ids more_ids.npy
+  faissx add docs.index more.npy --ids more_ids.txt --metadata more.jsonl   # string ids, one per line
   cat new.fvecs | faissx add fm.index - --input-format fvecs";
 
 /// Append vectors (and ids) to an existing index.
@@ -31,12 +35,13 @@ pub struct AddArgs {
     pub input: PathBuf,
 
     /// Ids file, one per vector (.npy int32/int64, .ivecs, or text).
-    #[arg(long, value_name = "PATH")]
-    pub ids: Option<PathBuf>,
-
     #[command(flatten)]
     #[allow(missing_docs)]
     pub input_args: InputArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub meta: MetadataArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -49,12 +54,14 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
     // index plus their own vectors, and one batch would be lost.
     let _lock = io::atomic::OutputLock::acquire(&a.index)?;
     let mut index = Index::open_float(&a.index, &Default::default())?;
-    let input = a.input_args.open(&a.input)?;
-    let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
+    let table = MetaTable::open_for(&a.index, index.meta())?;
+    let input = a.meta.open_input(&a.input_args, &a.input)?;
+    let what = a.meta.metadata.as_deref().unwrap_or(&a.input).display().to_string();
+    let plan = plan_add(&index, table.as_ref(), input.len(), a.meta.ids(&input)?, a.meta.fields(&input)?, &what)?;
     let before = index.ntotal();
     let progress = StderrProgress::for_ctx(ctx);
-    jobs::add_rows(&mut index, &input, ids.as_deref(), a.batch.batch as usize, &progress, &ctx.stop)?;
-    index.save(&a.index)?;
+    jobs::add_rows(&mut index, &input, plan.faiss_ids.as_deref(), a.batch.batch as usize, &progress, &ctx.stop)?;
+    save_with_table(&mut index, &a.index, plan.table.as_ref())?;
     note(
         ctx.quiet,
         &format!("added {} vectors to {} (ntotal {} → {})", input.len(), a.index.display(), before, index.ntotal()),

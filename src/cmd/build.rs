@@ -1,6 +1,7 @@
 //! `faissx build`: vectors → a FAISS index file plus its sidecar.
 
-use super::common::{BatchArgs, InputArgs, MetricArg};
+use super::common::{BatchArgs, InputArgs, MetadataArgs, MetricArg};
+use crate::engine::filter::rows::plan_build;
 use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::index::IndexSpec;
@@ -18,6 +19,12 @@ Examples:
 
   # HNSW with cosine similarity, from NumPy, with explicit ids
   faissx build emb.npy -o emb.index --factory HNSW32 --metric cosine --ids emb_ids.npy
+
+  # with metadata for `search --filter` (one JSON object per row) and string ids
+  faissx build docs.npy -o docs.index --factory HNSW32 --metadata docs.jsonl --ids doc_ids.txt
+
+  # from a CSV whose doc_id column is the ids and lang,year,tags columns are metadata
+  faissx build docs.csv -o docs.index --factory IVF1024,Flat --id-column doc_id --metadata-columns lang,year,tags
 
   # IVF-PQ whose lists live in huge.index.ivfdata, built in bounded memory
   faissx build huge.fvecs -o huge.index --factory IVF65536,PQ32 --on-disk --train-size 1000000
@@ -60,10 +67,6 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NUM", default_value_t = 42)]
     pub seed: u64,
 
-    /// Ids file, one per vector (.npy int32/int64, .ivecs, or text); the index keeps them.
-    #[arg(long, value_name = "PATH")]
-    pub ids: Option<PathBuf>,
-
     /// Default nprobe stored in an IVF index.
     #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
     pub nprobe: Option<u64>,
@@ -97,6 +100,10 @@ pub struct BuildArgs {
 
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub meta: MetadataArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub batch: BatchArgs,
 }
 
@@ -104,15 +111,16 @@ pub struct BuildArgs {
 pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     check_new(&a.output, a.force)?;
     io::atomic::check_dest(&a.output)?;
-    let input = a.input_args.open(&a.input)?;
-    let ids = a.ids.as_deref().map(io::read_ids).transpose()?;
+    let input = a.meta.open_input(&a.input_args, &a.input)?;
+    let what = a.meta.metadata.as_deref().unwrap_or(&a.input).display().to_string();
+    let plan = plan_build(&a.factory, input.len(), a.meta.ids(&input)?, a.meta.fields(&input)?, &what)?;
     let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };
     let out = IndexOutput::create(&a.output, a.force, a.on_disk)?;
     let opts = BuildOptions {
         train_size: a.train_size.map(|v| v as usize),
         seed: a.seed,
         batch: a.batch.batch as usize,
-        ids,
+        ids: plan.faiss_ids,
         ef_construction: a.ef_construction.map(|v| v as usize),
         nprobe: a.nprobe.map(|v| v as usize),
         ef_search: a.ef_search.map(|v| v as usize),
@@ -122,7 +130,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     let progress = StderrProgress::for_ctx(ctx);
     let t = Instant::now();
     let mut index = jobs::build(&input, &spec, &opts, &progress, &ctx.stop)?;
-    out.commit(&mut index)?;
+    out.commit_with(&mut index, plan.table.as_ref())?;
     note(
         ctx.quiet,
         &format!(

@@ -1,7 +1,11 @@
 //! Flag groups shared by several subcommands (`#[command(flatten)]`), so that a concept has
 //! one spelling and one help text everywhere.
 
+use crate::engine::filter::rows::{cells_to_row, read_metadata};
+use crate::engine::filter::table::{json_to_batch, read_user_ids};
+use crate::engine::filter::UserIds;
 use crate::engine::io::{CsvOptions, VecFormat};
+use arrow_array::RecordBatch;
 use crate::engine::{Result, SearchParams, VectorFile};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -26,9 +30,75 @@ pub struct InputArgs {
 impl InputArgs {
     /// Open `path` as a vector file per these flags.
     pub fn open(&self, path: &Path) -> Result<VectorFile> {
+        self.open_csv(path, Vec::new())
+    }
+
+    fn open_csv(&self, path: &Path, metadata_columns: Vec<String>) -> Result<VectorFile> {
         let hint = self.input_format.as_deref().and_then(VecFormat::parse);
-        let csv = CsvOptions { header: self.header.then_some(true), id_column: self.id_column.clone() };
+        let csv = CsvOptions { header: self.header.then_some(true), id_column: self.id_column.clone(), metadata_columns };
         VectorFile::open(path, hint, &csv)
+    }
+}
+
+/// Per-vector metadata and ids given with new vectors (`build`, `add`).
+#[derive(Debug, Clone, Args)]
+pub struct MetadataArgs {
+    /// Ids, one per vector: .npy/.ivecs (integers) or a text file with one id per line;
+    /// integers are kept as FAISS ids, any other strings are mapped to FAISS ids inside and
+    /// shown wherever results are.
+    #[arg(long, value_name = "PATH")]
+    pub ids: Option<PathBuf>,
+
+    /// Metadata, one record per vector in input order: JSON Lines (.jsonl; one object per
+    /// line), Parquet (.parquet) or CSV/TSV with a header. Kept beside the index
+    /// (INDEX.meta.parquet) for `search --filter`.
+    #[arg(long, value_name = "PATH")]
+    pub metadata: Option<PathBuf>,
+
+    /// The metadata columns to keep, comma-separated: of the --metadata file, or, without
+    /// --metadata, columns of a CSV input that are metadata rather than vector components.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub metadata_columns: Vec<String>,
+}
+
+impl MetadataArgs {
+    /// Open the vector input: a CSV input leaves out its metadata columns (when they come
+    /// from it rather than from --metadata).
+    pub fn open_input(&self, input: &InputArgs, path: &Path) -> Result<VectorFile> {
+        let cols = if self.metadata.is_none() { self.metadata_columns.clone() } else { Vec::new() };
+        input.open_csv(path, cols)
+    }
+
+    /// The new vectors' ids: --ids, else a CSV id column.
+    pub fn ids(&self, input: &VectorFile) -> Result<Option<UserIds>> {
+        if let Some(p) = &self.ids {
+            return read_user_ids(p).map(Some);
+        }
+        Ok(match (input.ids(), input.keys()) {
+            (Some(v), _) => Some(UserIds::Ints(v.to_vec())),
+            (None, Some(k)) => Some(UserIds::Keys(k.to_vec())),
+            (None, None) => None,
+        })
+    }
+
+    /// The new vectors' metadata rows: --metadata (with --metadata-columns), else a CSV
+    /// input's metadata columns.
+    pub fn fields(&self, input: &VectorFile) -> Result<Option<RecordBatch>> {
+        let cols = (!self.metadata_columns.is_empty()).then_some(self.metadata_columns.as_slice());
+        if let Some(p) = &self.metadata {
+            return read_metadata(p, cols).map(Some);
+        }
+        match input.metadata_cells() {
+            None => Ok(None),
+            Some(m) => {
+                let rows: Vec<serde_json::Value> = m
+                    .rows
+                    .iter()
+                    .map(|r| cells_to_row(m.names.iter().map(String::as_str).zip(r.iter().map(String::as_str))))
+                    .collect();
+                json_to_batch(&rows, &input.path().display().to_string()).map(Some)
+            }
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! the same for several outputs that stand or fall together (the shards of `faissx split`).
 
 use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::filter::table::table_path;
+use crate::engine::filter::MetaTable;
 use crate::engine::index::{sidecar_path, storage, Index};
 use crate::engine::io::atomic::{self, OutputLock};
 use std::path::{Path, PathBuf};
@@ -71,12 +73,20 @@ impl IndexOutput {
         self.lists_tmp.as_deref()
     }
 
+    /// Write `index` here, without a metadata table: [`IndexOutput::commit_with`].
+    ///
+    /// Errors: as [`IndexOutput::commit_with`].
+    pub fn commit(self, index: &mut Index) -> Result<()> {
+        self.commit_with(index, None)
+    }
+
     /// Write `index` here: for on-disk lists, first rename the temp lists to
-    /// `<path>.ivfdata` and point the index at it; then the index file and its sidecar.
+    /// `<path>.ivfdata` and point the index at it; then its metadata table, when it has one
+    /// ([`save_with_table`]); then the index file and its sidecar.
     ///
     /// Errors: `InvalidInput` when the index's lists are on disk but this output was not
     /// made for them; `Io`/`Faiss` from writing (temp files are removed).
-    pub fn commit(mut self, index: &mut Index) -> Result<()> {
+    pub fn commit_with(mut self, index: &mut Index, table: Option<&MetaTable>) -> Result<()> {
         if index.lists_on_disk() {
             let Some(tmp) = self.lists_tmp.take() else {
                 return Err(Error::invalid(format!(
@@ -89,14 +99,33 @@ impl IndexOutput {
             let abs = std::fs::canonicalize(&data).unwrap_or(data);
             index.set_lists_file(&abs)?;
         }
-        index.save(&self.path)
+        save_with_table(index, &self.path, table)
     }
 
     /// The files of a written output at `path`: the index, its sidecar and its on-disk
     /// lists (which may not exist).
-    pub fn files(path: &Path) -> [PathBuf; 3] {
-        [path.to_path_buf(), sidecar_path(path), storage::ivfdata_path(path)]
+    pub fn files(path: &Path) -> [PathBuf; 4] {
+        [path.to_path_buf(), sidecar_path(path), storage::ivfdata_path(path), table_path(path)]
     }
+}
+
+/// Save `index` at `path` with its metadata `table` (or none): the table first
+/// (`<path>.meta.parquet`, atomically), then the index and the sidecar that records the
+/// table's size and CRC-32. Without a table, a table file left at `path` by an earlier index
+/// is removed after the sidecar no longer names it.
+///
+/// Errors: `Io`/`Faiss` from writing; nothing under `path` changes if the table cannot be
+/// written.
+pub fn save_with_table(index: &mut Index, path: &Path, table: Option<&MetaTable>) -> Result<()> {
+    index.meta_mut().metadata = table.map(|t| t.save_for(path)).transpose()?;
+    index.save(path)?;
+    if table.is_none() {
+        match std::fs::remove_file(table_path(path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&table_path(path), e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Several outputs in one directory that stand or fall together: until

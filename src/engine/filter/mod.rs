@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `lang.rs` | the filter language (MongoDB / Pinecone / Chroma style JSON) and its parser |
 //! | `table.rs` | [`MetaTable`]: metadata rows as Arrow columns, stored as `<index>.meta.parquet`; string ids |
+//! | `rows.rs` | reading metadata inputs; the ids and metadata of vectors being added ([`rows::plan_add`]) |
 //! | `eval.rs` | evaluating a filter over a table with Arrow's compute kernels, to the matching FAISS ids |
 //!
 //! The ids a filter matches become an [`IdSet`](crate::engine::index::IdSet) that the index
@@ -12,6 +13,7 @@
 
 pub mod eval;
 pub mod lang;
+pub mod rows;
 pub mod table;
 
 pub use eval::matching_ids;

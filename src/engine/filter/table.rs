@@ -10,6 +10,8 @@
 //! renumber). It never touches FAISS.
 
 use crate::engine::error::{Error, Result};
+use crate::engine::index::meta::Checksum;
+use crate::engine::index::{FieldInfo, IndexMeta, MetadataInfo};
 use crate::engine::io::atomic::AtomicFile;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchReader, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -83,6 +85,24 @@ pub fn read_id_lines(path: &Path) -> Result<Vec<String>> {
         out.push(id.to_string());
     }
     Ok(out)
+}
+
+/// Read ids, one per vector: `.npy` / `.ivecs` hold integers; a text file holds one id per
+/// line, integers or strings ([`UserIds::from_strings`]).
+///
+/// Errors: `Io`; `InvalidInput` naming the file for a negative integer id or an empty line.
+pub fn read_user_ids(path: &Path) -> Result<UserIds> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if matches!(ext, "npy" | "ivecs") {
+        return crate::engine::io::read_ids(path).map(UserIds::Ints);
+    }
+    let ids = UserIds::from_strings(read_id_lines(path)?);
+    if let UserIds::Ints(v) = &ids {
+        if let Some(neg) = v.iter().position(|&i| i < 0) {
+            return Err(Error::invalid(format!("{}: id at line {} is negative ({})", path.display(), neg + 1, v[neg])));
+        }
+    }
+    Ok(ids)
 }
 
 /// Refuse duplicate string ids within `keys` and against `existing`.
@@ -449,6 +469,53 @@ impl MetaTable {
             w.close().map_err(|e| Error::format(path, e.to_string()))?;
         }
         f.commit()
+    }
+
+    /// Save the table as the metadata of the index at `index` (`<index>.meta.parquet`) and
+    /// return what its sidecar records of it.
+    ///
+    /// Errors: `Io` naming the path.
+    pub fn save_for(&self, index: &Path) -> Result<MetadataInfo> {
+        let path = table_path(index);
+        self.save(&path)?;
+        let sum = Checksum::of_file(&path)?;
+        Ok(MetadataInfo {
+            rows: self.len(),
+            string_ids: self.has_keys(),
+            fields: self
+                .fields()
+                .into_iter()
+                .zip(self.counts())
+                .map(|((name, t), (_, count))| FieldInfo { name, ty: type_name(&t), count })
+                .collect(),
+            bytes: sum.bytes,
+            crc32: sum.crc32,
+        })
+    }
+
+    /// The metadata table of the index at `index` whose sidecar is `meta`: `None` when the
+    /// sidecar records none.
+    ///
+    /// Errors: `Format` naming the table file when it is missing, does not match the size and
+    /// CRC-32 the sidecar records, or is not a metadata table.
+    pub fn open_for(index: &Path, meta: &IndexMeta) -> Result<Option<MetaTable>> {
+        let Some(info) = &meta.metadata else {
+            return Ok(None);
+        };
+        let path = table_path(index);
+        let sum = Checksum::of_file(&path).map_err(|_| {
+            Error::format(&path, "missing: the index's sidecar records a metadata table (restore the file or rebuild the index)")
+        })?;
+        if sum.bytes != info.bytes || sum.crc32 != info.crc32 {
+            return Err(Error::format(
+                &path,
+                format!(
+                    "does not match the sidecar ({} bytes, crc32 {:08x} recorded; the file has {sum}): it is damaged or from another version of the index",
+                    info.bytes, info.crc32
+                ),
+            ));
+        }
+        MetaTable::load(&path).map(Some)
     }
 
     /// Read a table written by [`MetaTable::save`].

@@ -78,6 +78,36 @@ pub struct IndexMeta {
     /// `.ivfdata` file of on-disk inverted lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_crc32: Option<u32>,
+    /// The index's per-vector metadata table (`<index>.meta.parquet`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataInfo>,
+}
+
+/// What the sidecar records of an index's metadata table (see `engine::filter::table`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataInfo {
+    /// Rows in the table (vectors with a metadata row or a string id).
+    pub rows: usize,
+    /// Whether the index's ids are strings (each row maps one to its FAISS id).
+    pub string_ids: bool,
+    /// The user's fields: name, type, rows where present.
+    pub fields: Vec<FieldInfo>,
+    /// Size in bytes of the table file as written.
+    pub bytes: u64,
+    /// CRC-32 (IEEE) of the table file, checked when it is read.
+    pub crc32: u32,
+}
+
+/// One metadata field, as `faissx info` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldInfo {
+    /// Field name (top level; nested fields are inside its type).
+    pub name: String,
+    /// Type (`int64`, `float64`, `string`, `bool`, `list<string>`, `struct{a, b}`).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Rows where the field is present (not null).
+    pub count: usize,
 }
 
 /// Size and CRC-32 of a file's contents.
@@ -143,6 +173,7 @@ impl IndexMeta {
             updated_unix: now,
             index_bytes: None,
             index_crc32: None,
+            metadata: None,
         }
     }
 

@@ -32,7 +32,7 @@ use crate::engine::io::atomic;
 pub use ffi::RawInfo;
 use ffi::{Param, RawBinaryIndex, RawIndex};
 pub use ids::{check_id_count, check_ids};
-pub use meta::{IdMode, IndexMeta, InputInfo};
+pub use meta::{FieldInfo, IdMode, IndexMeta, InputInfo, MetadataInfo};
 use raw::Raw;
 pub use spec::{IndexSpec, Metric};
 use std::path::{Path, PathBuf};

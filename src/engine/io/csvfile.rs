@@ -13,38 +13,65 @@ pub struct CsvOptions {
     pub header: Option<bool>,
     /// The id column, by header name or 0-based position; its values become the vectors' ids.
     pub id_column: Option<String>,
+    /// Columns that are metadata, not vector components (by header name or 0-based
+    /// position): kept as raw cells for the index's metadata table.
+    pub metadata_columns: Vec<String>,
+}
+
+/// The metadata columns of a CSV file: their names (header names, or `column<i>` without a
+/// header) and each row's raw cells.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetaCells {
+    /// Column names.
+    pub names: Vec<String>,
+    /// One entry per row: the cells of the metadata columns, in `names` order.
+    pub rows: Vec<Vec<String>>,
 }
 
 pub(super) struct Parsed {
     pub data: Vec<f32>,
     pub dim: usize,
     pub rows: usize,
-    pub ids: Option<Vec<i64>>,
+    /// The id column's cells as written (integers or strings: see `VectorFile::keys`).
+    pub ids: Option<Vec<String>>,
+    pub meta: Option<MetaCells>,
 }
 
 pub(super) fn parse(path: &Path, bytes: &[u8], opts: &CsvOptions) -> Result<Parsed> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(bytes);
     let mut records = rdr.records();
     let first = match records.next() {
-        None => return Ok(Parsed { data: Vec::new(), dim: 0, rows: 0, ids: None }),
+        None => return Ok(Parsed { data: Vec::new(), dim: 0, rows: 0, ids: None, meta: None }),
         Some(r) => r.map_err(|e| Error::format(path, format!("line 1: {e}")))?,
     };
     let is_header = opts.header.unwrap_or_else(|| first.iter().any(|f| f.parse::<f64>().is_err()));
     let names: Option<Vec<String>> = is_header.then(|| first.iter().map(str::to_string).collect());
-    let id_col = match &opts.id_column {
-        None => None,
-        Some(c) => Some(match c.parse::<usize>() {
-            Ok(i) if i < first.len() => i,
+    let column = |c: &str, what: &str| -> Result<usize> {
+        match c.parse::<usize>() {
+            Ok(i) if i < first.len() => Ok(i),
             _ => names.as_ref().and_then(|n| n.iter().position(|x| x == c)).ok_or_else(|| {
                 Error::invalid(format!(
-                    "{}: no id column {c:?} (give a header name or a 0-based column number)",
+                    "{}: no {what} column {c:?} (give a header name or a 0-based column number)",
                     path.display()
                 ))
-            })?,
-        }),
+            }),
+        }
     };
+    let id_col = opts.id_column.as_deref().map(|c| column(c, "id")).transpose()?;
+    let meta_cols =
+        opts.metadata_columns.iter().map(|c| column(c, "metadata")).collect::<Result<Vec<usize>>>()?;
+    if let Some(i) = id_col.filter(|i| meta_cols.contains(i)) {
+        return Err(Error::invalid(format!("{}: column {i} is both the id column and a metadata column", path.display())));
+    }
+    let mut meta = (!meta_cols.is_empty()).then(|| MetaCells {
+        names: meta_cols
+            .iter()
+            .map(|&c| names.as_ref().map_or_else(|| format!("column{c}"), |n| n[c].clone()))
+            .collect(),
+        rows: Vec::new(),
+    });
     let width = first.len();
-    let dim = width - usize::from(id_col.is_some());
+    let dim = width - usize::from(id_col.is_some()) - meta_cols.len();
     let mut data = Vec::new();
     let mut ids = id_col.map(|_| Vec::new());
     let mut rows = 0;
@@ -56,14 +83,19 @@ pub(super) fn parse(path: &Path, bytes: &[u8], opts: &CsvOptions) -> Result<Pars
                 format!("line {line}: {} fields, line 1 has {width} (rows of mixed dimension)", rec.len()),
             ));
         }
+        if let Some(m) = meta.as_mut() {
+            m.rows.push(meta_cols.iter().map(|&c| rec.get(c).unwrap_or("").to_string()).collect());
+        }
         for (i, f) in rec.iter().enumerate() {
             if Some(i) == id_col {
-                let id = f
-                    .parse::<i64>()
-                    .map_err(|_| Error::format(path, format!("line {line}: id {f:?} is not an integer")))?;
-                if let Some(ids) = ids.as_mut() {
-                    ids.push(id);
+                if f.is_empty() {
+                    return Err(Error::format(path, format!("line {line}: empty id")));
                 }
+                if let Some(ids) = ids.as_mut() {
+                    ids.push(f.to_string());
+                }
+            } else if meta_cols.contains(&i) {
+                continue;
             } else {
                 let x = f.parse::<f32>().map_err(|_| {
                     Error::format(path, format!("line {line}: field {} ({f:?}) is not a number", i + 1))
@@ -85,7 +117,7 @@ pub(super) fn parse(path: &Path, bytes: &[u8], opts: &CsvOptions) -> Result<Pars
         }
         handle(&rec, line)?;
     }
-    Ok(Parsed { data, dim, rows, ids })
+    Ok(Parsed { data, dim, rows, ids, meta })
 }
 
 #[cfg(test)]
@@ -97,12 +129,32 @@ mod tests {
         let p = parse(
             Path::new("x.csv"),
             b"id,a,b\n7,1,2\n9,3,4\n",
-            &CsvOptions { header: None, id_column: Some("id".into()) },
+            &CsvOptions { header: None, id_column: Some("id".into()), ..Default::default() },
         )
         .unwrap();
         assert_eq!((p.rows, p.dim), (2, 2));
         assert_eq!(p.data, vec![1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(p.ids, Some(vec![7, 9]));
+        assert_eq!(p.ids, Some(vec!["7".to_string(), "9".to_string()]));
+    }
+
+    #[test]
+    fn metadata_columns_are_not_vector_components() {
+        let p = parse(
+            Path::new("x.csv"),
+            b"doc,a,lang,b,year\nd1,1,en,2,2020\nd2,3,,4,2021\n",
+            &CsvOptions { id_column: Some("doc".into()), metadata_columns: vec!["lang".into(), "4".into()], ..Default::default() },
+        )
+        .unwrap();
+        assert_eq!((p.rows, p.dim), (2, 2));
+        assert_eq!(p.data, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(p.ids, Some(vec!["d1".to_string(), "d2".to_string()]));
+        let m = p.meta.unwrap();
+        assert_eq!(m.names, ["lang", "year"]);
+        assert_eq!(m.rows, vec![vec!["en".to_string(), "2020".into()], vec!["".to_string(), "2021".into()]]);
+        let e = parse(Path::new("x.csv"), b"a,b\n1,2\n", &CsvOptions { metadata_columns: vec!["c".into()], ..Default::default() })
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("no metadata column \"c\""), "{e}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::engine::error::{display_path, Error, ErrorKind, Result};
 use mmap::Source;
 use std::path::{Path, PathBuf};
 
-pub use csvfile::CsvOptions;
+pub use csvfile::{CsvOptions, MetaCells};
 
 /// A supported vector file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +174,8 @@ pub struct VectorFile {
     dim: usize,
     len: usize,
     ids: Option<Vec<i64>>,
+    keys: Option<Vec<String>>,
+    meta: Option<MetaCells>,
 }
 
 impl VectorFile {
@@ -193,17 +195,28 @@ impl VectorFile {
             (format, mmap::open(path)?)
         };
         let shown = display_path(path);
-        let (layout, dim, len, ids) = match format {
+        let mut meta = None;
+        let (layout, dim, len, id_cells) = match format {
             VecFormat::Fvecs => vecs::layout(&shown, &src, Elem::F32).map(|(l, d, n)| (l, d, n, None))?,
             VecFormat::Bvecs => vecs::layout(&shown, &src, Elem::U8).map(|(l, d, n)| (l, d, n, None))?,
             VecFormat::Ivecs => vecs::layout(&shown, &src, Elem::I32).map(|(l, d, n)| (l, d, n, None))?,
             VecFormat::Npy => npy::layout(&shown, &src).map(|(l, d, n)| (l, d, n, None))?,
             VecFormat::Csv => {
                 let parsed = csvfile::parse(&shown, &src, csv)?;
+                meta = parsed.meta;
                 (Layout::Decoded(parsed.data), parsed.dim, parsed.rows, parsed.ids)
             }
         };
-        Ok(VectorFile { path: shown, format, src, layout, dim, len, ids })
+        // An id column of plain integers keeps integer ids; anything else is string ids.
+        let ints: Option<Option<Vec<i64>>> = id_cells.as_ref().map(|c| {
+            c.iter().map(|s| s.parse::<i64>().ok().filter(|v| v.to_string() == *s)).collect()
+        });
+        let (ids, keys) = match ints {
+            None => (None, None),
+            Some(Some(v)) => (Some(v), None),
+            Some(None) => (None, id_cells),
+        };
+        Ok(VectorFile { path: shown, format, src, layout, dim, len, ids, keys, meta })
     }
 
     /// The path as given (`<stdin>` for `-`).
@@ -231,9 +244,19 @@ impl VectorFile {
         self.len == 0
     }
 
-    /// Ids read from a CSV id column, if the file had one.
+    /// Integer ids read from a CSV id column, if the file had one of plain integers.
     pub fn ids(&self) -> Option<&[i64]> {
         self.ids.as_deref()
+    }
+
+    /// String ids read from a CSV id column whose cells are not all plain integers.
+    pub fn keys(&self) -> Option<&[String]> {
+        self.keys.as_deref()
+    }
+
+    /// The cells of a CSV file's metadata columns (`CsvOptions::metadata_columns`).
+    pub fn metadata_cells(&self) -> Option<&MetaCells> {
+        self.meta.as_ref()
     }
 
     /// Decode rows `start .. start + count` (clamped to `len`) into `out` (cleared first) as
@@ -433,7 +456,7 @@ impl Iterator for Batches<'_> {
 /// or text/CSV (one integer per line).
 pub fn read_ids(path: &Path) -> Result<Vec<i64>> {
     let fmt = VecFormat::from_path(path).unwrap_or(VecFormat::Csv);
-    let csv = CsvOptions { header: None, id_column: None };
+    let csv = CsvOptions::default();
     let f = VectorFile::open(path, Some(fmt), &csv)?;
     if f.dim() != 1 && !f.is_empty() {
         return Err(Error::invalid(format!(
