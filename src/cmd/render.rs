@@ -2,6 +2,7 @@
 //! tables (comfy-table), JSON Lines and CSV. stdout carries results only; progress and notes
 //! go to stderr.
 
+use crate::engine::filter::MetaTable;
 use crate::engine::error::{Error, IoContext, Result};
 use crate::engine::io::write as vwrite;
 use crate::engine::{Neighbors, Progress, RangeHits};
@@ -168,6 +169,16 @@ struct JsonHit<'a> {
     distances: Vec<Option<f32>>,
 }
 
+/// [`JsonHit`] with string ids and, optionally, each hit's metadata.
+#[derive(serde::Serialize)]
+struct LabelledHit<'a> {
+    query: usize,
+    ids: &'a [serde_json::Value],
+    distances: Vec<Option<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a [serde_json::Value]>,
+}
+
 /// Write one query's hits as a JSON Lines record: `{"query":i,"ids":[…],"distances":[…]}`.
 /// FAISS's padding distances (k > ntotal) become `null`.
 pub fn jsonl_row(w: &mut dyn Write, query: usize, ids: &[i64], dists: &[f32]) -> Result<()> {
@@ -186,6 +197,52 @@ pub struct HitWriter {
     out: Sink,
     table: Option<Table>,
     wrote_header: bool,
+    labels: Option<Labels>,
+}
+
+/// What results are shown with besides FAISS ids: the metadata tables of the index (one per
+/// shard), for string ids and, with `metadata`, each hit's metadata.
+struct Labels {
+    tables: Vec<std::sync::Arc<MetaTable>>,
+    metadata: bool,
+}
+
+impl Labels {
+    fn table_of(&self, id: i64) -> Option<&MetaTable> {
+        self.tables.iter().map(|t| t.as_ref()).find(|t| t.row_of(id).is_some())
+    }
+
+    /// Each hit's id as shown (its string id when it has one; null for -1) and metadata.
+    fn hits(&self, ids: &[i64]) -> Result<(Vec<serde_json::Value>, Option<Vec<serde_json::Value>>)> {
+        let shown = ids
+            .iter()
+            .map(|&id| match self.table_of(id).and_then(|t| t.key_of(id)) {
+                Some(k) => serde_json::Value::from(k),
+                None if id < 0 => serde_json::Value::Null,
+                None => serde_json::Value::from(id),
+            })
+            .collect();
+        let md = if self.metadata {
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                out.push(match self.table_of(id) {
+                    Some(t) => t.rows_json(&[id])?.pop().unwrap_or(serde_json::Value::Null),
+                    None => serde_json::Value::Null,
+                });
+            }
+            Some(out)
+        } else {
+            None
+        };
+        Ok((shown, md))
+    }
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Where text results go.
@@ -237,7 +294,22 @@ impl HitWriter {
             t.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["query", "rank", "id", "distance"]);
             t
         });
-        HitWriter { fmt, out, table, wrote_header: false }
+        HitWriter { fmt, out, table, wrote_header: false, labels: None }
+    }
+
+    /// Show hits with the string ids of `tables` (one per shard; the first holding an id
+    /// answers) and, with `metadata`, each hit's metadata (JSON Lines: a `metadata` array; CSV
+    /// and table: a `metadata` column of compact JSON).
+    pub fn labelled(mut self, tables: Vec<std::sync::Arc<MetaTable>>, metadata: bool) -> HitWriter {
+        if let Some(t) = self.table.as_mut() {
+            if metadata {
+                t.set_header(vec!["query", "rank", "id", "distance", "metadata"]);
+            }
+        }
+        if !tables.is_empty() {
+            self.labels = Some(Labels { tables, metadata });
+        }
+        self
     }
 
     /// A writer to `path` when given (atomically), else to stdout.
@@ -255,6 +327,10 @@ impl HitWriter {
 
     /// Write the hits of query number `query`.
     pub fn row(&mut self, query: usize, ids: &[i64], dists: &[f32]) -> Result<()> {
+        if let Some(l) = &self.labels {
+            let (shown, md) = l.hits(ids)?;
+            return self.labelled_row(query, &shown, md.as_deref(), dists);
+        }
         match self.fmt {
             TextFormat::Jsonl => jsonl_row(&mut self.out, query, ids, dists),
             TextFormat::Csv => {
@@ -271,6 +347,56 @@ impl HitWriter {
                 let t = self.table.as_mut().expect("invariant: table format has a table");
                 for (r, (id, d)) in ids.iter().zip(dists).enumerate() {
                     t.add_row(vec![query.to_string(), r.to_string(), id.to_string(), fmt_dist(*d)]);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn labelled_row(
+        &mut self,
+        query: usize,
+        ids: &[serde_json::Value],
+        md: Option<&[serde_json::Value]>,
+        dists: &[f32],
+    ) -> Result<()> {
+        let dist_json = |d: f32| (d.is_finite() && d.abs() != f32::MAX).then_some(d);
+        match self.fmt {
+            TextFormat::Jsonl => {
+                let rec = LabelledHit {
+                    query,
+                    ids,
+                    distances: dists.iter().map(|&d| dist_json(d)).collect(),
+                    metadata: md,
+                };
+                serde_json::to_writer(&mut self.out, &rec).map_err(|e| Error::io(Path::new("<stdout>"), e.into()))?;
+                self.out.write_all(b"\n").map_err(stdout_err)
+            }
+            TextFormat::Csv => {
+                if !self.wrote_header {
+                    let h: &[u8] = if md.is_some() { b"query,rank,id,distance,metadata\n" } else { b"query,rank,id,distance\n" };
+                    self.out.write_all(h).map_err(stdout_err)?;
+                    self.wrote_header = true;
+                }
+                let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+                for (r, (id, d)) in ids.iter().zip(dists).enumerate() {
+                    let mut rec = vec![query.to_string(), r.to_string(), cell(id), fmt_dist(*d)];
+                    if let Some(md) = md {
+                        rec.push(md[r].to_string());
+                    }
+                    w.write_record(&rec).map_err(|e| Error::invalid(e.to_string()))?;
+                }
+                let bytes = w.into_inner().map_err(|e| Error::invalid(e.to_string()))?;
+                self.out.write_all(&bytes).map_err(stdout_err)
+            }
+            TextFormat::Table => {
+                let t = self.table.as_mut().expect("invariant: table format has a table");
+                for (r, (id, d)) in ids.iter().zip(dists).enumerate() {
+                    let mut row = vec![query.to_string(), r.to_string(), cell(id), fmt_dist(*d)];
+                    if let Some(md) = md {
+                        row.push(md[r].to_string());
+                    }
+                    t.add_row(row);
                 }
                 Ok(())
             }

@@ -4,7 +4,10 @@ use super::common::{BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArg
 use super::render::{self, HitWriter, StderrProgress};
 use super::Ctx;
 use crate::engine::shards::{self, ShardSet};
+use crate::engine::filter::{matching_ids, Filter, MetaTable};
+use crate::engine::index::IdSet;
 use crate::engine::{Error, Index, Neighbors, Result};
+use std::sync::Arc;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +22,9 @@ Examples:
 
   # search a large index in place, memory-mapped, with a sequential warm-up read
   faissx search big.index queries.fvecs -k 10 --mmap --warm
+
+  # only documents in English since 2020, with each hit's metadata (string ids shown as given)
+  faissx search docs.index q.npy -k 10 --filter '{\"lang\": \"en\", \"year\": {\"$gte\": 2020}}' --with-metadata
 
   # every base vector within squared L2 distance 50000 of each query
   faissx search fm.index query.bvecs --radius 50000 --format csv
@@ -57,6 +63,19 @@ pub struct SearchArgs {
     /// Output format (default: table on a terminal, jsonl otherwise).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
+
+    /// Search only vectors whose metadata matches this filter (JSON, MongoDB style):
+    /// {"lang": "en", "year": {"$gte": 2020}, "tags": {"$in": ["rust"]}}; operators $eq $ne
+    /// $gt $gte $lt $lte $in $nin $exists $and $or $not, dotted paths into nested objects, a
+    /// list field matching when any element does. The filter runs inside FAISS's search (an
+    /// IDSelector), or as an exact scan of the matches when few match (-v says which).
+    #[arg(long, value_name = "JSON")]
+    pub filter: Option<String>,
+
+    /// Show each hit's metadata (JSON Lines: a "metadata" array beside "ids"; CSV and
+    /// table: a metadata column).
+    #[arg(long)]
+    pub with_metadata: bool,
 
     /// Output file (required for npy and ivecs; otherwise results go to stdout).
     #[arg(short, long, value_name = "PATH")]
@@ -114,8 +133,39 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     }
     let open_opts = a.open.options();
     let t_open = Instant::now();
+    let filter = a.filter.as_deref().map(Filter::parse).transpose()?;
     let mut index = ShardSet::open_with(&a.index, |p| Index::open_float(p, &open_opts))?;
+    let tables = index
+        .shards()
+        .iter()
+        .map(|(p, ix)| MetaTable::open_for(p, ix.meta()).map(|t| t.map(Arc::new)))
+        .collect::<Result<Vec<_>>>()?;
     verbose(ctx, &format!("opened {} index file(s) in {:.3} s", a.index.len(), t_open.elapsed().as_secs_f64()));
+    if let Some(f) = &filter {
+        let t = Instant::now();
+        let mut sets = Vec::with_capacity(tables.len());
+        let (mut matched, mut rows) = (0, 0);
+        for ((p, ix), table) in index.shards().iter().zip(&tables) {
+            let Some(table) = table else {
+                return Err(Error::invalid(format!(
+                    "{}: the index has no metadata to filter on (build or add with --metadata)",
+                    p.display()
+                )));
+            };
+            let ids = matching_ids(f, table)?;
+            (matched, rows) = (matched + ids.len(), rows + ix.ntotal());
+            sets.push(IdSet::new(ids));
+        }
+        index.restrict(sets)?;
+        verbose(
+            ctx,
+            &format!("filter matched {matched} of {rows} vectors in {:.1} ms", t.elapsed().as_secs_f64() * 1e3),
+        );
+    }
+    let tables: Vec<Arc<MetaTable>> = tables.into_iter().flatten().collect();
+    if a.with_metadata && tables.is_empty() {
+        return Err(Error::invalid(format!("{}: the index has no metadata to show (build or add with --metadata)", index.name())));
+    }
     let t_search = Instant::now();
     let queries = a.input_args.open(&a.queries)?;
     let params = a.params.to_params(a.k);
@@ -140,7 +190,7 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
         return render::write_binary(out, fmt == OutputFormat::Npy, &all);
     }
 
-    let mut w = HitWriter::open(fmt.text(), a.output.as_deref())?;
+    let mut w = HitWriter::open(fmt.text(), a.output.as_deref())?.labelled(tables, a.with_metadata);
     match a.radius {
         Some(r) => {
             // Range search has no per-call parameters in FAISS: set them on the index.
@@ -155,6 +205,9 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
         None => {
             shards::search_file(&index, &queries, &params, batch, &progress, &ctx.stop, &mut |s, n| w.neighbors(s, n))?
         }
+    }
+    if let Some(p) = index.last_path() {
+        verbose(ctx, &format!("filtered search: {p}"));
     }
     report_search(ctx, queries.len(), t_search);
     w.finish()

@@ -7,15 +7,18 @@
 //! the whole (exactly, for Flat). This module must not open files or know about clap.
 
 use crate::engine::error::{Error, ErrorKind, Result};
-use crate::engine::index::{Index, Metric, Neighbors, RangeHits, SearchParams};
+use crate::engine::index::{FilterPath, IdSet, Index, Metric, Neighbors, RangeHits, SearchParams};
 use crate::engine::io::{check_dim, VectorFile};
 use crate::engine::{jobs, Progress};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-/// Opened shards searched as one index.
+/// Opened shards searched as one index, optionally restricted to a set of ids per shard
+/// (a metadata filter's matches, [`ShardSet::restrict`]).
 pub struct ShardSet {
     shards: Vec<(PathBuf, Index)>,
+    only: Option<Vec<IdSet>>,
+    path: std::sync::Mutex<Option<FilterPath>>,
 }
 
 /// Check that every index has the first one's `d` and metric (normalization included),
@@ -92,7 +95,7 @@ impl ShardSet {
         }
         check_same_space(&shards, "shards must have the same d", "shards must share the metric")?;
         check_disjoint_ids(&shards)?;
-        Ok(ShardSet { shards })
+        Ok(ShardSet { shards, only: None, path: std::sync::Mutex::new(None) })
     }
 
     /// Open every path with `open` and check them as [`ShardSet::new`] does.
@@ -143,27 +146,41 @@ impl ShardSet {
 
     /// k-NN search of every shard, merged into the overall top-k.
     pub fn search(&self, queries: &[f32], params: &SearchParams) -> Result<Neighbors> {
+        let one = |i: usize| -> Result<Neighbors> {
+            let (p, s) = &self.shards[i];
+            match &self.only {
+                None => s.search(queries, params),
+                Some(sets) => {
+                    let (n, path) = s.search_in(queries, params, &sets[i])?;
+                    if i == 0 {
+                        *self.path.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+                    }
+                    Ok(n)
+                }
+            }
+            .map_err(|e| if self.shards.len() > 1 { e.context(p.display()) } else { e })
+        };
         if self.shards.len() == 1 {
-            return self.shards[0].1.search(queries, params);
+            return one(0);
         }
-        let parts = self
-            .shards
-            .iter()
-            .map(|(p, s)| s.search(queries, params).map_err(|e| e.context(p.display())))
-            .collect::<Result<Vec<_>>>()?;
+        let parts = (0..self.shards.len()).map(one).collect::<Result<Vec<_>>>()?;
         Ok(merge_neighbors(&parts, params.k, self.metric().faiss_inner_product()))
     }
 
     /// Range search of every shard, hits of each query merged and sorted closest first.
     pub fn range_search(&self, queries: &[f32], radius: f32) -> Result<RangeHits> {
+        let one = |i: usize| -> Result<RangeHits> {
+            let (p, s) = &self.shards[i];
+            match &self.only {
+                None => s.range_search(queries, radius),
+                Some(sets) => s.range_search_in(queries, radius, &sets[i]),
+            }
+            .map_err(|e| if self.shards.len() > 1 { e.context(p.display()) } else { e })
+        };
         if self.shards.len() == 1 {
-            return self.shards[0].1.range_search(queries, radius);
+            return one(0);
         }
-        let parts = self
-            .shards
-            .iter()
-            .map(|(p, s)| s.range_search(queries, radius).map_err(|e| e.context(p.display())))
-            .collect::<Result<Vec<_>>>()?;
+        let parts = (0..self.shards.len()).map(one).collect::<Result<Vec<_>>>()?;
         let ip = self.metric().faiss_inner_product();
         let nq = parts[0].nq();
         let mut out = RangeHits { lims: vec![0], ids: Vec::new(), dists: Vec::new() };
@@ -179,6 +196,22 @@ impl ShardSet {
             out.lims.push(out.ids.len());
         }
         Ok(out)
+    }
+
+    /// Restrict every later search to `sets[i]` on shard `i` (one set per shard).
+    ///
+    /// Errors: `InvalidInput` when the number of sets is not the number of shards.
+    pub fn restrict(&mut self, sets: Vec<IdSet>) -> Result<()> {
+        if sets.len() != self.shards.len() {
+            return Err(Error::invalid(format!("{} id sets for {} shards", sets.len(), self.shards.len())));
+        }
+        self.only = Some(sets);
+        Ok(())
+    }
+
+    /// How the last restricted k-NN search ran on the first shard.
+    pub fn last_path(&self) -> Option<FilterPath> {
+        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Set a persistent nprobe on every shard (range search has no per-call parameters).
