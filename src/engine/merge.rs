@@ -9,6 +9,7 @@
 //! inputs and writes the result through an [`IndexOutput`].
 
 use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::filter::MetaTable;
 use crate::engine::index::{IdMode, Index, OpenOptions, Storage};
 use crate::engine::jobs::stopped;
 use crate::engine::output::{check_new, IndexOutput};
@@ -48,6 +49,39 @@ pub struct MergeReport {
     pub kept_ids: bool,
     /// How the inputs were combined.
     pub method: MergeMethod,
+    /// How each input's ids changed, in input order (carried to metadata tables).
+    pub id_changes: Vec<IdChange>,
+}
+
+/// How one input's ids changed in a merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdChange {
+    /// Kept.
+    Same,
+    /// Vectors numbered by position: old id + offset.
+    Offset(i64),
+    /// Renumbered stored ids: old id → new id.
+    Map(HashMap<i64, i64>),
+}
+
+impl IdChange {
+    /// The new id of old id `id` (`None` for an id the input did not hold).
+    pub fn apply(&self, id: i64) -> Option<i64> {
+        match self {
+            IdChange::Same => Some(id),
+            IdChange::Offset(o) => Some(id + o),
+            IdChange::Map(m) => m.get(&id).copied(),
+        }
+    }
+}
+
+/// Renumber `index`'s stored ids from `base`, recording old → new.
+fn renumber_recording(index: &mut Index, base: i64) -> Result<IdChange> {
+    let n = index.ntotal();
+    let before = index.stored_ids(0, n)?;
+    index.renumber_ids(base)?;
+    let after = index.stored_ids(0, n)?;
+    Ok(IdChange::Map(before.into_iter().zip(after).collect()))
 }
 
 /// Whether an index's ids were chosen by the user (IDMap, or IVF built with ids) rather than
@@ -154,9 +188,14 @@ pub fn merge_into(
     let rest = inputs.split_off(1);
     let (p0, mut dst) = inputs.pop().expect("invariant: two or more inputs");
     let mut inputs_meta = dst.meta().inputs.clone();
-    if !keep && dst.stores_ids()? {
-        dst.renumber_ids(0)?;
-    }
+    let mut id_changes = Vec::with_capacity(rest.len() + 1);
+    id_changes.push(if keep {
+        IdChange::Same
+    } else if dst.stores_ids()? {
+        renumber_recording(&mut dst, 0)?
+    } else {
+        IdChange::Offset(0)
+    });
     let mut method = MergeMethod::Native;
     progress.start("merge", total as u64);
     progress.inc(dst.ntotal() as u64);
@@ -165,9 +204,13 @@ pub fn merge_into(
         inputs_meta.extend(src.meta().inputs.iter().cloned());
         let base = dst.ntotal() as i64;
         let n = src.ntotal();
-        if !keep && src.stores_ids()? {
-            src.renumber_ids(base)?;
-        }
+        id_changes.push(if keep {
+            IdChange::Same
+        } else if src.stores_ids()? {
+            renumber_recording(&mut src, base)?
+        } else {
+            IdChange::Offset(base)
+        });
         let native = dst.merge_from(&mut src, 0);
         let cause = match native {
             Ok(()) => {
@@ -209,7 +252,7 @@ pub fn merge_into(
     }
     progress.finish();
     finish(&mut dst, inputs_meta, keep && all_explicit, total)?;
-    Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method }))
+    Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method, id_changes }))
 }
 
 /// Merge IVF `inputs` that share one trained coarse quantizer into a new index whose
@@ -248,11 +291,12 @@ pub fn merge_on_disk(
     }
     let all_explicit = all_explicit(&inputs)?;
     let keep = keeps_ids(&inputs, policy)?;
+    let mut id_changes = vec![IdChange::Same; inputs.len()];
     if keep {
         check_unique_ids(&inputs)?;
     } else {
         let mut base = 0i64;
-        for (p, idx) in inputs.iter_mut() {
+        for (i, (p, idx)) in inputs.iter_mut().enumerate() {
             if idx.storage() != crate::engine::index::Storage::Loaded {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
@@ -263,7 +307,7 @@ pub fn merge_on_disk(
                     ),
                 ));
             }
-            idx.renumber_ids(base)?;
+            id_changes[i] = if idx.stores_ids()? { renumber_recording(idx, base)? } else { IdChange::Offset(base) };
             base += idx.ntotal() as i64;
         }
     }
@@ -291,7 +335,7 @@ pub fn merge_on_disk(
     progress.inc(total as u64);
     progress.finish();
     finish(&mut dst, inputs_meta, keep && all_explicit, total)?;
-    Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method: MergeMethod::Native }))
+    Ok((dst, MergeReport { ntotal: total, kept_ids: keep, method: MergeMethod::Native, id_changes }))
 }
 
 /// What [`merge_files`] does.
@@ -345,12 +389,44 @@ pub fn merge_files(
             )));
         }
     }
+    let tables = inputs.iter().map(|(p, i)| MetaTable::open_for(p, i.meta())).collect::<Result<Vec<_>>>()?;
     let (mut index, report) = match out.lists_tmp() {
         Some(data) => merge_on_disk(inputs, policy, data, progress, stop)?,
         None => merge_into(inputs, policy, opts.batch, progress, stop)?,
     };
-    out.commit(&mut index)?;
+    let table = merge_tables(tables, &report.id_changes)?;
+    out.commit_with(&mut index, table.as_ref())?;
     Ok(report)
+}
+
+/// The merged index's metadata table: each input's rows with its ids changed as the merge
+/// changed them, in input order (`None` when no input has one).
+///
+/// Errors: `InvalidInput` when inputs with string ids and integer ids are mixed, or two inputs
+/// share a string id.
+fn merge_tables(tables: Vec<Option<MetaTable>>, changes: &[IdChange]) -> Result<Option<MetaTable>> {
+    if tables.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut out: Option<MetaTable> = None;
+    for (t, change) in tables.into_iter().zip(changes) {
+        let Some(t) = t else { continue };
+        let t = t.renumber(&|id| change.apply(id))?;
+        out = Some(match out {
+            None => t,
+            Some(acc) => {
+                if let Some(keys) = t.keys() {
+                    if let Some(dup) = keys.iter().flatten().find(|k| acc.id_of_key(k).is_some()) {
+                        return Err(Error::invalid(format!(
+                            "string id {dup:?} is in two inputs: ids must be unique in the merged index"
+                        )));
+                    }
+                }
+                acc.append(&t)?
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Record the merged inputs and id mode in the sidecar, and check the merge produced exactly

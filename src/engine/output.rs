@@ -154,8 +154,13 @@ impl OutputSet {
     /// Commit `out` with `index` as one of this set (rolled back with it, even when this
     /// commit fails halfway).
     pub fn commit(&mut self, out: IndexOutput, index: &mut Index) -> Result<()> {
+        self.commit_with(out, index, None)
+    }
+
+    /// [`OutputSet::commit`] with a metadata table ([`IndexOutput::commit_with`]).
+    pub fn commit_with(&mut self, out: IndexOutput, index: &mut Index, table: Option<&MetaTable>) -> Result<()> {
         self.written.push(out.path().to_path_buf());
-        out.commit(index)
+        out.commit_with(index, table)
     }
 
     /// Keep every output written.

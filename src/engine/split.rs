@@ -9,6 +9,7 @@
 //! module decides which vector goes where and produces shards one at a time ([`split_by`]);
 //! [`split_file`] writes them as files that stand or fall together ([`OutputSet`]).
 
+use crate::engine::filter::MetaTable;
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Index;
 use crate::engine::jobs::stopped;
@@ -262,17 +263,26 @@ pub fn split_file(
         // Refuse non-IVF indices before anything is written.
         ix.empty_ivf_copy().map_err(|e| e.context("--on-disk"))?;
     }
+    let table = MetaTable::open_for(index, ix.meta())?;
     let mut set = OutputSet::in_dir(dir)?;
     let counts = split_by(&ix, n, opts.by, opts.batch, progress, stop, &mut |i, mut shard| {
         let out = IndexOutput::create(&paths[i], opts.force, opts.on_disk)?;
+        // Each shard keeps the metadata rows of the ids it holds.
+        let part = match &table {
+            None => None,
+            Some(t) => {
+                let held: std::collections::HashSet<i64> = shard.stored_ids(0, shard.ntotal())?.into_iter().collect();
+                Some(t.take_ids(&held)?)
+            }
+        };
         match out.lists_tmp() {
-            None => set.commit(out, &mut shard),
+            None => set.commit_with(out, &mut shard, part.as_ref()),
             Some(data) => {
                 // The shard's lists move into on-disk lists of an emptied copy.
                 let mut od = shard.empty_ivf_copy()?;
                 od.lists_to_disk(data)?;
                 od.merge_shard_to_disk(&mut shard)?;
-                set.commit(out, &mut od)
+                set.commit_with(out, &mut od, part.as_ref())
             }
         }
     })?;

@@ -124,6 +124,7 @@ pub fn plan_add(
     let target = Target {
         ntotal: index.ntotal() as i64,
         requires_ids: index.requires_ids()?,
+        takes_ids: index.takes_ids()?,
         integer_ids: index.meta().ids == IdMode::Explicit,
     };
     plan(target, existing, n, ids, fields, what)
@@ -140,7 +141,8 @@ pub fn plan_build(
     fields: Option<RecordBatch>,
     what: &str,
 ) -> Result<Additions> {
-    let target = Target { ntotal: 0, requires_ids: factory.trim_start().starts_with("IDMap"), integer_ids: false };
+    let idmap = factory.trim_start().starts_with("IDMap");
+    let target = Target { ntotal: 0, requires_ids: idmap, takes_ids: idmap, integer_ids: false };
     plan(target, None, n, ids, fields, what)
 }
 
@@ -148,6 +150,8 @@ pub fn plan_build(
 struct Target {
     ntotal: i64,
     requires_ids: bool,
+    /// IDMap or IVF: FAISS keeps the ids it is given.
+    takes_ids: bool,
     integer_ids: bool,
 }
 
@@ -183,13 +187,15 @@ fn plan(
             }
             check_new_keys(&keys, existing, what)?;
             let base = existing.map_or(ntotal, |t| t.next_id().max(ntotal));
-            if base != ntotal {
+            if base != ntotal && !target.takes_ids {
                 return Err(Error::invalid(format!(
                     "{what}: the index holds {ntotal} vectors but its string ids reach {base}: it was changed outside faissx"
                 )));
             }
             let ids: Vec<i64> = (base..base + n as i64).collect();
-            let faiss = if target.requires_ids { Some(ids.clone()) } else { None };
+            // Positions are the ids unless the index keeps ids of its own (a shard of a split
+            // keeps the whole index's ids, so its next id is past its ntotal).
+            let faiss = if target.requires_ids || base != ntotal { Some(ids.clone()) } else { None };
             (faiss, ids, Some(keys))
         }
         Some(UserIds::Ints(v)) => {
