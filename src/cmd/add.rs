@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
     let mut index = Index::open_float(&a.index, &Default::default())?;
     let table = MetaTable::open_for(&a.index, index.meta())?;
     let input = a.meta.open_input(&a.input_args, &a.input)?;
-    let what = a.meta.metadata.as_deref().unwrap_or(&a.input).display().to_string();
+    let what = a.meta.sources(&a.input);
     let plan = plan_add(&index, table.as_ref(), input.len(), a.meta.ids(&input)?, a.meta.fields(&input)?, &what)?;
     let before = index.ntotal();
     let progress = StderrProgress::for_ctx(ctx);

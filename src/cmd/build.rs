@@ -112,7 +112,7 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     check_new(&a.output, a.force)?;
     io::atomic::check_dest(&a.output)?;
     let input = a.meta.open_input(&a.input_args, &a.input)?;
-    let what = a.meta.metadata.as_deref().unwrap_or(&a.input).display().to_string();
+    let what = a.meta.sources(&a.input);
     let plan = plan_build(&a.factory, input.len(), a.meta.ids(&input)?, a.meta.fields(&input)?, &what)?;
     let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };
     let out = IndexOutput::create(&a.output, a.force, a.on_disk)?;

@@ -1,7 +1,7 @@
 //! Flag groups shared by several subcommands (`#[command(flatten)]`), so that a concept has
 //! one spelling and one help text everywhere.
 
-use crate::engine::filter::rows::{cells_to_row, read_metadata};
+use crate::engine::filter::rows::{cells_to_row, read_metadata, Sources};
 use crate::engine::filter::table::{json_to_batch, read_user_ids};
 use crate::engine::filter::UserIds;
 use crate::engine::io::{CsvOptions, VecFormat};
@@ -67,6 +67,14 @@ impl MetadataArgs {
     pub fn open_input(&self, input: &InputArgs, path: &Path) -> Result<VectorFile> {
         let cols = if self.metadata.is_none() { self.metadata_columns.clone() } else { Vec::new() };
         input.open_csv(path, cols)
+    }
+
+    /// Where the ids and metadata of `input` come from, for errors.
+    pub fn sources(&self, input: &Path) -> Sources {
+        Sources {
+            ids: self.ids.as_deref().unwrap_or(input).display().to_string(),
+            rows: self.metadata.as_deref().unwrap_or(input).display().to_string(),
+        }
     }
 
     /// The new vectors' ids: --ids, else a CSV id column.

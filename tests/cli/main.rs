@@ -7,6 +7,7 @@ mod cli_traps;
 mod container;
 mod core;
 mod errors;
+mod filter;
 mod index_files;
 mod man_pages;
 mod merge_split;

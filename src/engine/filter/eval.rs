@@ -68,10 +68,19 @@ fn eval(f: &Filter, b: &RecordBatch) -> Result<BooleanArray> {
             acc
         }
         Filter::Not(c) => BooleanArray::new(!eval(c, b)?.values(), None),
-        Filter::Cmp { path, op, value, at } => {
-            leaf(b, path, at, false, &|arr: &ArrayRef, field: &str| compare(arr, *op, value, at, field))?
+        Filter::Cmp { path, value: Lit::Null, at, .. } => {
+            // `{"f": null}`: f is missing or null (a missing parent object included).
+            leaf(b, path, at, Some(true), &|arr: &ArrayRef, _: &str| {
+                Ok(BooleanArray::new(
+                    arr.logical_nulls().map_or_else(|| BooleanBuffer::new_unset(arr.len()), |n| !n.inner()),
+                    None,
+                ))
+            })?
         }
-        Filter::In { path, values, at } => leaf(b, path, at, false, &|arr: &ArrayRef, field: &str| {
+        Filter::Cmp { path, op, value, at } => {
+            leaf(b, path, at, None, &|arr: &ArrayRef, field: &str| compare(arr, *op, value, at, field))?
+        }
+        Filter::In { path, values, at } => leaf(b, path, at, None, &|arr: &ArrayRef, field: &str| {
             let mut acc = all(arr.len(), false);
             for v in values {
                 acc = BooleanArray::new(acc.values() | compare(arr, CmpOp::Eq, v, at, field)?.values(), None);
@@ -79,7 +88,7 @@ fn eval(f: &Filter, b: &RecordBatch) -> Result<BooleanArray> {
             Ok(acc)
         })?,
         Filter::Exists { path, exists, at } => {
-            let m = leaf(b, path, at, true, &|arr: &ArrayRef, _: &str| {
+            let m = leaf(b, path, at, Some(false), &|arr: &ArrayRef, _: &str| {
                 Ok(BooleanArray::new(
                     arr.logical_nulls().map_or_else(|| BooleanBuffer::new_set(arr.len()), |nb| nb.inner().clone()),
                     None,
@@ -96,8 +105,10 @@ fn eval(f: &Filter, b: &RecordBatch) -> Result<BooleanArray> {
 
 type Pred<'a> = dyn Fn(&ArrayRef, &str) -> Result<BooleanArray> + 'a;
 
-/// Apply `pred` to the column at `path`, one result per row of the batch.
-fn leaf(b: &RecordBatch, path: &[String], at: &str, any_type: bool, pred: &Pred) -> Result<BooleanArray> {
+/// Apply `pred` to the column at `path`, one result per row of the batch. With `whole`
+/// (`Some(v)`), `pred` sees the field itself whatever its type (lists are not searched
+/// element by element) and a row whose parent object is missing gets `v`.
+fn leaf(b: &RecordBatch, path: &[String], at: &str, whole: Option<bool>, pred: &Pred) -> Result<BooleanArray> {
     let col = b.column_by_name(&path[0]).ok_or_else(|| {
         let names: Vec<&str> =
             b.schema_ref().fields().iter().map(|f| f.name().as_str()).filter(|n| !n.starts_with("faissx:")).collect();
@@ -107,22 +118,22 @@ fn leaf(b: &RecordBatch, path: &[String], at: &str, any_type: bool, pred: &Pred)
             if names.is_empty() { "none".to_string() } else { names.join(", ") }
         ))
     })?;
-    resolve(col, &path[1..], &path[0], at, any_type, pred)
+    resolve(col, &path[1..], &path[0], at, whole, pred)
 }
 
-fn resolve(arr: &ArrayRef, rest: &[String], name: &str, at: &str, any_type: bool, pred: &Pred) -> Result<BooleanArray> {
-    if rest.is_empty() && any_type {
+fn resolve(arr: &ArrayRef, rest: &[String], name: &str, at: &str, whole: Option<bool>, pred: &Pred) -> Result<BooleanArray> {
+    if rest.is_empty() && whole.is_some() {
         return Ok(definite(pred(arr, name)?));
     }
     match arr.data_type() {
         DataType::List(_) => {
             let l = arr.as_list::<i32>();
-            let inner = resolve(l.values(), rest, name, at, any_type, pred)?;
+            let inner = resolve(l.values(), rest, name, at, whole, pred)?;
             Ok(any_by(l.offsets(), l.nulls(), &inner))
         }
         DataType::LargeList(_) => {
             let l = arr.as_list::<i64>();
-            let inner = resolve(l.values(), rest, name, at, any_type, pred)?;
+            let inner = resolve(l.values(), rest, name, at, whole, pred)?;
             let offsets: Vec<i32> = l.offsets().iter().map(|&o| o as i32).collect();
             Ok(any_by(&OffsetBuffer::new(offsets.into()), l.nulls(), &inner))
         }
@@ -135,8 +146,13 @@ fn resolve(arr: &ArrayRef, rest: &[String], name: &str, at: &str, any_type: bool
                     s.column_names().join(", ")
                 ))
             })?;
-            let m = resolve(child, &rest[1..], &format!("{name}.{}", rest[0]), at, any_type, pred)?;
-            Ok(definite(BooleanArray::new(m.values().clone(), s.nulls().cloned())))
+            let m = resolve(child, &rest[1..], &format!("{name}.{}", rest[0]), at, whole, pred)?;
+            Ok(match s.nulls() {
+                None => m,
+                // Rows whose object is missing: false, or `whole`'s value for them.
+                Some(n) if whole == Some(true) => BooleanArray::new(m.values() | &!n.inner(), None),
+                Some(n) => BooleanArray::new(m.values() & n.inner(), None),
+            })
         }
         t if !rest.is_empty() => Err(Error::invalid(format!(
             "filter at {at}: field {name:?} is {}, not an object, so it has no field {:?}",
@@ -264,6 +280,8 @@ mod tests {
         assert_eq!(ids(r#"{"author.name": "bob"}"#), [10]);
         assert_eq!(ids(r#"{"author.age": {"$exists": true}}"#), [0]);
         assert_eq!(ids(r#"{"author": null}"#), [20, 30, 40]);
+        assert_eq!(ids(r#"{"author.name": null}"#), [20, 30, 40], "a missing parent: the field is missing");
+        assert_eq!(ids(r#"{"tags": null}"#), [30], "an empty list is not null");
         assert_eq!(ids(r#"{"$or": [{"lang": "de"}, {"score": {"$gt": 1}}]}"#), [30, 40]);
         assert_eq!(ids(r#"{"$not": {"lang": "en"}}"#), [10, 30, 40]);
         assert_eq!(ids(r#"{"year": {"$not": {"$gte": 2021}}}"#), [0, 30, 40]);

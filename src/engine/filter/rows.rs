@@ -108,7 +108,7 @@ pub struct Additions {
 /// Resolve `n` new vectors' `ids` and metadata `fields` (one row per vector) against `index`
 /// and its current metadata table `existing`. String ids get the FAISS ids `ntotal..ntotal+n`
 /// (positions, so the index needs no id map); integer ids are FAISS ids as before. `what`
-/// names the input in errors.
+/// names the input in errors: `what.ids` where the ids came from, `what.rows` the metadata.
 ///
 /// Errors: `InvalidInput` when the counts differ from `n`, string ids are duplicated or already
 /// in the index, string and integer ids would be mixed in one index, an index with string ids
@@ -119,7 +119,7 @@ pub fn plan_add(
     n: usize,
     ids: Option<UserIds>,
     fields: Option<RecordBatch>,
-    what: &str,
+    what: &Sources,
 ) -> Result<Additions> {
     let target = Target {
         ntotal: index.ntotal() as i64,
@@ -139,7 +139,7 @@ pub fn plan_build(
     n: usize,
     ids: Option<UserIds>,
     fields: Option<RecordBatch>,
-    what: &str,
+    what: &Sources,
 ) -> Result<Additions> {
     let idmap = factory.trim_start().starts_with("IDMap");
     let target = Target { ntotal: 0, requires_ids: idmap, takes_ids: idmap, integer_ids: false };
@@ -155,14 +155,31 @@ struct Target {
     integer_ids: bool,
 }
 
+/// Where new vectors' ids and metadata came from, for errors.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The ids file (or the vector file of a CSV id column).
+    pub ids: String,
+    /// The metadata file (or the vector file of CSV metadata columns).
+    pub rows: String,
+}
+
+impl Sources {
+    /// Both from one place.
+    pub fn one(what: &str) -> Sources {
+        Sources { ids: what.to_string(), rows: what.to_string() }
+    }
+}
+
 fn plan(
     target: Target,
     existing: Option<&MetaTable>,
     n: usize,
     ids: Option<UserIds>,
     fields: Option<RecordBatch>,
-    what: &str,
+    sources: &Sources,
 ) -> Result<Additions> {
+    let what = sources.ids.as_str();
     if let Some(ids) = &ids {
         if ids.len() != n {
             return Err(Error::invalid(format!("{what}: {} ids for {n} vectors: give exactly one id per vector", ids.len())));
@@ -171,7 +188,8 @@ fn plan(
     if let Some(f) = &fields {
         if f.num_rows() != n {
             return Err(Error::invalid(format!(
-                "{what}: {} metadata rows for {n} vectors: give one per vector, in the same order",
+                "{}: {} metadata rows for {n} vectors: give one per vector, in the same order",
+                sources.rows,
                 f.num_rows()
             )));
         }
@@ -216,6 +234,7 @@ fn plan(
     if fields.is_none() && keys.is_none() && existing.is_none() {
         return Ok(Additions { faiss_ids, table: None });
     }
+    let what = sources.rows.as_str();
     let fields = match fields {
         Some(f) => f,
         None => json_to_batch(&vec![Value::Object(Map::new()); n], what)?,
@@ -251,17 +270,17 @@ mod tests {
     #[test]
     fn string_ids_are_positions_and_never_mix_with_integers() {
         let ix = flat();
-        let a = plan_add(&ix, None, 2, Some(UserIds::Keys(vec!["a".into(), "b".into()])), None, "x").unwrap();
+        let a = plan_add(&ix, None, 2, Some(UserIds::Keys(vec!["a".into(), "b".into()])), None, &Sources::one("x")).unwrap();
         assert_eq!(a.faiss_ids, None, "a Flat index numbers by position");
         let t = a.table.unwrap();
         assert_eq!((t.id_of_key("a"), t.id_of_key("b")), (Some(0), Some(1)));
-        let e = plan_add(&ix, Some(&t), 1, Some(UserIds::Ints(vec![5])), None, "more.txt").unwrap_err();
+        let e = plan_add(&ix, Some(&t), 1, Some(UserIds::Ints(vec![5])), None, &Sources::one("more.txt")).unwrap_err();
         assert!(e.to_string().contains("more.txt: integer ids for an index whose ids are strings"), "{e}");
-        let e = plan_add(&ix, Some(&t), 1, None, None, "more.npy").unwrap_err();
+        let e = plan_add(&ix, Some(&t), 1, None, None, &Sources::one("more.npy")).unwrap_err();
         assert!(e.to_string().contains("give the new vectors' ids"), "{e}");
-        let e = plan_add(&ix, Some(&t), 1, Some(UserIds::Keys(vec!["a".into()])), None, "m").unwrap_err();
+        let e = plan_add(&ix, Some(&t), 1, Some(UserIds::Keys(vec!["a".into()])), None, &Sources::one("m")).unwrap_err();
         assert!(e.to_string().contains("already in the index"), "{e}");
-        let e = plan_add(&ix, None, 3, Some(UserIds::Keys(vec!["a".into()])), None, "m").unwrap_err();
+        let e = plan_add(&ix, None, 3, Some(UserIds::Keys(vec!["a".into()])), None, &Sources::one("m")).unwrap_err();
         assert!(e.to_string().contains("1 ids for 3 vectors"), "{e}");
     }
 
@@ -269,10 +288,10 @@ mod tests {
     fn metadata_rows_must_match_vectors() {
         let ix = flat();
         let rows = json_to_batch(&[json!({"a": 1})], "m").unwrap();
-        let e = plan_add(&ix, None, 2, None, Some(rows.clone()), "docs.jsonl").unwrap_err();
+        let e = plan_add(&ix, None, 2, None, Some(rows.clone()), &Sources::one("docs.jsonl")).unwrap_err();
         assert!(e.to_string().contains("docs.jsonl: 1 metadata rows for 2 vectors"), "{e}");
-        let a = plan_add(&ix, None, 1, None, Some(rows), "docs.jsonl").unwrap();
+        let a = plan_add(&ix, None, 1, None, Some(rows), &Sources::one("docs.jsonl")).unwrap();
         assert_eq!(a.table.unwrap().rows_json(&[0]).unwrap(), vec![json!({"a": 1})]);
-        assert!(plan_add(&ix, None, 1, None, None, "x").unwrap().table.is_none());
+        assert!(plan_add(&ix, None, 1, None, None, &Sources::one("x")).unwrap().table.is_none());
     }
 }
