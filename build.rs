@@ -51,7 +51,8 @@ fn faiss_include() -> Option<PathBuf> {
 
 /// The shim's translation units (`shim/shim.h` is their common header), one per concern as
 /// in `src/engine/index/ffi/`.
-const SHIM: [&str; 6] = ["index.cpp", "float.cpp", "ondisk.cpp", "binary.cpp", "clustering.cpp", "train.cpp"];
+const SHIM: [&str; 7] =
+    ["index.cpp", "float.cpp", "ondisk.cpp", "binary.cpp", "clustering.cpp", "train.cpp", "select.cpp"];
 
 fn main() {
     println!("cargo:rerun-if-changed=src/engine/index/shim");

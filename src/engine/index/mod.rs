@@ -9,9 +9,9 @@
 //! Files: this one has `Index` itself (create, open, save, describe, parameters, the
 //! read-only check); `types.rs` the vectors and results ([`Rows`], [`RowsRef`],
 //! [`Neighbors`], [`RangeHits`], [`IndexInfo`]); `raw.rs` the float/binary FAISS object;
-//! `vectors.rs` train/add/search/range search/reconstruct; `ids.rs` id handling and its
-//! checks; `lists.rs` merges and on-disk inverted lists; `kmeans.rs` FAISS's k-means and IVF
-//! reclustering; `ffi/` the FAISS calls.
+//! `vectors.rs` train/add/search/range search/reconstruct; `select.rs` search restricted to a
+//! set of ids (filters); `ids.rs` id handling and its checks; `lists.rs` merges and on-disk
+//! inverted lists; `kmeans.rs` FAISS's k-means and IVF reclustering; `ffi/` the FAISS calls.
 
 pub mod check;
 pub mod factory;
@@ -22,6 +22,7 @@ mod lists;
 pub mod meta;
 pub mod probe;
 mod raw;
+mod select;
 pub mod spec;
 pub mod storage;
 mod types;
@@ -34,6 +35,7 @@ use ffi::{Param, RawBinaryIndex, RawIndex};
 pub use ids::{check_id_count, check_ids};
 pub use meta::{IdMode, IndexMeta, InputInfo};
 use raw::Raw;
+pub use select::{FilterPath, IdSet, EF_SEARCH_CAP};
 pub use spec::{IndexSpec, Metric};
 use std::path::{Path, PathBuf};
 pub use storage::{FileKind, MemStats, Storage};

@@ -9,14 +9,14 @@ use crate::engine::error::{Error, ErrorKind, Result};
 
 /// Vectors checked for an index: `n` of them, and what FAISS gets (float rows copied and
 /// normalized when the metric is cosine, otherwise the caller's own).
-struct Checked<'a> {
-    n: usize,
+pub(super) struct Checked<'a> {
+    pub(super) n: usize,
     x: RowsRef<'a>,
     normalized: Option<Vec<f32>>,
 }
 
 impl Checked<'_> {
-    fn rows(&self) -> RowsRef<'_> {
+    pub(super) fn rows(&self) -> RowsRef<'_> {
         match &self.normalized {
             Some(v) => RowsRef::Float(v),
             None => self.x,
@@ -35,7 +35,7 @@ impl Index {
 
     /// Check `x` (form, whole number of vectors, finite float values) and copy-normalize float
     /// rows when the metric is cosine. `what` names the input in errors.
-    fn check<'a>(&self, x: RowsRef<'a>, what: &str) -> Result<Checked<'a>> {
+    pub(super) fn check<'a>(&self, x: RowsRef<'a>, what: &str) -> Result<Checked<'a>> {
         let n = self.raw.count(x, what)?;
         let mut normalized = None;
         if let RowsRef::Float(v) = x {
@@ -59,7 +59,7 @@ impl Index {
     }
 
     /// `NotTrained` unless the index is trained (searches need it).
-    fn searchable(&self) -> Result<()> {
+    pub(super) fn searchable(&self) -> Result<()> {
         if !self.raw.is_trained() {
             return Err(Error::new(ErrorKind::NotTrained, "index is not trained: nothing can be searched"));
         }

@@ -7,20 +7,22 @@
 //!
 //! Files: `float.rs` ([`RawIndex`], FAISS's `Index`: vectors of `d` f32), `binary.rs`
 //! ([`RawBinaryIndex`], FAISS's `IndexBinary`: codes of `d` bits in `d / 8` bytes),
-//! `threads.rs` (OpenMP and BLAS threads), `clustering.rs` (FAISS's k-means, IVF
-//! reclustering), `train.rs` (training without FAISS's stderr warnings, FAISS's interrupt
-//! callback). This file holds what both kinds share: error handling, index facts
-//! ([`RawInfo`]), file I/O, range-search results, and the methods whose only difference
-//! between the kinds is the C function they call (`shared_methods!`).
+//! `select.rs` (search restricted to a set of ids), `threads.rs` (OpenMP and BLAS threads),
+//! `clustering.rs` (FAISS's k-means, IVF reclustering), `train.rs` (training without FAISS's
+//! stderr warnings, FAISS's interrupt callback). This file holds what both kinds share: error
+//! handling, index facts ([`RawInfo`]), file I/O, range-search results, and the methods whose
+//! only difference between the kinds is the C function they call (`shared_methods!`).
 
 mod binary;
 pub mod clustering;
 mod float;
+mod select;
 mod threads;
 mod train;
 
 pub use binary::RawBinaryIndex;
 pub use float::{normalize_l2, RawIndex};
+pub use select::FilterSupport;
 pub use threads::{num_threads, set_num_threads, single_threaded_blas};
 pub use train::interrupt_on;
 
