@@ -17,11 +17,12 @@
 //!   vectors; in the space after a PreTransform; a Refine's refinement index).
 //!
 //! **The rule** ([`Index::search_in`]): exact when the index cannot take a selector (FAISS's
-//! IndexPQ, additive quantizers such as RQ/LSQ, fast-scan PQ refuse one), or when `len` is at most
-//! the number of distances the widened selector search is estimated to compute: `ntotal` for
-//! flat indices (they scan everything), `nlist + nprobe' · ntotal / nlist` list entries for IVF,
-//! `2 · M · efSearch'` for HNSW. Otherwise the selector. An index that allows neither (LSH,
-//! IVF spectral hashing: Hamming distances; binary indices) refuses filters.
+//! IndexPQ, additive quantizers such as RQ/LSQ, fast-scan PQ refuse one), or when `len` is at
+//! most the number of distances the widened selector search is estimated to compute per query:
+//! `ntotal` for flat indices (they scan everything), `nlist + nprobe' · ntotal / nlist` list
+//! entries for IVF, `2 · M · efSearch'` for HNSW (the level-0 links of each node it expands).
+//! Otherwise the selector. An index that allows neither (LSH, IVF spectral hashing: Hamming
+//! distances; binary indices) refuses filters.
 //!
 //! Range search takes the selector when the index honours one, so its hits are exactly the
 //! unfiltered hits that are in the set; otherwise the exact scan within the radius.
@@ -31,8 +32,10 @@ use super::{Index, Neighbors, RangeHits, RowsRef, SearchParams};
 use crate::engine::error::{Error, ErrorKind, Result};
 use std::fmt;
 
-/// The most a filtered HNSW search widens `efSearch` to: beyond it, an exact scan of the
-/// matching vectors is cheaper than the graph walk for any set the rule sends to the selector.
+/// The most a filtered HNSW search widens `efSearch` to. A set so small that it would need
+/// more (`len / ntotal < max(efSearch, k) / 2048`) goes to the exact scan whenever it holds at
+/// most `2 · M · 2048` vectors (131 072 for HNSW32): with efSearch 16, every such set of an
+/// HNSW32 index below 16 M vectors. Above that, the selector's recall drops.
 pub const EF_SEARCH_CAP: usize = 2048;
 
 /// The FAISS ids a search is restricted to: sorted ascending, deduplicated, all >= 0. Under
@@ -227,7 +230,9 @@ impl Index {
             #[cfg(test)]
             Force::Selector => false,
         };
-        if !support.exact && !support.selector {
+        // Never a path the index does not allow (a selector can end the process when an IVF
+        // scanner throws on it inside FAISS's OpenMP region).
+        if (exact && !support.exact) || (!exact && !support.selector) {
             return Err(neither(raw)?);
         }
         let selector = FilterPath::Selector { candidates: sel.len(), nprobe, ef_search };
@@ -278,7 +283,7 @@ impl Index {
             #[cfg(test)]
             Force::Selector => false,
         };
-        if exact && !support.exact {
+        if (exact && !support.exact) || (!exact && !support.selector) {
             return Err(neither(raw)?);
         }
         let RowsRef::Float(x) = q.rows() else { return Err(self.raw.wrong_form()) };

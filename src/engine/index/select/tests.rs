@@ -383,21 +383,25 @@ fn restricted_results_are_the_indexs_own_distances() {
     let x = clustered(n, d, 30, 20);
     let q = clustered(15, d, 30, 21);
     let ids: Vec<i64> = (0..n as i64).collect();
-    for factory in [
-        "IVF16,PQ8x4",
-        "IVF16,SQ8",
-        "HNSW16,SQ8",
-        "PCA16,IVF16,Flat",
-        "IVF16,PQ8x4,Refine(Flat)",
-        "IDMap2,IVF16,Flat",
-        "IDMap2,PCA16,IVF16,Flat",
-        "IVF16,PQ8x4fs",
-        "RQ2x4",
-        "PCA16,PQ8x4fs",
+    // (factory, takes a selector, allows the exact scan)
+    for (factory, selector, exact) in [
+        ("IVF16,PQ8x4", true, true),
+        ("IVF16,SQ8", true, true),
+        ("HNSW16,SQ8", true, true),
+        ("PCA16,IVF16,Flat", true, true),
+        ("IVF16,PQ8x4,Refine(Flat)", true, true),
+        ("IDMap2,IVF16,Flat", true, true),
+        ("IDMap2,PCA16,IVF16,Flat", true, true),
+        ("IVF16,PQ8x4fs", true, true),
+        ("IVF16,RQ2x4", false, true),
+        ("RQ2x4", false, true),
+        ("PCA16,PQ8x4fs", false, true),
     ] {
         let mut ix = make(factory, Metric::L2, d, factory.starts_with("IDMap"));
         ix.train(&x).unwrap();
         ix.add(&x, factory.starts_with("IDMap").then_some(&ids[..])).unwrap();
+        let support = ix.raw.float().unwrap().filter_support().unwrap();
+        assert_eq!((support.selector, support.exact), (selector, exact), "{factory}");
         let info = ix.describe().unwrap();
         let everything = SearchParams { k: n, nprobe: info.nlist, ef_search: Some(n) };
         let unfiltered = ix.search(&q, &everything).unwrap();
@@ -408,9 +412,10 @@ fn restricted_results_are_the_indexs_own_distances() {
             let sel = subset(&ids, frac, 22);
             for force in [Force::Auto, Force::Exact, Force::Selector] {
                 let got = ix.search_in_with(RowsRef::Float(&q), &params(k), &sel, force);
-                let support = ix.raw.float().unwrap().filter_support().unwrap();
                 if force == Force::Selector && !support.selector || force == Force::Exact && !support.exact {
-                    continue; // not a path this index allows (forced paths are for tests only)
+                    // Not a path this index allows: refused, not run.
+                    assert_eq!(got.unwrap_err().kind(), ErrorKind::Unsupported, "{factory} {force:?}");
+                    continue;
                 }
                 let (got, path) = got.unwrap();
                 // Fast-scan distances come from quantized tables, decoded ones do not.
@@ -431,7 +436,6 @@ fn restricted_results_are_the_indexs_own_distances() {
             // Range search: through a selector, exactly the unfiltered hits in the set
             // (a Refine's hits may then lie past the radius, as unfiltered); by the exact
             // scan, hits in the set within the radius.
-            let support = ix.raw.float().unwrap().filter_support().unwrap();
             let hits = ix.range_search_in(&q, radius, &sel).unwrap();
             for qi in 0..hits.nq() {
                 let (hi, hd) = hits.row(qi);
