@@ -92,9 +92,10 @@ impl RawIndex {
         let (mut sel, mut exact) = (0i32, 0i32);
         let p = self.0.as_ptr();
         // SAFETY: valid index and out-pointers.
-        shim(|| "inspecting index for filtered search".into(), |e, n| unsafe {
-            faissx_filter_support(p, &mut sel, &mut exact, e, n)
-        })?;
+        shim(
+            || "inspecting index for filtered search".into(),
+            |e, n| unsafe { faissx_filter_support(p, &mut sel, &mut exact, e, n) },
+        )?;
         Ok(FilterSupport { selector: sel != 0, exact: exact != 0 })
     }
 
@@ -187,11 +188,40 @@ impl RawIndex {
             // queries (faiss::RangeSearchResult behind the C API's handle).
             shim(
                 || format!("range search of {nq} queries among {} ids", ids.len()),
-                |e, n| unsafe {
-                    f(p, nq as i64, x.as_ptr(), radius, ids.as_ptr(), ids.len() as i64, res.cast(), e, n)
-                },
+                |e, n| unsafe { f(p, nq as i64, x.as_ptr(), radius, ids.as_ptr(), ids.len() as i64, res.cast(), e, n) },
             )
             .map(|_| ())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IVF index finds the matching vectors through its direct map when it has one, else
+    /// by a pass over its lists' ids: the same exact answer either way.
+    #[test]
+    fn ivf_exact_scan_with_and_without_a_direct_map() {
+        let d = 4;
+        let x: Vec<f32> = (0..400 * d).map(|i| ((i * 7919) % 1013) as f32 / 1013.0).collect();
+        let mut plain = RawIndex::factory(d, "IVF8,Flat", false).unwrap();
+        plain.train(&x).unwrap();
+        plain.add(&x, None).unwrap();
+        let mapped = plain.try_clone().unwrap();
+        // SAFETY: `mapped` is a valid IVF index (the cast is non-null for it).
+        unsafe {
+            let ivf = faiss_sys::faiss_IndexIVF_cast(mapped.0.as_ptr());
+            assert!(!ivf.is_null());
+            assert_eq!(faiss_sys::faiss_IndexIVF_make_direct_map(ivf, 1), 0);
+        }
+        let ids = [3i64, 50, 51, 200, 399, 4000];
+        let q = &x[10 * d..12 * d];
+        let a = plain.search_exact(q, 3, &ids).unwrap();
+        let b = mapped.search_exact(q, 3, &ids).unwrap();
+        assert_eq!(a.2, 5, "id 4000 is not stored");
+        assert_eq!(a, b);
+        // Query 0 is vector 10 itself, not in the set; its nearest in the set is one of them.
+        assert!(a.1[..3].iter().all(|i| ids.contains(i)));
     }
 }

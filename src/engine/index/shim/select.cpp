@@ -223,12 +223,34 @@ struct Found {
     }
 };
 
+// (id at one level of the chain, the caller's id), sorted by the first, which are distinct.
+using Keys = std::vector<std::pair<idx_t, idx_t>>;
+
+// Membership in `keys` in O(1) (a Selector over their first members), and the caller's id of
+// a member.
+struct KeySet {
+    const Keys& keys;
+    std::vector<idx_t> firsts;
+    std::unique_ptr<Selector> sel;
+    explicit KeySet(const Keys& k) : keys(k) {
+        for (auto& kv : keys) firsts.push_back(kv.first);
+        sel.reset(new Selector(Ids{firsts.data(), firsts.size()}));
+    }
+    bool has(idx_t id) const { return id >= 0 && sel->sel->is_member(id); }
+    idx_t user(idx_t id) const {
+        return std::lower_bound(keys.begin(), keys.end(), std::make_pair(id, std::numeric_limits<idx_t>::min()))->second;
+    }
+};
+
 // Walk IDMap (ids translated), PreTransform (queries transformed) and Refine (to the
 // refinement index, whose distances Refine reports) down to the index that holds the vectors.
-void find_rec(const faiss::Index* idx, idx_t n, std::vector<std::pair<idx_t, idx_t>> keys, Found& out) {
-    // keys: (id at this level, caller's id), sorted by the first.
+void find_rec(const faiss::Index* idx, idx_t n, Keys keys, Found& out) {
+    if (keys.empty()) {
+        out.leaf = leaf_of(idx, true);
+        return;
+    }
     if (auto m2 = dynamic_cast<const faiss::IndexIDMap2*>(idx)) {
-        std::vector<std::pair<idx_t, idx_t>> inner;
+        Keys inner;
         for (auto& kv : keys) {
             auto it = m2->rev_map.find(kv.first);
             if (it != m2->rev_map.end()) inner.push_back({it->second, kv.second});
@@ -237,11 +259,11 @@ void find_rec(const faiss::Index* idx, idx_t n, std::vector<std::pair<idx_t, idx
         return find_rec(m2->index, n, std::move(inner), out);
     }
     if (auto m = dynamic_cast<const faiss::IndexIDMap*>(idx)) {
-        std::vector<std::pair<idx_t, idx_t>> inner;
-        for (size_t j = 0; j < m->id_map.size(); j++) {
-            auto it = std::lower_bound(keys.begin(), keys.end(), std::make_pair(m->id_map[j], (idx_t)-1));
-            if (it != keys.end() && it->first == m->id_map[j]) inner.push_back({(idx_t)j, it->second});
-        }
+        // No reverse map: one pass over the id map.
+        KeySet ks(keys);
+        Keys inner;
+        for (size_t j = 0; j < m->id_map.size(); j++)
+            if (ks.has(m->id_map[j])) inner.push_back({(idx_t)j, ks.user(m->id_map[j])});
         return find_rec(m->index, n, std::move(inner), out);
     }
     if (auto pt = dynamic_cast<const faiss::IndexPreTransform*>(idx)) {
@@ -277,20 +299,19 @@ void find_rec(const faiss::Index* idx, idx_t n, std::vector<std::pair<idx_t, idx
         }
     } else {
         // No direct map: one pass over the ids in the lists.
+        KeySet ks(keys);
         for (size_t l = 0; l < ivf->nlist; l++) {
             size_t sz = ivf->invlists->list_size(l);
             if (sz == 0) continue;
             faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
-            for (size_t o = 0; o < sz; o++) {
-                auto it = std::lower_bound(keys.begin(), keys.end(), std::make_pair(ids[o], (idx_t)-1));
-                if (it != keys.end() && it->first == ids[o]) add((idx_t)faiss::lo_build(l, o), it->second);
-            }
+            for (size_t o = 0; o < sz; o++)
+                if (ks.has(ids[o])) add((idx_t)faiss::lo_build(l, o), ks.user(ids[o]));
         }
     }
 }
 
 void find(const faiss::Index* idx, idx_t n, const float* x, Ids ids, Found& out) {
-    std::vector<std::pair<idx_t, idx_t>> keys(ids.n);
+    Keys keys(ids.n);
     for (size_t i = 0; i < ids.n; i++) keys[i] = {ids.p[i], ids.p[i]};
     out.q.x = x;
     find_rec(idx, n, std::move(keys), out);

@@ -4,6 +4,8 @@
 //   * search with per-call parameters (SearchParametersIVF / SearchParametersHNSW), which is
 //     const in FAISS and so safe for concurrent readers, unlike setting nprobe on the index
 //     (float.cpp, binary.cpp);
+//   * search restricted to a set of ids: an IDSelector in per-call SearchParameters through
+//     the wrappers, or an exact scan of the matching vectors (select.cpp);
 //   * on-disk inverted lists (ondisk.cpp); merge, extract and renumber (float.cpp);
 //   * training without FAISS's unconditional "WARNING clustering" lines on stderr, and
 //     FAISS's interrupt callback tied to faissx's stop flag (train.cpp).
