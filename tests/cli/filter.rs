@@ -153,8 +153,14 @@ fn filtered_flat_equals_brute_force_and_hnsw_ivf_recall_at_one_percent() {
                 }
             }
         }
-        for index in ["hnsw.index", "ivf.index"] {
-            let out = env.ok(&["search", index, &q, "-k", "10", "--filter", f, "--format", "jsonl"]);
+        // At default settings (IVF64: nprobe 1, whose unfiltered recall here is below 0.95)
+        // and at a setting where the unfiltered search is good.
+        for (index, extra) in [("hnsw.index", None), ("ivf.index", Some("8")), ("ivf.index", None)] {
+            let mut args = vec!["search", index, q.as_str(), "-k", "10", "--filter", f, "--format", "jsonl"];
+            if let Some(np) = extra {
+                args.extend_from_slice(&["--nprobe", np]);
+            }
+            let out = env.ok(&args);
             let found = hits(&out);
             let mut hit = 0;
             for (qi, ids) in found.iter().enumerate() {
@@ -163,7 +169,20 @@ fn filtered_flat_equals_brute_force_and_hnsw_ivf_recall_at_one_percent() {
                 hit += ids.iter().filter(|i| truth_ids.contains(&i.as_i64().unwrap())).count();
             }
             let recall = hit as f64 / (10 * found.len()) as f64;
-            assert!(recall >= 0.95, "{index}, filter {f}: 10-recall@10 {recall}");
+            if index == "ivf.index" && extra.is_none() {
+                // Never worse than the index's own unfiltered recall at those settings.
+                let plain = hits(&env.ok(&["search", index, &q, "-k", "10", "--format", "jsonl"]));
+                let full: Vec<Vec<(i64, f32)>> = queries.iter().map(|x| brute_force(&base, x, &(0..5000).collect::<Vec<_>>(), 10)).collect();
+                let mut hit0 = 0;
+                for (qi, ids) in plain.iter().enumerate() {
+                    let t: BTreeSet<i64> = full[qi].iter().map(|t| t.0).collect();
+                    hit0 += ids.iter().filter(|i| t.contains(&i.as_i64().unwrap())).count();
+                }
+                let unfiltered = hit0 as f64 / (10 * plain.len()) as f64;
+                assert!(recall >= unfiltered - 0.02, "{index}, filter {f}: 10-recall@10 {recall} < unfiltered {unfiltered}");
+            } else {
+                assert!(recall >= 0.95, "{index} {extra:?}, filter {f}: 10-recall@10 {recall}");
+            }
         }
     }
     // -v says which path ran.

@@ -101,6 +101,9 @@ pub enum FilterPath {
         nprobe: Option<usize>,
         /// HNSW efSearch (HNSW only).
         ef_search: Option<usize>,
+        /// Queries that got fewer than k matches this way and were answered by the exact
+        /// scan instead (a filter correlated with where the vectors lie).
+        rescued: usize,
     },
 }
 
@@ -120,13 +123,16 @@ impl fmt::Display for FilterPath {
         match self {
             FilterPath::Empty => write!(f, "no vector matches"),
             FilterPath::Exact { candidates } => write!(f, "exact scan of {candidates} vectors"),
-            FilterPath::Selector { candidates, nprobe, ef_search } => {
+            FilterPath::Selector { candidates, nprobe, ef_search, rescued } => {
                 write!(f, "IDSelector ({candidates} candidates")?;
                 if let Some(n) = nprobe {
                     write!(f, ", nprobe {n}")?;
                 }
                 if let Some(e) = ef_search {
                     write!(f, ", efSearch {e}")?;
+                }
+                if *rescued > 0 {
+                    write!(f, "; {rescued} queries short of k matches rescanned exactly")?;
                 }
                 write!(f, ")")
             }
@@ -235,15 +241,33 @@ impl Index {
         if (exact && !support.exact) || (!exact && !support.selector) {
             return Err(neither(raw)?);
         }
-        let selector = FilterPath::Selector { candidates: sel.len(), nprobe, ef_search };
+        let selector = FilterPath::Selector { candidates: sel.len(), nprobe, ef_search, rescued: 0 };
         if nq == 0 {
             let path = if exact { FilterPath::Exact { candidates: 0 } } else { selector };
             return Ok((Neighbors { nq, k, ids: Vec::new(), dists: Vec::new() }, path));
         }
         let RowsRef::Float(x) = q.rows() else { return Err(self.raw.wrong_form()) };
         if !exact {
-            if let Some((dists, ids)) = raw.search_selected(x, k, sel.as_slice(), nprobe, ef_search)? {
-                return Ok((Neighbors { nq, k, ids, dists }, selector));
+            if let Some((mut dists, mut ids)) = raw.search_selected(x, k, sel.as_slice(), nprobe, ef_search)? {
+                // A graph or list search explores near the query; when the matching vectors
+                // lie elsewhere (a filter correlated with the vectors: "only shoes" for a
+                // query that is a shirt) it can end with fewer than k of them. Those queries
+                // are answered again by the exact scan, so k results come back whenever k
+                // vectors match.
+                let want = k.min(sel.len());
+                let short: Vec<usize> =
+                    (0..nq).filter(|&i| ids[i * k..(i + 1) * k].iter().filter(|&&l| l >= 0).count() < want).collect();
+                if !short.is_empty() && support.exact {
+                    let d = self.d();
+                    let xs: Vec<f32> = short.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+                    let (ed, ei, _) = raw.search_exact(&xs, k, sel.as_slice())?;
+                    for (j, &i) in short.iter().enumerate() {
+                        dists[i * k..(i + 1) * k].copy_from_slice(&ed[j * k..(j + 1) * k]);
+                        ids[i * k..(i + 1) * k].copy_from_slice(&ei[j * k..(j + 1) * k]);
+                    }
+                }
+                let path = FilterPath::Selector { candidates: sel.len(), nprobe, ef_search, rescued: short.len() };
+                return Ok((Neighbors { nq, k, ids, dists }, path));
             }
             if !support.exact {
                 return Err(Error::faiss(

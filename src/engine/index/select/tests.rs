@@ -122,7 +122,7 @@ fn id_sets_are_sorted_distinct_and_non_negative() {
 #[test]
 fn paths_are_shown_as_users_read_them() {
     assert_eq!(FilterPath::Exact { candidates: 812 }.to_string(), "exact scan of 812 vectors");
-    let p = FilterPath::Selector { candidates: 100_000, nprobe: None, ef_search: Some(160) };
+    let p = FilterPath::Selector { candidates: 100_000, nprobe: None, ef_search: Some(160), rescued: 0 };
     assert_eq!(p.to_string(), "IDSelector (100000 candidates, efSearch 160)");
     assert_eq!(p.kind(), "selector");
     assert_eq!(FilterPath::Empty.kind(), "empty");

@@ -25,6 +25,7 @@
 #include <faiss/impl/IDSelector.h>
 #include <faiss/utils/distances.h>
 
+#include <cmath>
 #include <typeinfo>
 #include <utility>
 
@@ -177,6 +178,69 @@ struct Queries {
     }
 };
 
+// A restricted k-NN search of an IVF index whose nprobe is chosen per query by where the
+// matching vectors are. The caller's nprobe' (widened by 1 / selectivity) scans, on average,
+// nprobe' × matched / nlist matching vectors; when the filter is correlated with the vectors
+// ("only shoes"), the lists nearest a query may hold few or none of them. So each query probes
+// its nearest lists until they hold that many matching vectors (at least nprobe' lists, at
+// most nlist), through FAISS's search_preassigned. Done for the IVF
+// classes whose search_preassigned takes any assignment (Flat, PQ, SQ); false otherwise.
+bool adaptive_ivf(const faiss::IndexIVF* ivf, idx_t n, const float* x, idx_t k, float* D, idx_t* I,
+                  const faiss::IDSelector* sel, Knobs kn) {
+    auto& t = typeid(*ivf);
+    if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ) && t != typeid(faiss::IndexIVFScalarQuantizer))
+        return false;
+    if (kn.nprobe <= 0 || ivf->nlist == 0 || ivf->ntotal == 0) return false;
+    size_t nlist = ivf->nlist;
+    std::vector<idx_t> count(nlist, 0);
+    idx_t matched = 0;
+    for (size_t l = 0; l < nlist; l++) {
+        size_t sz = ivf->invlists->list_size(l);
+        if (sz == 0) continue;
+        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+        for (size_t o = 0; o < sz; o++) count[l] += sel->is_member(ids[o]) ? 1 : 0;
+        matched += count[l];
+    }
+    if (matched == 0) return false;
+    double target = (double)std::min<int64_t>(kn.nprobe, nlist) * (double)matched / (double)nlist;
+    size_t floor_lists = std::max<size_t>(1, std::min<size_t>((size_t)kn.nprobe, nlist));
+    const idx_t chunk = 256;
+    for (idx_t q0 = 0; q0 < n; q0 += chunk) {
+        idx_t m = std::min(chunk, n - q0);
+        std::vector<float> cd((size_t)m * nlist);
+        std::vector<idx_t> ck((size_t)m * nlist);
+        ivf->quantizer->search(m, x + (size_t)q0 * ivf->d, (idx_t)nlist, cd.data(), ck.data());
+        std::vector<size_t> probes(m, nlist);
+        size_t most = 0;
+        for (idx_t q = 0; q < m; q++) {
+            double cum = 0;
+            size_t j = 0;
+            while (j < nlist) {
+                idx_t l = ck[(size_t)q * nlist + j];
+                if (l >= 0) cum += (double)count[l];
+                j++;
+                if (j >= floor_lists && cum >= target) break;
+            }
+            probes[q] = j;
+            most = std::max(most, j);
+        }
+        std::vector<idx_t> assign((size_t)m * most, -1);
+        std::vector<float> adis((size_t)m * most, 0);
+        for (idx_t q = 0; q < m; q++)
+            for (size_t j = 0; j < probes[q]; j++) {
+                assign[(size_t)q * most + j] = ck[(size_t)q * nlist + j];
+                adis[(size_t)q * most + j] = cd[(size_t)q * nlist + j];
+            }
+        faiss::SearchParametersIVF sp;
+        sp.sel = const_cast<faiss::IDSelector*>(sel);
+        sp.nprobe = most;
+        sp.max_codes = ivf->max_codes;
+        ivf->search_preassigned(m, x + (size_t)q0 * ivf->d, k, assign.data(), adis.data(), D + (size_t)q0 * k,
+                                I + (size_t)q0 * k, false, &sp);
+    }
+    return true;
+}
+
 // One restricted search through the chain (selector path): k-NN into D/I when `res` is null,
 // else a range search into `res`. IDMap levels are done here (see the file comment).
 void selected_rec(const faiss::Index* idx, idx_t n, const float* x, idx_t k, float radius, float* D, idx_t* I,
@@ -195,6 +259,10 @@ void selected_rec(const faiss::Index* idx, idx_t n, const float* x, idx_t k, flo
         q.transform(pt, n);
         selected_rec(pt->index, n, q.x, k, radius, D, I, res, sel, kn);
         return;
+    }
+    if (!res) {
+        auto ivf = dynamic_cast<const faiss::IndexIVF*>(idx);
+        if (ivf && kn.ef_search <= 0 && adaptive_ivf(ivf, n, x, k, D, I, sel, kn)) return;
     }
     Owned owned;
     auto params = params_for(idx, sel, kn, owned);
