@@ -257,12 +257,7 @@ impl Index {
     /// else an exact scan of the matching vectors within `radius`.
     ///
     /// Errors: as [`Index::range_search`]; `Unsupported` as [`Index::search_in`].
-    pub fn range_search_in<'a>(
-        &self,
-        queries: impl Into<RowsRef<'a>>,
-        radius: f32,
-        sel: &IdSet,
-    ) -> Result<RangeHits> {
+    pub fn range_search_in<'a>(&self, queries: impl Into<RowsRef<'a>>, radius: f32, sel: &IdSet) -> Result<RangeHits> {
         self.range_search_in_with(queries.into(), radius, sel, Force::Auto)
     }
 
@@ -291,7 +286,6 @@ impl Index {
         Ok(RangeHits::sorted(lims, ids, dists, self.raw.is_inner_product()))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -481,7 +475,9 @@ mod tests {
         let mut r = Rng(seed ^ 0x5eed);
         let z = clustered(n, latent, 64, seed);
         z.chunks(latent)
-            .flat_map(|zv| (0..d).map(|t| (0..latent).map(|l| a[t * latent + l] * zv[l]).sum::<f32>()).collect::<Vec<_>>())
+            .flat_map(|zv| {
+                (0..d).map(|t| (0..latent).map(|l| a[t * latent + l] * zv[l]).sum::<f32>()).collect::<Vec<_>>()
+            })
             .map(|v| v + 0.01 * r.normal())
             .collect()
     }
@@ -535,7 +531,10 @@ mod tests {
             let truth = brute(&x, &ids, &q, d, k, false, &sel);
             let (got, path) = ix.search_in_with(RowsRef::Float(&q), &params(k), &sel, Force::Selector).unwrap();
             let r = recall(&got, &truth);
-            assert!(r >= unfiltered - 0.02, "{factory} uniform at {frac}: recall {r} by {path}, unfiltered {unfiltered}");
+            assert!(
+                r >= unfiltered - 0.02,
+                "{factory} uniform at {frac}: recall {r} by {path}, unfiltered {unfiltered}"
+            );
         }
     }
 

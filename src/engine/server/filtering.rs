@@ -77,7 +77,11 @@ pub(super) fn filter_of(m: &Msg, hybrid: bool) -> Result<Option<Filter>> {
     for &f in fields {
         match m.get(f) {
             None | Some(Value::Nil) => {}
-            Some(v @ Value::Map(_)) => parts.push(Filter::from_json(&to_json(v)).map_err(|e| e.context(f))?),
+            Some(v @ Value::Map(_)) => {
+                // The filter language's messages start "filter…"; name the other field.
+                let parsed = Filter::from_json(&to_json(v));
+                parts.push(if f == "filter" { parsed? } else { parsed.map_err(|e| e.context(f))? });
+            }
             Some(v) => {
                 return Err(Error::invalid(format!("field {f:?} must be a map of conditions, got {}", type_name(v))))
             }
@@ -166,7 +170,13 @@ fn wrong_kind(index_id: &str, strings: bool, key: &str) -> Error {
 ///
 /// Errors: `InvalidInput` for strings given to an index with integer ids (one holding
 /// vectors) or integers given to one with string ids.
-pub(super) fn existing_ids(md: &Metadata, ntotal: usize, m: &Msg, key: &str, index_id: &str) -> Result<Option<Vec<Option<i64>>>> {
+pub(super) fn existing_ids(
+    md: &Metadata,
+    ntotal: usize,
+    m: &Msg,
+    key: &str,
+    index_id: &str,
+) -> Result<Option<Vec<Option<i64>>>> {
     Ok(match given_ids(m, key)? {
         None => None,
         Some(GivenIds::Ints(v)) if md.keys.is_empty() => Some(v.into_iter().map(Some).collect()),
@@ -211,9 +221,9 @@ pub(super) fn ids_to_add(
 ) -> Result<(Option<Vec<i64>>, Option<Vec<String>>)> {
     let keys = &s.md.keys;
     match given {
-        None if !keys.is_empty() => Err(Error::invalid(format!(
-            "index {index_id:?} has string ids: give \"ids\" (one string per vector)"
-        ))),
+        None if !keys.is_empty() => {
+            Err(Error::invalid(format!("index {index_id:?} has string ids: give \"ids\" (one string per vector)")))
+        }
         None => Ok((None, None)),
         Some(GivenIds::Ints(_)) if !keys.is_empty() => Err(wrong_kind(index_id, true, "ids")),
         Some(GivenIds::Ints(v)) => Ok((Some(v), None)),
@@ -281,7 +291,9 @@ mod tests {
         assert_eq!(restriction(&s, &unknown, "x").unwrap_err().kind(), ErrorKind::InvalidInput);
         let bad = Msg::default().with("filter", map(&[("year", map(&[("$bogus", Value::from(1))]))]));
         let e = filter_of(&bad, false).unwrap_err();
-        assert!(e.message().starts_with("filter: ") && e.message().contains("$bogus"), "{}", e.message());
+        assert!(e.message().starts_with("filter at year.$bogus: unknown operator"), "{}", e.message());
+        let bad = Msg::default().with("metadata_filter", map(&[("year", map(&[("$bogus", Value::from(1))]))]));
+        assert!(filter_of(&bad, true).unwrap_err().message().starts_with("metadata_filter: filter at year.$bogus"));
         let none = slot(vec![]);
         assert!(restriction(&none, &f, "x").unwrap_err().message().contains("no per-vector metadata"));
     }

@@ -222,10 +222,23 @@ fn rows_record(x: &Rows) -> (Value, Value) {
 pub(super) enum Mutation {
     /// `keys`: string ids, one per vector, mapped to `ids` (or, without, to the positions
     /// the vectors take).
-    Add { x: Rows, ids: Option<Vec<i64>>, md: Option<Vec<Value>>, keys: Option<Vec<String>> },
-    Remove { ids: Vec<i64> },
-    Replace { id: i64, x: Rows },
-    SetParam { name: String, value: u64 },
+    Add {
+        x: Rows,
+        ids: Option<Vec<i64>>,
+        md: Option<Vec<Value>>,
+        keys: Option<Vec<String>>,
+    },
+    Remove {
+        ids: Vec<i64>,
+    },
+    Replace {
+        id: i64,
+        x: Rows,
+    },
+    SetParam {
+        name: String,
+        value: u64,
+    },
 }
 
 impl Mutation {

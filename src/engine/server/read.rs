@@ -180,8 +180,7 @@ impl Service {
                 if let Some(sel) = &sel {
                     out.set("filter_matches", sel.len() as u64);
                 }
-                out
-                    .with("results", Value::Array(results))
+                out.with("results", Value::Array(results))
                     .with("num_queries", h.nq() as u64)
                     .with("radius", radius)
                     .with("lims", Value::Array(h.lims.iter().map(|&l| Value::from(l as u64)).collect()))

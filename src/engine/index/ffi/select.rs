@@ -92,9 +92,10 @@ impl RawIndex {
         let (mut sel, mut exact) = (0i32, 0i32);
         let p = self.0.as_ptr();
         // SAFETY: valid index and out-pointers.
-        shim(|| "inspecting index for filtered search".into(), |e, n| unsafe {
-            faissx_filter_support(p, &mut sel, &mut exact, e, n)
-        })?;
+        shim(
+            || "inspecting index for filtered search".into(),
+            |e, n| unsafe { faissx_filter_support(p, &mut sel, &mut exact, e, n) },
+        )?;
         Ok(FilterSupport { selector: sel != 0, exact: exact != 0 })
     }
 
@@ -187,9 +188,7 @@ impl RawIndex {
             // queries (faiss::RangeSearchResult behind the C API's handle).
             shim(
                 || format!("range search of {nq} queries among {} ids", ids.len()),
-                |e, n| unsafe {
-                    f(p, nq as i64, x.as_ptr(), radius, ids.as_ptr(), ids.len() as i64, res.cast(), e, n)
-                },
+                |e, n| unsafe { f(p, nq as i64, x.as_ptr(), radius, ids.as_ptr(), ids.len() as i64, res.cast(), e, n) },
             )
             .map(|_| ())
         })

@@ -144,7 +144,9 @@ impl Metadata {
                     for (i, r) in rows.into_iter().enumerate() {
                         let pair = match r {
                             Value::Array(kv) if kv.len() == 2 => kv,
-                            _ => return Err(Error::format(path, format!("key row {i} is not an [id, string id] pair"))),
+                            _ => {
+                                return Err(Error::format(path, format!("key row {i} is not an [id, string id] pair")))
+                            }
                         };
                         match (pair[0].as_i64(), pair[1].as_str()) {
                             (Some(id), Some(key)) => out.keys.insert(id, key.to_string()),
