@@ -17,7 +17,7 @@ const N: usize = 300;
 /// Row `i`'s metadata.
 fn meta(i: usize) -> serde_json::Value {
     let tags: Vec<&str> =
-        ["rust", "faiss", "go"].iter().enumerate().filter(|(t, _)| (i + t) % 4 == 0).map(|p| *p.1).collect();
+        ["rust", "faiss", "go"].iter().enumerate().filter(|(t, _)| (i + t).is_multiple_of(4)).map(|p| *p.1).collect();
     let cat = ["A", "B", "C"][i % 3];
     serde_json::json!({"cat": cat, "year": 2000 + (i % 25) as i64, "tags": tags})
 }
@@ -288,7 +288,7 @@ fn serve_string_ids_survive_restart_and_kill9() {
     let key = |i: usize| format!("doc-{i}");
     let keys = |r: std::ops::Range<usize>| r.map(key).collect::<Vec<String>>();
     let mds = |r: std::ops::Range<usize>| {
-        r.map(|i| from_json(&serde_json::json!({"n": i, "even": i % 2 == 0}))).collect::<Vec<_>>()
+        r.map(|i| from_json(&serde_json::json!({"n": i, "even": i.is_multiple_of(2)}))).collect::<Vec<_>>()
     };
     let srv = Server::start(&env, &["--data-dir", &data]);
     let mut c = srv.client(None, None);
@@ -375,7 +375,10 @@ fn serve_string_ids_survive_restart_and_kill9() {
 fn nearest_even(base: &[f32], row: usize) -> Option<String> {
     let q = &base[row * D..(row + 1) * D];
     let d = |i: usize| dist(&base[i * D..(i + 1) * D], q);
-    (0..40).filter(|i| i % 2 == 0).min_by(|&a, &b| d(a).partial_cmp(&d(b)).unwrap()).map(|i| format!("doc-{i}"))
+    (0..40)
+        .filter(|i: &usize| i.is_multiple_of(2))
+        .min_by(|&a, &b| d(a).partial_cmp(&d(b)).unwrap())
+        .map(|i| format!("doc-{i}"))
 }
 
 #[test]

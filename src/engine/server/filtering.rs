@@ -207,6 +207,10 @@ pub(super) fn one_id(md: &Metadata, m: &Msg, key: &str, index_id: &str) -> Resul
     }
 }
 
+/// What [`ids_to_add`] gives: the ids to hand FAISS (none: positions) and the string ids to
+/// record for them.
+pub(super) type NewIds = (Option<Vec<i64>>, Option<Vec<String>>);
+
 /// The ids of vectors being added: `(ids for FAISS, string ids to record)`. Integers pass
 /// through (refused on an index with string ids); string ids are checked (unique, new) and
 /// given FAISS ids: none (positions) when the index numbers its vectors, else fresh ids from
@@ -214,11 +218,7 @@ pub(super) fn one_id(md: &Metadata, m: &Msg, key: &str, index_id: &str) -> Resul
 ///
 /// Errors: `InvalidInput` for mixing kinds of ids in one index, duplicate or existing
 /// string ids, or no ids for an index with string ids.
-pub(super) fn ids_to_add(
-    s: &Slot,
-    given: Option<GivenIds>,
-    index_id: &str,
-) -> Result<(Option<Vec<i64>>, Option<Vec<String>>)> {
+pub(super) fn ids_to_add(s: &Slot, given: Option<GivenIds>, index_id: &str) -> Result<NewIds> {
     let keys = &s.md.keys;
     match given {
         None if !keys.is_empty() => {
