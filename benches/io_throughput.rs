@@ -117,7 +117,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// One pass: open, read every row; returns seconds.
 fn pass(path: &Path, iter: bool) -> f64 {
-    let csv = CsvOptions { header: None, id_column: None };
+    let csv = CsvOptions { header: None, id_column: None, metadata_columns: Vec::new() };
     let t = Instant::now();
     let f = VectorFile::open(path, None, &csv).expect("open bench file");
     let mut check = 0.0f32;

@@ -1,11 +1,11 @@
 //! `faissx add`: append vectors (and ids) to an existing index, atomically.
 
 use super::common::{BatchArgs, InputArgs, MetadataArgs};
+use super::render::{note, StderrProgress};
+use super::Ctx;
 use crate::engine::filter::rows::plan_add;
 use crate::engine::filter::MetaTable;
 use crate::engine::output::save_with_table;
-use super::render::{note, StderrProgress};
-use super::Ctx;
 use crate::engine::{io, jobs, Index, Result};
 use clap::Args;
 use std::path::PathBuf;

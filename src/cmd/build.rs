@@ -1,9 +1,9 @@
 //! `faissx build`: vectors → a FAISS index file plus its sidecar.
 
 use super::common::{BatchArgs, InputArgs, MetadataArgs, MetricArg};
-use crate::engine::filter::rows::plan_build;
 use super::render::{note, StderrProgress};
 use super::Ctx;
+use crate::engine::filter::rows::plan_build;
 use crate::engine::index::IndexSpec;
 use crate::engine::jobs::{self, BuildOptions};
 use crate::engine::output::{check_new, IndexOutput};

@@ -5,8 +5,8 @@ use crate::engine::filter::rows::{cells_to_row, read_metadata, Sources};
 use crate::engine::filter::table::{json_to_batch, read_user_ids};
 use crate::engine::filter::UserIds;
 use crate::engine::io::{CsvOptions, VecFormat};
-use arrow_array::RecordBatch;
 use crate::engine::{Result, SearchParams, VectorFile};
+use arrow_array::RecordBatch;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,8 @@ impl InputArgs {
 
     fn open_csv(&self, path: &Path, metadata_columns: Vec<String>) -> Result<VectorFile> {
         let hint = self.input_format.as_deref().and_then(VecFormat::parse);
-        let csv = CsvOptions { header: self.header.then_some(true), id_column: self.id_column.clone(), metadata_columns };
+        let csv =
+            CsvOptions { header: self.header.then_some(true), id_column: self.id_column.clone(), metadata_columns };
         VectorFile::open(path, hint, &csv)
     }
 }

@@ -2,8 +2,8 @@
 //! tables (comfy-table), JSON Lines and CSV. stdout carries results only; progress and notes
 //! go to stderr.
 
-use crate::engine::filter::MetaTable;
 use crate::engine::error::{Error, IoContext, Result};
+use crate::engine::filter::MetaTable;
 use crate::engine::io::write as vwrite;
 use crate::engine::{Neighbors, Progress, RangeHits};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -363,18 +363,15 @@ impl HitWriter {
         let dist_json = |d: f32| (d.is_finite() && d.abs() != f32::MAX).then_some(d);
         match self.fmt {
             TextFormat::Jsonl => {
-                let rec = LabelledHit {
-                    query,
-                    ids,
-                    distances: dists.iter().map(|&d| dist_json(d)).collect(),
-                    metadata: md,
-                };
+                let rec =
+                    LabelledHit { query, ids, distances: dists.iter().map(|&d| dist_json(d)).collect(), metadata: md };
                 serde_json::to_writer(&mut self.out, &rec).map_err(|e| Error::io(Path::new("<stdout>"), e.into()))?;
                 self.out.write_all(b"\n").map_err(stdout_err)
             }
             TextFormat::Csv => {
                 if !self.wrote_header {
-                    let h: &[u8] = if md.is_some() { b"query,rank,id,distance,metadata\n" } else { b"query,rank,id,distance\n" };
+                    let h: &[u8] =
+                        if md.is_some() { b"query,rank,id,distance,metadata\n" } else { b"query,rank,id,distance\n" };
                     self.out.write_all(h).map_err(stdout_err)?;
                     self.wrote_header = true;
                 }

@@ -3,13 +3,13 @@
 use super::common::{BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, HitWriter, StderrProgress};
 use super::Ctx;
-use crate::engine::shards::{self, ShardSet};
 use crate::engine::filter::{matching_ids, Filter, MetaTable};
 use crate::engine::index::IdSet;
+use crate::engine::shards::{self, ShardSet};
 use crate::engine::{Error, Index, Neighbors, Result};
-use std::sync::Arc;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 const EXAMPLES: &str = "\
@@ -164,7 +164,10 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     }
     let tables: Vec<Arc<MetaTable>> = tables.into_iter().flatten().collect();
     if a.with_metadata && tables.is_empty() {
-        return Err(Error::invalid(format!("{}: the index has no metadata to show (build or add with --metadata)", index.name())));
+        return Err(Error::invalid(format!(
+            "{}: the index has no metadata to show (build or add with --metadata)",
+            index.name()
+        )));
     }
     let t_search = Instant::now();
     let queries = a.input_args.open(&a.queries)?;

@@ -85,10 +85,27 @@ impl ClientConfig {
         params: &SearchParams,
         include_metadata: bool,
     ) -> Vec<u8> {
+        self.filtered_search_request(id, q, d, params, include_metadata, None)
+    }
+
+    /// [`ClientConfig::search_request`] restricted to the vectors whose metadata matches
+    /// `filter` (a msgpack map in the filter dialect of docs/protocol.md §4), when given.
+    pub fn filtered_search_request(
+        &self,
+        id: &str,
+        q: &(impl Payload + ?Sized),
+        d: usize,
+        params: &SearchParams,
+        include_metadata: bool,
+        filter: Option<&Value>,
+    ) -> Vec<u8> {
         let mut f = vec![("index_id", Value::from(id)), ("query_vectors", q.bin(d)), ("binary", Value::Boolean(true))];
         f.extend(protocol::params::search_fields(params));
         if include_metadata {
             f.push(("include_metadata", Value::Boolean(true)));
+        }
+        if let Some(filter) = filter {
+            f.push(("filter", filter.clone()));
         }
         self.request("search", f)
     }
@@ -303,6 +320,28 @@ impl Client {
         Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0) })
     }
 
+    /// `add_vectors` with string ids (`keys`, one per vector of `x`, `n × d`): the server
+    /// maps each to an int64 FAISS id and shows the strings in its replies.
+    pub fn add_vectors_keyed(
+        &mut self,
+        id: &str,
+        x: &(impl Payload + ?Sized),
+        d: usize,
+        keys: &[String],
+        md: Option<Vec<Value>>,
+    ) -> Result<Added> {
+        let mut f = vec![
+            ("index_id", Value::from(id)),
+            ("vectors", x.bin(d)),
+            ("ids", Value::Array(keys.iter().map(|k| Value::from(k.as_str())).collect())),
+        ];
+        if let Some(md) = md {
+            f.push(("metadata", Value::Array(md)));
+        }
+        let r = self.call("add_vectors", f)?;
+        Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0) })
+    }
+
     /// `train_index` on `x` (`n × d`) with a binary payload: the reply (`is_trained`,
     /// `trained_with`).
     pub fn train(&mut self, id: &str, x: &(impl Payload + ?Sized), d: usize) -> Result<Msg> {
@@ -322,6 +361,24 @@ impl Client {
     ) -> Result<(Neighbors, Option<Vec<Value>>)> {
         let req = self.cfg.search_request(id, q, d, params, include_metadata);
         search_reply(self.call_raw(req)?, params.k)
+    }
+
+    /// [`Client::search`] restricted to the vectors whose metadata matches `filter` (a
+    /// msgpack map; `None`: no filter), decoded with the reply's string ids and filter path.
+    ///
+    /// Errors: `InvalidInput` (from the server) for a bad filter, an index without metadata,
+    /// an unknown field or a type mismatch.
+    pub fn search_filtered(
+        &mut self,
+        id: &str,
+        q: &(impl Payload + ?Sized),
+        d: usize,
+        params: &SearchParams,
+        include_metadata: bool,
+        filter: Option<&Value>,
+    ) -> Result<SearchReply> {
+        let req = self.cfg.filtered_search_request(id, q, d, params, include_metadata, filter);
+        decode_search_reply(self.call_raw(req)?, params.k)
     }
 
     /// `range_search` of `q` (`nq × d`): every stored vector within `radius` of each query
@@ -353,6 +410,13 @@ impl Client {
     /// `remove_ids`: the reply (`removed`, `ntotal`).
     pub fn remove_ids(&mut self, id: &str, ids: &[i64]) -> Result<Msg> {
         self.call("remove_ids", vec![("index_id", Value::from(id)), ("ids", protocol::ints_value(ids))])
+    }
+
+    /// `get_metadata` by string ids: the reply (`metadata`, one value per id, nil where
+    /// none is stored or the index does not hold the id).
+    pub fn get_metadata_keyed(&mut self, id: &str, keys: &[String]) -> Result<Msg> {
+        let ids = Value::Array(keys.iter().map(|k| Value::from(k.as_str())).collect());
+        self.call("get_metadata", vec![("index_id", Value::from(id)), ("ids", ids)])
     }
 
     /// `get_metadata`: the reply (`metadata`, one value per id, nil where none is stored).
@@ -441,6 +505,28 @@ impl IndexStatus {
 /// Decode a binary `search` reply (requested with `k`): `nq × k` neighbours and, when the
 /// request asked for it, each hit's metadata (`nq` arrays of `k` values).
 pub fn search_reply(r: Msg, k: usize) -> Result<(Neighbors, Option<Vec<Value>>)> {
+    decode_search_reply(r, k).map(|s| (s.neighbors, s.metadata))
+}
+
+/// A decoded binary `search` reply.
+#[derive(Debug, Clone)]
+pub struct SearchReply {
+    /// `nq × k` neighbours (FAISS ids; -1 where fewer than k were found).
+    pub neighbors: Neighbors,
+    /// Each hit's metadata (`nq` arrays of `k` values), when asked for.
+    pub metadata: Option<Vec<Value>>,
+    /// For an index with string ids: each hit's string id (`nq × k`, `None` for -1).
+    pub string_labels: Option<Vec<Option<String>>>,
+    /// For a filtered search: how it ran (`selector`, `exact` or `empty`) and how many
+    /// vectors matched the filter.
+    pub filter: Option<(String, u64)>,
+}
+
+/// Decode a binary `search` reply (requested with `k`), with everything it carries.
+///
+/// Errors: `Protocol` for a reply without binary distances/labels or with counts that do not
+/// agree.
+pub fn decode_search_reply(r: Msg, k: usize) -> Result<SearchReply> {
     let nq = r.uint("num_queries")?.unwrap_or(0) as usize;
     let kk = r.uint("k")?.unwrap_or(k as u64) as usize;
     let (dists, ids) = match (r.get("distances"), r.get("labels")) {
@@ -456,5 +542,16 @@ pub fn search_reply(r: Msg, k: usize) -> Result<(Neighbors, Option<Vec<Value>>)>
         Some(Value::Array(a)) => Some(a.clone()),
         _ => None,
     };
-    Ok((Neighbors { nq, k: kk, ids, dists }, md))
+    let string_labels = match r.get("string_labels") {
+        Some(Value::Array(a)) if a.len() == ids.len() => {
+            Some(a.iter().map(|v| v.as_str().map(str::to_string)).collect())
+        }
+        Some(_) => return Err(Error::new(ErrorKind::Protocol, "search reply has the wrong number of string labels")),
+        None => None,
+    };
+    let filter = match (r.str("filter_path").ok().flatten(), r.uint("filter_matches").ok().flatten()) {
+        (Some(p), Some(n)) => Some((p.to_string(), n)),
+        _ => None,
+    };
+    Ok(SearchReply { neighbors: Neighbors { nq, k: kk, ids, dists }, metadata: md, string_labels, filter })
 }

@@ -211,7 +211,7 @@ impl ShardSet {
 
     /// How the last restricted k-NN search ran on the first shard.
     pub fn last_path(&self) -> Option<FilterPath> {
-        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        *self.path.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Set a persistent nprobe on every shard (range search has no per-call parameters).

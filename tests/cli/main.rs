@@ -18,6 +18,7 @@ mod serve_binary;
 mod serve_curve;
 mod serve_durability;
 mod serve_faissx_actions;
+mod serve_filter;
 mod serve_fuzz;
 mod serve_hardening;
 mod serve_import;

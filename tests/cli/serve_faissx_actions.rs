@@ -183,7 +183,7 @@ fn serve_batch_add_with_ids_both_encodings_bad_input_restart_and_kill9() {
 }
 
 #[test]
-fn serve_hybrid_search_is_search_both_encodings_and_refuses_filters() {
+fn serve_hybrid_search_is_search_both_encodings_and_checks_filters() {
     let env = TestEnv::new("fx-hybrid");
     let srv = Server::start(&env, &[]);
     let mut c = srv.client(None, None);
@@ -234,9 +234,10 @@ fn serve_hybrid_search_is_search_both_encodings_and_refuses_filters() {
         let qv = || ("query_vectors", vecs(&q, d, enc));
         for (what, fields, kind) in [
             (
-                "a metadata filter",
+                // The metadata here are integers, not maps: no field to filter on.
+                "a metadata filter on an unknown field",
                 vec![id("h"), qv(), ("metadata_filter", Value::Map(vec![(s("a"), Value::from(1))]))],
-                ErrorKind::Unsupported,
+                ErrorKind::InvalidInput,
             ),
             ("vector_weight 2", vec![id("h"), qv(), ("vector_weight", Value::F64(2.0))], ErrorKind::InvalidInput),
             (

@@ -329,9 +329,24 @@ def _():
     # The same answer as search (the Python server runs its search for it).
     s = raw.search("hybrid_test", q, 10)["results"]
     expect([x["indices"] for x in r["results"]] == [x["indices"] for x in s], "hybrid_search differs from search")
-    # A metadata filter is refused, as on the Python server.
+    # A metadata filter over an index without per-vector metadata is refused.
     r = req(action="hybrid_search", index_id="hybrid_test", query_vectors=q.tolist(), metadata_filter={"a": 1})
-    expect(not r["success"], "metadata_filter was accepted")
+    expect(not r["success"], "metadata_filter without metadata was accepted")
+    # With metadata, the filter restricts the search (the Python server refuses filters;
+    # faissx runs them inside FAISS): only "A" vectors, the nearest of them first.
+    x = np.random.random((100, 128)).astype(np.float32)
+    md = [{"category": "A" if i % 2 == 0 else "B"} for i in range(100)]
+    r = req(action="add_vectors", index_id="hybrid_test", vectors=x.tolist(), metadata=md)
+    expect(r["success"], f"add with metadata: {r.get('error')}")
+    r = req(action="hybrid_search", index_id="hybrid_test", query_vectors=q.tolist(), vector_weight=0.7,
+            metadata_filter={"category": "A"}, k=10)
+    expect(r["success"], f"filtered hybrid search: {r.get('error')}")
+    for qi, res in enumerate(r["results"]):
+        d = ((x[0::2] - q[qi]) ** 2).sum(axis=1)
+        want = [100 + 2 * int(i) for i in np.argsort(d)[:10]]
+        expect(list(res["indices"]) == want, f"query {qi}: {res['indices']} != {want}")
+    r = req(action="hybrid_search", index_id="hybrid_test", query_vectors=q.tolist(), metadata_filter={"category": {"$bogus": 1}})
+    expect(not r["success"], f"bad filter accepted: {r}")
     raw.delete_index("hybrid_test")
 
 

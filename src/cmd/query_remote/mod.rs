@@ -6,6 +6,8 @@ use super::common::{InputArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, println_out, HitWriter, StderrProgress, TextFormat};
 use super::Ctx;
 use crate::engine::client::{Client, ClientConfig, IndexStatus};
+use crate::engine::filter::table::{json_to_batch, read_user_ids, UserIds};
+use crate::engine::filter::{Filter, MetaTable};
 use crate::engine::index::{check_id_count, pack_bits, Rows};
 use crate::engine::io::{self, check_dim};
 use crate::engine::jobs;
@@ -13,6 +15,7 @@ use crate::engine::{Error, Neighbors, Progress, Result};
 use clap::{Args, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod json;
@@ -99,7 +102,7 @@ pub enum RemoteOp {
     /// Add vectors (and ids, metadata) from a file, in batches; an untrained index is first
     /// trained on a sample of the file.
     #[command(
-        after_long_help = "Examples:\n  faissx query-remote add docs base.bvecs\n  faissx query-remote add docs more.npy --ids more_ids.npy --metadata more.jsonl"
+        after_long_help = "Examples:\n  faissx query-remote add docs base.bvecs\n  faissx query-remote add docs more.npy --ids more_ids.npy --metadata more.jsonl\n  faissx query-remote add docs more.npy --ids more_ids.txt --metadata more.jsonl   # string ids, one per line"
     )]
     Add(AddArgs),
     /// Train an index on vectors from a file.
@@ -107,7 +110,7 @@ pub enum RemoteOp {
     Train(TrainArgs),
     /// k-NN search of a query file.
     #[command(
-        after_long_help = "Examples:\n  faissx query-remote search docs query.bvecs -k 10 --format jsonl\n  faissx query-remote search docs query.bvecs -k 100 --format npy -o hits.npy"
+        after_long_help = "Examples:\n  faissx query-remote search docs query.bvecs -k 10 --format jsonl\n  faissx query-remote search docs query.bvecs -k 100 --format npy -o hits.npy\n  faissx query-remote search docs q.npy -k 10 --filter '{\"tags\": {\"$in\": [\"rust\", \"faiss\"]}}' --include-metadata"
     )]
     Search(SearchArgs),
     /// Range search: every vector within a radius of each query.
@@ -197,7 +200,9 @@ pub struct AddArgs {
     /// Vector file to add (- for stdin).
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
-    /// Ids file, one per vector (.npy int32/int64, .ivecs, or text).
+    /// Ids file, one per vector (.npy int32/int64, .ivecs, or text: one id per line,
+    /// integers or strings; string ids are mapped to FAISS ids by the server and shown in
+    /// its replies).
     #[arg(long, value_name = "PATH")]
     pub ids: Option<PathBuf>,
     /// JSON Lines file: one JSON value per vector, stored with it as metadata.
@@ -253,6 +258,12 @@ pub struct SearchArgs {
     /// Add each hit's metadata to JSON Lines output ("metadata":[…]).
     #[arg(long)]
     pub include_metadata: bool,
+    /// Search only vectors whose metadata matches this filter (JSON, MongoDB style, as
+    /// `faissx search --filter`): field equality, $eq $ne $gt $gte $lt $lte $in $nin
+    /// $exists, $and $or $not, dotted paths, a list field matching when any element does. The
+    /// server runs it inside FAISS's search (-v prints the path it took).
+    #[arg(long, value_name = "JSON")]
+    pub filter: Option<String>,
     /// Queries per request.
     #[arg(long, value_name = "NUM", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
@@ -481,8 +492,8 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
         c.train(&x.index, &form.rows(f.path(), f.sample(n, 42)?, f.dim())?, d)?;
     }
     let ids = match &x.ids {
-        Some(p) => Some(io::read_ids(p)?),
-        None => f.ids().map(<[i64]>::to_vec),
+        Some(p) => Some(read_user_ids(p)?),
+        None => f.ids().map(|v| UserIds::Ints(v.to_vec())),
     };
     if let Some(ids) = &ids {
         check_id_count(ids.len(), f.len())?;
@@ -503,15 +514,29 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
     for b in f.batches(x.batch as usize) {
         let b = b?;
         let r = b.start..b.start + b.rows;
-        let bid = ids.as_ref().map(|v| &v[r.clone()]);
-        let bmd = md.as_ref().map(|m| m[r].to_vec());
+        let bmd = md.as_ref().map(|m| m[r.clone()].to_vec());
         let rows = form.rows(f.path(), b.data, f.dim())?;
-        last = Some(c.add_vectors(&x.index, &rows, d, bid, bmd)?);
+        last = Some(match &ids {
+            Some(UserIds::Keys(k)) => c.add_vectors_keyed(&x.index, &rows, d, &k[r], bmd)?,
+            Some(UserIds::Ints(v)) => c.add_vectors(&x.index, &rows, d, Some(&v[r]), bmd)?,
+            None => c.add_vectors(&x.index, &rows, d, None, bmd)?,
+        });
         progress.inc(b.rows as u64);
     }
     progress.finish();
     let ntotal = last.map(|a| a.ntotal);
     println_out(&serde_json::json!({"index_id": x.index, "added": f.len(), "ntotal": ntotal}).to_string())
+}
+
+/// A table of the string ids of `ids` (FAISS ids; -1 and unlabelled hits left out), with no
+/// metadata fields, for [`HitWriter::labelled`].
+fn label_table(ids: &[i64], labels: &[Option<String>]) -> Result<MetaTable> {
+    let pairs: std::collections::BTreeMap<i64, &str> =
+        ids.iter().zip(labels).filter_map(|(&i, l)| Some((i, l.as_deref()?))).filter(|(i, _)| *i >= 0).collect();
+    let n = pairs.len();
+    let fields = json_to_batch(&vec![serde_json::json!({}); n], "string ids")?;
+    let (ids, keys): (Vec<i64>, Vec<String>) = pairs.into_iter().map(|(i, k)| (i, k.to_string())).unzip();
+    MetaTable::new(fields, ids, Some(keys))
 }
 
 fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
@@ -523,6 +548,16 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     if x.include_metadata && fmt != OutputFormat::Jsonl {
         return Err(Error::invalid("--include-metadata needs --format jsonl"));
     }
+    // Checked here first: a bad filter is a usage error before anything is sent.
+    let filter = match &x.filter {
+        Some(text) => {
+            Filter::parse(text)?;
+            let j: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| Error::invalid(format!("filter is not valid JSON: {e}")))?;
+            Some(from_json(&j))
+        }
+        None => None,
+    };
     let form = Form::of(&c.get_index_status(&x.index)?);
     let f = x.input_args.open(&x.queries)?;
     form.check(f.path(), f.dim())?;
@@ -535,7 +570,30 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     for b in f.batches(x.batch as usize) {
         let b = b?;
         let q = form.rows(f.path(), b.data, f.dim())?;
-        let (n, md) = c.search(&x.index, &q, form.d, &params, x.include_metadata)?;
+        let reply = c.search_filtered(&x.index, &q, form.d, &params, x.include_metadata, filter.as_ref())?;
+        if let Some((path, matches)) = &reply.filter {
+            if ctx.verbose > 0 && !ctx.quiet && b.start == 0 {
+                render::note(false, &format!("filter matched {matches} vectors; filtered search: {path}"));
+            }
+        }
+        let (n, md, labels) = (reply.neighbors, reply.metadata, reply.string_labels);
+        if binary && labels.is_some() {
+            return Err(Error::invalid(
+                "the index has string ids, which npy/ivecs cannot hold: use --format jsonl, csv or table",
+            ));
+        }
+        // How each hit's id is shown: its string id, or the FAISS id (null for -1).
+        let shown = |q: usize| -> Vec<serde_json::Value> {
+            let (ids, _) = n.row(q);
+            ids.iter()
+                .enumerate()
+                .map(|(r, &id)| match &labels {
+                    Some(l) => l[q * n.k + r].clone().map_or(serde_json::Value::Null, serde_json::Value::from),
+                    None if id < 0 => serde_json::Value::Null,
+                    None => serde_json::Value::from(id),
+                })
+                .collect()
+        };
         if binary {
             all.nq += n.nq;
             all.ids.extend_from_slice(&n.ids);
@@ -543,16 +601,23 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
         } else if x.include_metadata {
             let md = md.unwrap_or_default();
             for q in 0..n.nq {
-                let (ids, ds) = n.row(q);
+                let (_, ds) = n.row(q);
                 let rec = serde_json::json!({
                     "query": b.start + q,
-                    "ids": ids,
+                    "ids": shown(q),
                     "distances": ds.iter().map(|&v| (v.is_finite() && v.abs() != f32::MAX).then_some(v)).collect::<Vec<_>>(),
                     "metadata": md.get(q).map(to_json).unwrap_or(serde_json::Value::Null),
                 });
                 if let Some(w) = w.as_mut() {
                     w.line(&rec.to_string())?;
                 }
+            }
+        } else if let Some(l) = &labels {
+            // The writer shows string ids through a table of this batch's (id, string id).
+            let t = Arc::new(label_table(&n.ids, l)?);
+            w = w.map(|w| w.labelled(vec![t], false));
+            if let Some(w) = w.as_mut() {
+                w.neighbors(b.start, &n)?;
             }
         } else if let Some(w) = w.as_mut() {
             w.neighbors(b.start, &n)?;

@@ -169,9 +169,7 @@ fn any_by(offsets: &OffsetBuffer<i32>, nulls: Option<&arrow_buffer::NullBuffer>,
     let out: BooleanBuffer = offsets
         .windows(2)
         .enumerate()
-        .map(|(r, w)| {
-            nulls.is_none_or(|n| n.is_valid(r)) && (w[0] as usize..w[1] as usize).any(|i| vals.value(i))
-        })
+        .map(|(r, w)| nulls.is_none_or(|n| n.is_valid(r)) && (w[0] as usize..w[1] as usize).any(|i| vals.value(i)))
         .collect();
     BooleanArray::new(out, None)
 }
@@ -202,11 +200,7 @@ fn compare(arr: &ArrayRef, op: CmpOp, lit: &Lit, at: &str, field: &str) -> Resul
         return Ok(all(arr.len(), false));
     }
     let mismatch = || {
-        Error::invalid(format!(
-            "filter at {at}: field {field:?} holds {} values, not {}s",
-            type_name(t),
-            lit.kind()
-        ))
+        Error::invalid(format!("filter at {at}: field {field:?} holds {} values, not {}s", type_name(t), lit.kind()))
     };
     let cast = |to: &DataType| arrow_cast::cast(arr, to).map_err(|e| kernel_err(at, e));
     let (left, right): (ArrayRef, Box<dyn Datum>) = match lit {

@@ -154,7 +154,8 @@ impl Filter {
     ///
     /// Errors: `InvalidInput` for text that is not JSON, and as [`Filter::from_json`].
     pub fn parse(text: &str) -> Result<Filter> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::invalid(format!("filter is not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| Error::invalid(format!("filter is not valid JSON: {e}")))?;
         Filter::from_json(&v)
     }
 
@@ -231,7 +232,10 @@ fn parse_map(v: &Value, at: &str) -> Result<Filter> {
 fn parse_path(field: &str, at: &str) -> Result<Vec<String>> {
     let parts: Vec<String> = field.split('.').map(str::to_string).collect();
     if parts.iter().any(String::is_empty) {
-        return Err(bad(at, &format!("field name {field:?} has an empty part (dotted paths look like \"author.name\")")));
+        return Err(bad(
+            at,
+            &format!("field name {field:?} has an empty part (dotted paths look like \"author.name\")"),
+        ));
     }
     Ok(parts)
 }
@@ -261,11 +265,9 @@ fn parse_condition(path: &[String], val: &Value, at: &str) -> Result<Filter> {
         };
         let list = || -> Result<Vec<Lit>> {
             match arg {
-                Value::Array(a) => a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| Lit::from_json(x, &join(&here, &format!("[{i}]"))))
-                    .collect(),
+                Value::Array(a) => {
+                    a.iter().enumerate().map(|(i, x)| Lit::from_json(x, &join(&here, &format!("[{i}]")))).collect()
+                }
                 other => Err(bad(&here, &format!("expected an array of values, got {}", json_kind(other)))),
             }
         };
@@ -334,14 +336,22 @@ mod tests {
         .unwrap();
         let Filter::And(all) = &f else { panic!("{f:?}") };
         assert_eq!(all.len(), 8);
-        assert_eq!(f.fields(), ["c", "a", "b", "lang", "n", "tags", "x.y", "year", "z"], "map keys in JSON-text order is not kept: sorted");
+        assert_eq!(
+            f.fields(),
+            ["c", "a", "b", "lang", "n", "tags", "x.y", "year", "z"],
+            "map keys in JSON-text order is not kept: sorted"
+        );
         assert!(all.contains(&Filter::Cmp {
             path: vec!["lang".into()],
             op: CmpOp::Eq,
             value: Lit::Str("en".into()),
             at: "lang".into()
         }));
-        assert!(all.contains(&Filter::Exists { path: vec!["x".into(), "y".into()], exists: true, at: "x.y.$exists".into() }));
+        assert!(all.contains(&Filter::Exists {
+            path: vec!["x".into(), "y".into()],
+            exists: true,
+            at: "x.y.$exists".into()
+        }));
     }
 
     #[test]

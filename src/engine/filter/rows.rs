@@ -28,25 +28,34 @@ pub fn read_metadata(path: &Path, columns: Option<&[String]>) -> Result<RecordBa
             let rows = read_jsonl(path)?;
             let rows = match columns {
                 None => rows,
-                Some(cols) => {
-                    rows.into_iter().map(|r| Value::Object(keep(r, cols))).collect()
-                }
+                Some(cols) => rows.into_iter().map(|r| Value::Object(keep(r, cols))).collect(),
             };
             json_to_batch(&rows, &what)
         }
         "parquet" | "pq" => read_parquet(path, columns),
         "csv" | "tsv" => {
             let delim = if ext == "tsv" { b'\t' } else { b',' };
-            let mut rdr = csv::ReaderBuilder::new().delimiter(delim).from_path(path).map_err(|e| Error::format(path, e.to_string()))?;
-            let names: Vec<String> =
-                rdr.headers().map_err(|e| Error::format(path, format!("line 1: {e}")))?.iter().map(str::to_string).collect();
+            let mut rdr = csv::ReaderBuilder::new()
+                .delimiter(delim)
+                .from_path(path)
+                .map_err(|e| Error::format(path, e.to_string()))?;
+            let names: Vec<String> = rdr
+                .headers()
+                .map_err(|e| Error::format(path, format!("line 1: {e}")))?
+                .iter()
+                .map(str::to_string)
+                .collect();
             let pick: Vec<usize> = match columns {
                 None => (0..names.len()).collect(),
                 Some(cols) => cols
                     .iter()
                     .map(|c| {
                         names.iter().position(|n| n == c).ok_or_else(|| {
-                            Error::invalid(format!("{}: no column {c:?} (columns: {})", path.display(), names.join(", ")))
+                            Error::invalid(format!(
+                                "{}: no column {c:?} (columns: {})",
+                                path.display(),
+                                names.join(", ")
+                            ))
                         })
                     })
                     .collect::<Result<_>>()?,
@@ -182,7 +191,10 @@ fn plan(
     let what = sources.ids.as_str();
     if let Some(ids) = &ids {
         if ids.len() != n {
-            return Err(Error::invalid(format!("{what}: {} ids for {n} vectors: give exactly one id per vector", ids.len())));
+            return Err(Error::invalid(format!(
+                "{what}: {} ids for {n} vectors: give exactly one id per vector",
+                ids.len()
+            )));
         }
     }
     if let Some(f) = &fields {
@@ -226,7 +238,9 @@ fn plan(
         }
         None => {
             if has_keys {
-                return Err(Error::invalid(format!("{what}: the index's ids are strings: give the new vectors' ids (--ids)")));
+                return Err(Error::invalid(format!(
+                    "{what}: the index's ids are strings: give the new vectors' ids (--ids)"
+                )));
             }
             (None, (ntotal..ntotal + n as i64).collect(), None)
         }

@@ -143,8 +143,7 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value =
-            serde_json::from_str(&line).map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))?;
+        let v: Value = serde_json::from_str(&line).map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))?;
         if !v.is_object() {
             return Err(Error::format(path, format!("line {}: expected a JSON object (one per vector)", i + 1)));
         }
@@ -229,9 +228,13 @@ impl MetaTable {
             )));
         }
         if let Some(f) = fields.schema().fields().iter().find(|f| f.name().starts_with("faissx:")) {
-            return Err(Error::invalid(format!("metadata field {:?}: names starting with faissx: are reserved", f.name())));
+            return Err(Error::invalid(format!(
+                "metadata field {:?}: names starting with faissx: are reserved",
+                f.name()
+            )));
         }
-        let mut cols: Vec<(Field, ArrayRef)> = vec![(Field::new(ID_COLUMN, DataType::Int64, false), Arc::new(Int64Array::from(ids)))];
+        let mut cols: Vec<(Field, ArrayRef)> =
+            vec![(Field::new(ID_COLUMN, DataType::Int64, false), Arc::new(Int64Array::from(ids)))];
         if let Some(k) = keys {
             cols.push((Field::new(KEY_COLUMN, DataType::Utf8, false), Arc::new(StringArray::from(k))));
         }
@@ -269,11 +272,7 @@ impl MetaTable {
 
     /// The FAISS id of every row.
     pub fn ids(&self) -> &Int64Array {
-        self.batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("invariant: column 0 is the int64 id column")
+        self.batch.column(0).as_any().downcast_ref::<Int64Array>().expect("invariant: column 0 is the int64 id column")
     }
 
     /// The string id of every row, when ids are strings.
@@ -293,7 +292,13 @@ impl MetaTable {
 
     fn user_schema(&self) -> Schema {
         Schema::new(
-            self.batch.schema().fields().iter().filter(|f| !f.name().starts_with("faissx:")).cloned().collect::<Vec<_>>(),
+            self.batch
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| !f.name().starts_with("faissx:"))
+                .cloned()
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -422,7 +427,11 @@ impl MetaTable {
         let id_field = Field::new(ID_COLUMN, DataType::Int64, false);
         let mut cols: Vec<(Field, ArrayRef)> = Vec::new();
         for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-            let f = if f.name() == ID_COLUMN || f.name() == KEY_COLUMN { f.as_ref().clone().with_nullable(false) } else { f.as_ref().clone() };
+            let f = if f.name() == ID_COLUMN || f.name() == KEY_COLUMN {
+                f.as_ref().clone().with_nullable(false)
+            } else {
+                f.as_ref().clone()
+            };
             cols.push((if f.name() == ID_COLUMN { id_field.clone() } else { f }, c.clone()));
         }
         MetaTable::from_columns(cols)
@@ -431,7 +440,8 @@ impl MetaTable {
     /// The rows whose FAISS ids are in `ids` (in table order).
     pub fn take_ids(&self, ids: &std::collections::HashSet<i64>) -> Result<MetaTable> {
         let mask: arrow_array::BooleanArray = self.ids().values().iter().map(|i| Some(ids.contains(i))).collect();
-        let b = arrow_select::filter::filter_record_batch(&self.batch, &mask).map_err(|e| Error::invalid(e.to_string()))?;
+        let b =
+            arrow_select::filter::filter_record_batch(&self.batch, &mask).map_err(|e| Error::invalid(e.to_string()))?;
         Ok(MetaTable::from_batch(b))
     }
 
@@ -443,7 +453,9 @@ impl MetaTable {
             .ids()
             .values()
             .iter()
-            .map(|&i| map(i).ok_or_else(|| Error::invalid(format!("metadata row of id {i}: the id is not in the index"))))
+            .map(|&i| {
+                map(i).ok_or_else(|| Error::invalid(format!("metadata row of id {i}: the id is not in the index")))
+            })
             .collect::<Result<Vec<i64>>>()?;
         let mut cols: Vec<ArrayRef> = self.batch.columns().to_vec();
         cols[0] = Arc::new(Int64Array::from(ids));
@@ -504,7 +516,10 @@ impl MetaTable {
         };
         let path = table_path(index);
         let sum = Checksum::of_file(&path).map_err(|_| {
-            Error::format(&path, "missing: the index's sidecar records a metadata table (restore the file or rebuild the index)")
+            Error::format(
+                &path,
+                "missing: the index's sidecar records a metadata table (restore the file or rebuild the index)",
+            )
         })?;
         if sum.bytes != info.bytes || sum.crc32 != info.crc32 {
             return Err(Error::format(
@@ -523,7 +538,8 @@ impl MetaTable {
     /// Errors: `Io`; `Format` naming the path for a file that is not such a table.
     pub fn load(path: &Path) -> Result<MetaTable> {
         let b = read_parquet(path, None)?;
-        let ok = b.schema().fields().first().is_some_and(|f| f.name() == ID_COLUMN && f.data_type() == &DataType::Int64);
+        let ok =
+            b.schema().fields().first().is_some_and(|f| f.name() == ID_COLUMN && f.data_type() == &DataType::Int64);
         if !ok || b.column(0).null_count() > 0 {
             return Err(Error::format(path, format!("not a faissx metadata table (no {ID_COLUMN} column first)")));
         }
@@ -592,8 +608,12 @@ mod tests {
 
     #[test]
     fn string_ids_map_both_ways() {
-        let t = MetaTable::new(json_to_batch(&[json!({}), json!({})], "k").unwrap(), vec![0, 1], Some(vec!["a".into(), "b".into()]))
-            .unwrap();
+        let t = MetaTable::new(
+            json_to_batch(&[json!({}), json!({})], "k").unwrap(),
+            vec![0, 1],
+            Some(vec!["a".into(), "b".into()]),
+        )
+        .unwrap();
         assert_eq!(t.id_of_key("b"), Some(1));
         assert_eq!(t.key_of(0), Some("a"));
         assert_eq!(t.next_id(), 2);

@@ -58,10 +58,12 @@ pub(super) fn parse(path: &Path, bytes: &[u8], opts: &CsvOptions) -> Result<Pars
         }
     };
     let id_col = opts.id_column.as_deref().map(|c| column(c, "id")).transpose()?;
-    let meta_cols =
-        opts.metadata_columns.iter().map(|c| column(c, "metadata")).collect::<Result<Vec<usize>>>()?;
+    let meta_cols = opts.metadata_columns.iter().map(|c| column(c, "metadata")).collect::<Result<Vec<usize>>>()?;
     if let Some(i) = id_col.filter(|i| meta_cols.contains(i)) {
-        return Err(Error::invalid(format!("{}: column {i} is both the id column and a metadata column", path.display())));
+        return Err(Error::invalid(format!(
+            "{}: column {i} is both the id column and a metadata column",
+            path.display()
+        )));
     }
     let mut meta = (!meta_cols.is_empty()).then(|| MetaCells {
         names: meta_cols
@@ -142,7 +144,11 @@ mod tests {
         let p = parse(
             Path::new("x.csv"),
             b"doc,a,lang,b,year\nd1,1,en,2,2020\nd2,3,,4,2021\n",
-            &CsvOptions { id_column: Some("doc".into()), metadata_columns: vec!["lang".into(), "4".into()], ..Default::default() },
+            &CsvOptions {
+                id_column: Some("doc".into()),
+                metadata_columns: vec!["lang".into(), "4".into()],
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!((p.rows, p.dim), (2, 2));
@@ -151,9 +157,13 @@ mod tests {
         let m = p.meta.unwrap();
         assert_eq!(m.names, ["lang", "year"]);
         assert_eq!(m.rows, vec![vec!["en".to_string(), "2020".into()], vec!["".to_string(), "2021".into()]]);
-        let e = parse(Path::new("x.csv"), b"a,b\n1,2\n", &CsvOptions { metadata_columns: vec!["c".into()], ..Default::default() })
-            .err()
-            .unwrap();
+        let e = parse(
+            Path::new("x.csv"),
+            b"a,b\n1,2\n",
+            &CsvOptions { metadata_columns: vec!["c".into()], ..Default::default() },
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("no metadata column \"c\""), "{e}");
     }
 

@@ -208,9 +208,9 @@ impl VectorFile {
             }
         };
         // An id column of plain integers keeps integer ids; anything else is string ids.
-        let ints: Option<Option<Vec<i64>>> = id_cells.as_ref().map(|c| {
-            c.iter().map(|s| s.parse::<i64>().ok().filter(|v| v.to_string() == *s)).collect()
-        });
+        let ints: Option<Option<Vec<i64>>> = id_cells
+            .as_ref()
+            .map(|c| c.iter().map(|s| s.parse::<i64>().ok().filter(|v| v.to_string() == *s)).collect());
         let (ids, keys) = match ints {
             None => (None, None),
             Some(Some(v)) => (Some(v), None),

@@ -12,6 +12,7 @@ pub use rmpv::Value;
 
 mod codes;
 mod decode;
+pub mod json;
 pub mod params;
 mod vectors;
 

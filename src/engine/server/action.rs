@@ -97,7 +97,7 @@ actions! {
     Search = "search": Read,
     /// Search, with the neighbours' vectors.
     SearchAndReconstruct = "search_and_reconstruct": Read,
-    /// Search with FAISSx's hybrid fields (`vector_weight`; `metadata_filter` is refused).
+    /// Search with FAISSx's hybrid fields (`vector_weight`, `metadata_filter`).
     HybridSearch = "hybrid_search": Read,
     /// All neighbours within a radius.
     RangeSearch = "range_search": Read,

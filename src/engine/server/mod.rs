@@ -15,6 +15,7 @@
 //! | `write.rs` | create, delete, merge, snapshot, and the mutations of one index |
 //! | `mutation.rs` | a logged mutation: its WAL record and how it applies (also on replay) |
 //! | `clustering.rs` | `compute_clustering` and `recluster_index` (FAISS's k-means) |
+//! | `filtering.rs` | `filter` / `metadata_filter` over per-vector metadata; string ids in requests and replies |
 //! | `stats.rs` | per-(tenant, action) counts and latencies for `metrics` |
 //! | `quota.rs` | per-tenant quotas (`--max-indices`, `--max-vectors`, `--max-k`, `--max-nq`) |
 //! | `telemetry.rs` | Prometheus metrics and readiness, for `/metrics` and `/readyz` |
@@ -43,6 +44,7 @@ mod action;
 mod admin;
 mod auth;
 mod clustering;
+mod filtering;
 mod http;
 mod limits;
 mod mutation;
@@ -150,6 +152,16 @@ pub struct Slot {
     pub md: Metadata,
     /// Its files, with `--data-dir`.
     pub store: Option<IndexStore>,
+    /// The per-vector metadata as a filterable table, built by the first filtered search
+    /// after a change and dropped whenever the index's write lock is taken.
+    pub filter_table: filtering::TableCache,
+}
+
+impl Slot {
+    /// A slot of `index` with its metadata and files (no filter table yet).
+    pub fn new(index: Index, md: Metadata, store: Option<IndexStore>) -> Slot {
+        Slot { index, md, store, filter_table: filtering::TableCache::default() }
+    }
 }
 
 /// One index of one tenant. An import replaces the whole entry in the registry, so what a
@@ -200,8 +212,12 @@ impl Entry {
         self.slot.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The slot for a change. Whoever takes it may change the metadata or ids, so the cached
+    /// filter table is dropped here (rebuilt by the next filtered search).
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Slot> {
-        self.slot.write().unwrap_or_else(|p| p.into_inner())
+        let mut g = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        g.filter_table = filtering::TableCache::default();
+        g
     }
 }
 
@@ -482,7 +498,7 @@ impl Service {
 /// record that fails to apply quarantines the index: `Err` holds the reason.
 fn restore(l: store::Loaded, mmap: bool) -> std::result::Result<Slot, String> {
     let replayed = !l.replay.is_empty();
-    let mut slot = Slot { index: l.index, md: l.metadata, store: None };
+    let mut slot = Slot::new(l.index, l.metadata, None);
     for rec in &l.replay {
         if let Err(e) = Mutation::from_record(rec).and_then(|m| m.apply(&mut slot)) {
             let seq = store::record_seq(rec).unwrap_or(0);

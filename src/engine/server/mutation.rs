@@ -4,7 +4,7 @@
 
 use super::limits::knob;
 use super::write::{change_durably, checkpoint, unlog_failed};
-use super::{dir_of, Action, Call, Service, Slot};
+use super::{dir_of, filtering, Action, Call, Service, Slot};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Rows;
 use crate::engine::protocol::{self, Msg, Value};
@@ -28,9 +28,13 @@ impl Service {
                 let x = m.rows("vectors", &s.index)?;
                 let n = s.index.rows_in(&x)?;
                 self.check_vector_quota(&call.tenant, n as u64, None)?;
-                let ids = m.ids("ids")?;
-                if call.action != Action::AddVectors && ids.is_none() {
+                let index_id = m.req_str("index_id")?;
+                let (ids, keys) = filtering::ids_to_add(s, filtering::given_ids(m, "ids")?, index_id)?;
+                if call.action != Action::AddVectors && ids.is_none() && keys.is_none() {
                     return Err(Error::invalid(format!("{} needs \"ids\"", call.action.name())));
+                }
+                if let Some(k) = &keys {
+                    crate::engine::index::check_id_count(k.len(), n)?;
                 }
                 if let Some(ids) = &ids {
                     crate::engine::index::check_id_count(ids.len(), n)?;
@@ -54,6 +58,8 @@ impl Service {
                 // Check everything the engine would refuse before anything changes or is
                 // logged.
                 match &ids {
+                    // String ids get the FAISS ids the index can store (filtering::ids_to_add).
+                    _ if keys.is_some() => {}
                     Some(_) if !s.index.takes_ids()? => {
                         return Err(Error::invalid(
                             "this index does not store ids: create it as IDMap:<type> or IDMap2:<type>",
@@ -74,7 +80,7 @@ impl Service {
                 if !s.index.is_trained() {
                     return Err(Error::new(ErrorKind::NotTrained, "index is not trained: call train_index first"));
                 }
-                Mutation::Add { x, ids, md }
+                Mutation::Add { x, ids, md, keys }
             }
             Action::TrainIndex => {
                 let x = m.rows("training_vectors", &s.index)?;
@@ -86,11 +92,15 @@ impl Service {
                 return Ok(Msg::default().with("is_trained", s.index.is_trained()).with("trained_with", n as u64));
             }
             Action::RemoveIds => {
-                let ids = m.ids("ids")?.ok_or_else(|| Error::invalid("missing field \"ids\""))?;
-                Mutation::Remove { ids }
+                let index_id = m.req_str("index_id")?;
+                let ids = filtering::existing_ids(&s.md, s.index.ntotal(), m, "ids", index_id)?
+                    .ok_or_else(|| Error::invalid("missing field \"ids\""))?;
+                // String ids the index does not hold remove nothing, as unknown integers.
+                Mutation::Remove { ids: ids.into_iter().flatten().collect() }
             }
             Action::ReplaceVector => {
-                let id = m.req_int("id")?;
+                let id = filtering::one_id(&s.md, m, "id", m.req_str("index_id")?)?
+                    .ok_or_else(|| Error::invalid("missing field \"id\""))?;
                 let x = m.rows("vector", &s.index)?;
                 if s.index.rows_in(&x)? != 1 {
                     return Err(Error::invalid("replace_vector takes exactly one vector"));
@@ -113,6 +123,7 @@ impl Service {
                 change_durably(s, |ix, md| {
                     ix.reset()?;
                     md.vectors.clear();
+                    md.keys.clear();
                     Ok(())
                 })?;
                 return Ok(Msg::default()
@@ -209,10 +220,25 @@ fn rows_record(x: &Rows) -> (Value, Value) {
 
 /// A logged mutation: validated, written to the WAL, then applied (also on replay).
 pub(super) enum Mutation {
-    Add { x: Rows, ids: Option<Vec<i64>>, md: Option<Vec<Value>> },
-    Remove { ids: Vec<i64> },
-    Replace { id: i64, x: Rows },
-    SetParam { name: String, value: u64 },
+    /// `keys`: string ids, one per vector, mapped to `ids` (or, without, to the positions
+    /// the vectors take).
+    Add {
+        x: Rows,
+        ids: Option<Vec<i64>>,
+        md: Option<Vec<Value>>,
+        keys: Option<Vec<String>>,
+    },
+    Remove {
+        ids: Vec<i64>,
+    },
+    Replace {
+        id: i64,
+        x: Rows,
+    },
+    SetParam {
+        name: String,
+        value: u64,
+    },
 }
 
 impl Mutation {
@@ -245,12 +271,18 @@ impl Mutation {
     fn record(&self) -> Vec<(Value, Value)> {
         let kv = |k: &str, v: Value| (Value::from(k), v);
         match self {
-            Mutation::Add { x, ids, md } => vec![
-                kv("op", Value::from("add")),
-                rows_record(x),
-                kv("ids", ids.as_ref().map_or(Value::Nil, |i| Value::Binary(protocol::i64_bytes(i)))),
-                kv("md", md.as_ref().map_or(Value::Nil, |m| Value::Array(m.clone()))),
-            ],
+            Mutation::Add { x, ids, md, keys } => {
+                let mut r = vec![
+                    kv("op", Value::from("add")),
+                    rows_record(x),
+                    kv("ids", ids.as_ref().map_or(Value::Nil, |i| Value::Binary(protocol::i64_bytes(i)))),
+                    kv("md", md.as_ref().map_or(Value::Nil, |m| Value::Array(m.clone()))),
+                ];
+                if let Some(k) = keys {
+                    r.push(kv("keys", Value::Array(k.iter().map(|s| Value::from(s.as_str())).collect())));
+                }
+                r
+            }
             Mutation::Remove { ids } => {
                 vec![kv("op", Value::from("remove")), kv("ids", Value::Binary(protocol::i64_bytes(ids)))]
             }
@@ -293,6 +325,7 @@ impl Mutation {
                     Some(Value::Array(a)) => Some(a.clone()),
                     _ => None,
                 },
+                keys: m.strings("keys")?,
             },
             "remove" => Mutation::Remove { ids: protocol::i64_from_bytes(&bin("ids").unwrap_or_default())? },
             "replace" => Mutation::Replace { id: m.req_int("id")?, x: rows_of_record()? },
@@ -303,10 +336,15 @@ impl Mutation {
 
     pub(super) fn apply(&self, s: &mut Slot) -> Result<Msg> {
         match self {
-            Mutation::Add { x, ids, md } => {
+            Mutation::Add { x, ids, md, keys } => {
                 let before = s.index.ntotal() as i64;
                 let n = s.index.rows_in(x)?;
                 s.index.add(x, ids.as_deref())?;
+                if let Some(keys) = keys {
+                    for (i, k) in keys.iter().enumerate() {
+                        s.md.keys.insert(ids.as_ref().map_or(before + i as i64, |ids| ids[i]), k.clone());
+                    }
+                }
                 if let Some(md) = md {
                     for (i, v) in md.iter().enumerate() {
                         let key = ids.as_ref().map_or(before + i as i64, |ids| ids[i]);
@@ -324,6 +362,7 @@ impl Mutation {
                     let mut gone: Vec<i64> = ids.clone();
                     gone.sort_unstable();
                     gone.dedup();
+                    s.md.keys.renumber_after_removal(&gone);
                     let old = std::mem::take(&mut s.md.vectors);
                     for (k, v) in old {
                         if gone.binary_search(&k).is_err() {
@@ -334,6 +373,7 @@ impl Mutation {
                 } else {
                     for i in ids {
                         s.md.vectors.remove(i);
+                        s.md.keys.remove_id(*i);
                     }
                 }
                 let nt = s.index.ntotal() as u64;

@@ -3,7 +3,7 @@
 //! it (search parameters are per request).
 
 use super::limits::{check_results, k_of, search_params, MAX_RANGE_CANDIDATES, MAX_RESULTS};
-use super::{estimate_bytes, storage_name, Action, ActionClass, Call, Entry, Service, Slot};
+use super::{estimate_bytes, filtering, storage_name, Action, ActionClass, Call, Entry, Service, Slot};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::Rows;
 use crate::engine::protocol::{self, Encoding, Msg, Value};
@@ -37,6 +37,13 @@ impl Service {
         if call.action == Action::HybridSearch {
             hybrid_fields(m)?;
         }
+        // Parsed before the index is touched: a bad filter changes nothing and costs nothing.
+        let filter = match call.action {
+            Action::Search | Action::SearchAndReconstruct | Action::RangeSearch | Action::HybridSearch => {
+                filtering::filter_of(m, call.action == Action::HybridSearch)?
+            }
+            _ => None,
+        };
         let id = m.req_str("index_id")?;
         let e = self.entry(&call.tenant, id)?;
         let guard = if blocking {
@@ -53,7 +60,7 @@ impl Service {
         let binary = m.flag("binary")?;
         let out = match call.action {
             Action::Search | Action::SearchAndReconstruct | Action::HybridSearch => {
-                // A hybrid search without a metadata filter is a search (hybrid_fields).
+                // A hybrid search is a search, restricted by its metadata filter (hybrid_fields).
                 let plain = call.action != Action::SearchAndReconstruct;
                 let k = k_of(m)?;
                 self.quotas.check_k(k)?;
@@ -64,15 +71,31 @@ impl Service {
                 check_results(nq, k)?;
                 // Small searches are cheaper on one thread than through OpenMP's pool.
                 crate::engine::index::set_threads(if nq >= 16 { self.cores } else { 1 });
-                let n = ix.search(&q, &params)?;
+                let (n, path) = match &filter {
+                    None => (ix.search(&q, &params)?, None),
+                    Some(f) => {
+                        let sel = filtering::restriction(s, f, id)?;
+                        let (n, path) = ix.search_in(&q, &params, &sel)?;
+                        (n, Some((path, sel.len())))
+                    }
+                };
+                let keys = &s.md.keys;
                 let with_md = m.flag("include_metadata")?;
                 let md_row = |ids: &[i64]| {
                     Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect())
                 };
                 let mut out = Msg::default().with("num_queries", n.nq as u64).with("k", k as u64);
+                if let Some((path, matches)) = &path {
+                    out.set("filter_path", path.kind());
+                    out.set("filter_matches", *matches as u64);
+                }
                 if binary && plain {
                     out.set("distances", Value::Binary(protocol::f32_bytes(&n.dists)));
                     out.set("labels", Value::Binary(protocol::i64_bytes(&n.ids)));
+                    if !keys.is_empty() {
+                        // The int64 labels are the FAISS ids; the user's ids ride beside them.
+                        out.set("string_labels", filtering::ids_value(keys, &n.ids));
+                    }
                     if with_md {
                         out.set("metadata", Value::Array((0..n.nq).map(|q| md_row(n.row(q).0)).collect()));
                     }
@@ -82,7 +105,7 @@ impl Service {
                         let (ids, d) = n.row(qi);
                         let mut r = Msg::default()
                             .with("distances", protocol::floats_value(d))
-                            .with("indices", protocol::ints_value(ids));
+                            .with("indices", filtering::ids_value(keys, ids));
                         if with_md {
                             r.set("metadata", md_row(ids));
                         }
@@ -107,7 +130,10 @@ impl Service {
                         // at the top level.
                         let k1 = n.k.max(1);
                         out.set("distances", Value::Array(n.dists.chunks(k1).map(protocol::floats_value).collect()));
-                        out.set("indices", Value::Array(n.ids.chunks(k1).map(protocol::ints_value).collect()));
+                        out.set(
+                            "indices",
+                            Value::Array(n.ids.chunks(k1).map(|c| filtering::ids_value(keys, c)).collect()),
+                        );
                     }
                 }
                 out
@@ -117,16 +143,21 @@ impl Service {
                 let q = m.rows("query_vectors", ix)?;
                 let nq = ix.rows_in(&q)?;
                 self.quotas.check_nq(nq)?;
-                if nq.saturating_mul(ix.ntotal()) > MAX_RANGE_CANDIDATES {
+                let sel = filter.as_ref().map(|f| filtering::restriction(s, f, id)).transpose()?;
+                // A filtered range search can only return the matching vectors.
+                let candidates = sel.as_ref().map_or(ix.ntotal(), |sel| sel.len());
+                if nq.saturating_mul(candidates) > MAX_RANGE_CANDIDATES {
                     return Err(Error::new(
                         ErrorKind::TooLarge,
                         format!(
-                            "range search of nq={nq} over ntotal={} may return more than the server's limit of {MAX_RANGE_CANDIDATES} hits: split the queries",
-                            ix.ntotal()
+                            "range search of nq={nq} over {candidates} vectors may return more than the server's limit of {MAX_RANGE_CANDIDATES} hits: split the queries",
                         ),
                     ));
                 }
-                let h = ix.range_search(&q, radius as f32)?;
+                let h = match &sel {
+                    None => ix.range_search(&q, radius as f32)?,
+                    Some(sel) => ix.range_search_in(&q, radius as f32, sel)?,
+                };
                 if h.ids.len() > MAX_RESULTS {
                     return Err(Error::new(
                         ErrorKind::TooLarge,
@@ -140,21 +171,24 @@ impl Service {
                         Msg::default()
                             .with("query_index", qi as u64)
                             .with("num_results", ids.len() as u64)
-                            .with("indices", protocol::ints_value(ids))
+                            .with("indices", filtering::ids_value(&s.md.keys, ids))
                             .with("distances", protocol::floats_value(d))
                             .into_value(),
                     );
                 }
-                Msg::default()
-                    .with("results", Value::Array(results))
+                let mut out = Msg::default();
+                if let Some(sel) = &sel {
+                    out.set("filter_matches", sel.len() as u64);
+                }
+                out.with("results", Value::Array(results))
                     .with("num_queries", h.nq() as u64)
                     .with("radius", radius)
                     .with("lims", Value::Array(h.lims.iter().map(|&l| Value::from(l as u64)).collect()))
-                    .with("indices", protocol::ints_value(&h.ids))
+                    .with("indices", filtering::ids_value(&s.md.keys, &h.ids))
                     .with("distances", protocol::floats_value(&h.dists))
             }
             Action::Reconstruct => {
-                let key = match m.int("id")? {
+                let key = match filtering::one_id(&s.md, m, "id", id)? {
                     Some(k) => k,
                     None => m.int("idx")?.ok_or_else(|| Error::invalid("missing field \"id\" (or \"idx\")"))?,
                 };
@@ -242,11 +276,10 @@ impl Service {
                 Msg::default().with("param_name", p).with("param_value", v)
             }
             Action::GetMetadata => {
-                let ids = m.ids("ids")?.ok_or_else(|| Error::invalid("missing field \"ids\""))?;
-                Msg::default().with("index_id", id).with(
-                    "metadata",
-                    Value::Array(ids.iter().map(|i| s.md.vectors.get(i).cloned().unwrap_or(Value::Nil)).collect()),
-                )
+                let ids = filtering::existing_ids(&s.md, ix.ntotal(), m, "ids", id)?
+                    .ok_or_else(|| Error::invalid("missing field \"ids\""))?;
+                let value = |i: &Option<i64>| i.and_then(|i| s.md.vectors.get(&i).cloned()).unwrap_or(Value::Nil);
+                Msg::default().with("index_id", id).with("metadata", Value::Array(ids.iter().map(value).collect()))
             }
             other => return Err(super::misrouted(other)),
         };
@@ -288,20 +321,14 @@ impl Service {
     }
 }
 
-/// Check `hybrid_search`'s own fields: `vector_weight` a number in 0–1; `metadata_filter`
-/// absent or nil, since metadata filters are not implemented (FAISSx's server refuses them
-/// as well). Without a filter, a hybrid search is a search.
+/// Check `hybrid_search`'s own fields: `vector_weight` a number in 0–1 (FAISSx's
+/// server ignores it as well: the answer is a vector search). `metadata_filter`, like
+/// `filter`, restricts the search ([`filtering::filter_of`]).
 fn hybrid_fields(m: &Msg) -> Result<()> {
     if let Some(w) = m.float("vector_weight")? {
         if !(0.0..=1.0).contains(&w) {
             return Err(Error::invalid(format!("vector_weight={w} is out of range 0..=1")));
         }
-    }
-    if m.get("metadata_filter").is_some() {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "metadata filters are not implemented: send hybrid_search without metadata_filter (a vector search), and read metadata with include_metadata or get_metadata",
-        ));
     }
     Ok(())
 }

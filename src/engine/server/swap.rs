@@ -118,7 +118,7 @@ impl Service {
         let index = self.open_served(real)?;
         let kind = index.describe()?.type_name;
         let sum = index.meta().checksum();
-        let slot = Slot { index, md: Metadata::default(), store: None };
+        let slot = Slot::new(index, Metadata::default(), None);
         let origin = super::Origin { generation, imported: sum };
         Ok(Entry::with(kind, slot, origin, Some(Source { path: given.to_path_buf(), stamp })))
     }
@@ -254,7 +254,7 @@ impl Service {
             (Some(st), None) => {
                 let store = st.import_new(tenant, id, &kind, &file, sum, &mut index, &md)?;
                 let origin = store.origin();
-                Entry::with(kind, Slot { index, md, store: Some(store) }, origin, None)
+                Entry::with(kind, Slot::new(index, md, Some(store)), origin, None)
             }
             (Some(_), Some(e)) => {
                 // The old version's store becomes the new one's; searches already holding
@@ -269,11 +269,11 @@ impl Service {
                     return Err(err);
                 }
                 let origin = store.origin();
-                Entry::with(kind, Slot { index, md, store: Some(store) }, origin, None)
+                Entry::with(kind, Slot::new(index, md, Some(store)), origin, None)
             }
             (None, _) => {
                 let origin = super::Origin { generation: current + 1, imported: Some(sum) };
-                Entry::with(kind, Slot { index, md, store: None }, origin, None)
+                Entry::with(kind, Slot::new(index, md, None), origin, None)
             }
         };
         self.indices.write().unwrap_or_else(|p| p.into_inner()).insert(key, entry.clone());

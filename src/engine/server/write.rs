@@ -9,7 +9,6 @@ use super::{dir_of, valid_id, writable, Action, Call, Entry, Service, Slot};
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::index::{factory, Index, IndexSpec, Storage};
 use crate::engine::protocol::{Msg, MAX_DIMENSION};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Service {
@@ -150,13 +149,13 @@ impl Service {
             }
             spec => make(spec)?,
         };
-        let md = Metadata { index: m.get("metadata").cloned(), vectors: HashMap::new() };
+        let md = Metadata { index: m.get("metadata").cloned(), ..Metadata::default() };
         let store = match &self.store {
             Some(st) => Some(st.create(t, id, &kind, &mut index, &md)?),
             None => None,
         };
         let trained = index.is_trained();
-        let entry = Entry::new(kind.clone(), Slot { index, md, store });
+        let entry = Entry::new(kind.clone(), Slot::new(index, md, store));
         self.indices.write().unwrap_or_else(|p| p.into_inner()).insert(key, entry);
         tracing::info!(tenant = %t, index = %id, dimension = dim, index_type = %kind, "index created");
         Ok(Msg::default()
@@ -193,6 +192,12 @@ impl Service {
                     "source {sid:?} and target {target:?} hold different kinds of vectors (binary codes and floats)"
                 )));
             }
+            if !g.md.keys.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("source {sid:?} has string ids: merging indices with string ids is not supported"),
+                ));
+            }
             if g.index.storage() != Storage::Loaded {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
@@ -212,6 +217,12 @@ impl Service {
         let mut g = te.write();
         let s = &mut *g;
         writable(target, &te, &s.index)?;
+        if !s.md.keys.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("target {target:?} has string ids: merging indices with string ids is not supported"),
+            ));
+        }
         if !s.index.is_trained() {
             return Err(Error::new(ErrorKind::NotTrained, "target index is not trained"));
         }

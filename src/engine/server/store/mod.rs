@@ -52,11 +52,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 mod index_store;
+mod keys;
 #[cfg(test)]
 mod tests;
 mod wal;
 
 pub use index_store::{DiskStats, IndexStore, Origin};
+pub use keys::StringIds;
 use wal::read_wal;
 pub use wal::{crc32, record_seq};
 
@@ -70,6 +72,8 @@ pub struct Metadata {
     pub index: Option<Value>,
     /// One value per vector id.
     pub vectors: HashMap<i64, Value>,
+    /// The index's string ids (empty when its ids are integers).
+    pub keys: StringIds,
 }
 
 impl Metadata {
@@ -81,6 +85,16 @@ impl Metadata {
             (
                 Value::from("vectors"),
                 Value::Array(rows.into_iter().map(|(k, v)| Value::Array(vec![Value::from(*k), v.clone()])).collect()),
+            ),
+            (
+                Value::from("keys"),
+                Value::Array(
+                    self.keys
+                        .sorted()
+                        .into_iter()
+                        .map(|(id, key)| Value::Array(vec![Value::from(id), Value::from(key)]))
+                        .collect(),
+                ),
             ),
         ]);
         protocol::encode_value(&v)
@@ -123,6 +137,25 @@ impl Metadata {
                                 out.vectors.insert(id, val);
                             }
                             _ => return Err(Error::format(path, format!("vector row {i} has no integer id"))),
+                        }
+                    }
+                }
+                (Some("keys"), Value::Array(rows)) => {
+                    for (i, r) in rows.into_iter().enumerate() {
+                        let pair = match r {
+                            Value::Array(kv) if kv.len() == 2 => kv,
+                            _ => {
+                                return Err(Error::format(path, format!("key row {i} is not an [id, string id] pair")))
+                            }
+                        };
+                        match (pair[0].as_i64(), pair[1].as_str()) {
+                            (Some(id), Some(key)) => out.keys.insert(id, key.to_string()),
+                            _ => {
+                                return Err(Error::format(
+                                    path,
+                                    format!("key row {i} is not an integer id with a string id"),
+                                ))
+                            }
                         }
                     }
                 }
