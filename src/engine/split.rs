@@ -9,8 +9,8 @@
 //! module decides which vector goes where and produces shards one at a time ([`split_by`]);
 //! [`split_file`] writes them as files that stand or fall together ([`OutputSet`]).
 
-use crate::engine::filter::MetaTable;
 use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::filter::MetaTable;
 use crate::engine::index::Index;
 use crate::engine::jobs::stopped;
 use crate::engine::output::{check_new, IndexOutput, OutputSet};

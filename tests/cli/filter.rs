@@ -116,7 +116,17 @@ fn filtered_flat_equals_brute_force_and_hnsw_ivf_recall_at_one_percent() {
     let env = TestEnv::new("filter_recall");
     fashion_index(&env, "Flat", "flat.index");
     env.ok(&["build", "base5k.bvecs", "-o", "hnsw.index", "--factory", "HNSW32", "--metadata", "base5k.jsonl", "-q"]);
-    env.ok(&["build", "base5k.bvecs", "-o", "ivf.index", "--factory", "IVF64,Flat", "--metadata", "base5k.jsonl", "-q"]);
+    env.ok(&[
+        "build",
+        "base5k.bvecs",
+        "-o",
+        "ivf.index",
+        "--factory",
+        "IVF64,Flat",
+        "--metadata",
+        "base5k.jsonl",
+        "-q",
+    ]);
     let base = bvecs_rows(&env.path("base5k.bvecs"), 5000);
     let queries = bvecs_rows(&testdata("fashion-mnist/query200.bvecs"), 50);
     let q = write_queries(&env, "q50.fvecs", &queries);
@@ -137,7 +147,8 @@ fn filtered_flat_equals_brute_force_and_hnsw_ivf_recall_at_one_percent() {
         let out = env.ok(&["search", "flat.index", &q, "-k", "10", "--filter", f, "--format", "jsonl"]);
         for (qi, line) in out.lines().enumerate() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let dists: Vec<f32> = v["distances"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap() as f32).collect();
+            let dists: Vec<f32> =
+                v["distances"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap() as f32).collect();
             // FAISS computes |x|² + |y|² - 2⟨x, y⟩ in f32: equal up to rounding.
             let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(1.0);
             assert_eq!(dists.len(), 10);
@@ -172,14 +183,18 @@ fn filtered_flat_equals_brute_force_and_hnsw_ivf_recall_at_one_percent() {
             if index == "ivf.index" && extra.is_none() {
                 // Never worse than the index's own unfiltered recall at those settings.
                 let plain = hits(&env.ok(&["search", index, &q, "-k", "10", "--format", "jsonl"]));
-                let full: Vec<Vec<(i64, f32)>> = queries.iter().map(|x| brute_force(&base, x, &(0..5000).collect::<Vec<_>>(), 10)).collect();
+                let full: Vec<Vec<(i64, f32)>> =
+                    queries.iter().map(|x| brute_force(&base, x, &(0..5000).collect::<Vec<_>>(), 10)).collect();
                 let mut hit0 = 0;
                 for (qi, ids) in plain.iter().enumerate() {
                     let t: BTreeSet<i64> = full[qi].iter().map(|t| t.0).collect();
                     hit0 += ids.iter().filter(|i| t.contains(&i.as_i64().unwrap())).count();
                 }
                 let unfiltered = hit0 as f64 / (10 * plain.len()) as f64;
-                assert!(recall >= unfiltered - 0.02, "{index}, filter {f}: 10-recall@10 {recall} < unfiltered {unfiltered}");
+                assert!(
+                    recall >= unfiltered - 0.02,
+                    "{index}, filter {f}: 10-recall@10 {recall} < unfiltered {unfiltered}"
+                );
             } else {
                 assert!(recall >= 0.95, "{index} {extra:?}, filter {f}: 10-recall@10 {recall}");
             }
@@ -225,16 +240,64 @@ fn string_ids_through_build_add_search_merge_split() {
         args.extend_from_slice(&["q.npy", "-k", "5", "--filter", f, "--format", "jsonl"]);
         env.ok(&args)
     };
-    env.ok(&["build", "all.npy", "-o", "all.index", "--factory", "Flat", "--ids", "all_ids.txt", "--metadata", "all.jsonl", "-q"]);
+    env.ok(&[
+        "build",
+        "all.npy",
+        "-o",
+        "all.index",
+        "--factory",
+        "Flat",
+        "--ids",
+        "all_ids.txt",
+        "--metadata",
+        "all.jsonl",
+        "-q",
+    ]);
     let want = string_hits(&search(&["all.index"]));
     assert!(want.iter().all(|r| r.len() == 5 && r.iter().all(|k| k.starts_with("doc/"))), "{want:?}");
     // build + add = build of everything
-    env.ok(&["build", "a.npy", "-o", "ab.index", "--factory", "Flat", "--ids", "a_ids.txt", "--metadata", "a.jsonl", "-q"]);
+    env.ok(&[
+        "build",
+        "a.npy",
+        "-o",
+        "ab.index",
+        "--factory",
+        "Flat",
+        "--ids",
+        "a_ids.txt",
+        "--metadata",
+        "a.jsonl",
+        "-q",
+    ]);
     env.ok(&["add", "ab.index", "b.npy", "--ids", "b_ids.txt", "--metadata", "b.jsonl", "-q"]);
     assert_eq!(string_hits(&search(&["ab.index"])), want, "build + add");
     // merge of two built halves
-    env.ok(&["build", "b.npy", "-o", "b.index", "--factory", "Flat", "--ids", "b_ids.txt", "--metadata", "b.jsonl", "-q"]);
-    env.ok(&["build", "a.npy", "-o", "a.index", "--factory", "Flat", "--ids", "a_ids.txt", "--metadata", "a.jsonl", "-q"]);
+    env.ok(&[
+        "build",
+        "b.npy",
+        "-o",
+        "b.index",
+        "--factory",
+        "Flat",
+        "--ids",
+        "b_ids.txt",
+        "--metadata",
+        "b.jsonl",
+        "-q",
+    ]);
+    env.ok(&[
+        "build",
+        "a.npy",
+        "-o",
+        "a.index",
+        "--factory",
+        "Flat",
+        "--ids",
+        "a_ids.txt",
+        "--metadata",
+        "a.jsonl",
+        "-q",
+    ]);
     env.ok(&["merge", "a.index", "b.index", "-o", "m.index", "-q"]);
     assert_eq!(string_hits(&search(&["m.index"])), want, "merge");
     // split into shards searched together
@@ -259,7 +322,10 @@ fn string_ids_through_build_add_search_merge_split() {
         .iter()
         .map(|f| (f["name"].as_str().unwrap().to_string(), f["type"].as_str().unwrap().to_string()))
         .collect();
-    assert!(fields.contains(&("lang".into(), "string".into())) && fields.contains(&("year".into(), "int64".into())), "{fields:?}");
+    assert!(
+        fields.contains(&("lang".into(), "string".into())) && fields.contains(&("year".into(), "int64".into())),
+        "{fields:?}"
+    );
 }
 
 fn snapshot(env: &TestEnv, names: &[&str]) -> Vec<Vec<u8>> {
@@ -303,7 +369,11 @@ fn bad_filters_ids_and_metadata_fail_cleanly_and_change_nothing() {
         2,
         "metadata field \"n\" is int64 in the index but string in the new rows",
     );
-    env.fails(&["add", "x.index", "two.npy", "--ids", "ok_ids.txt", "--metadata", "x.jsonl"], 2, "20 metadata rows for 2 vectors");
+    env.fails(
+        &["add", "x.index", "two.npy", "--ids", "ok_ids.txt", "--metadata", "x.jsonl"],
+        2,
+        "20 metadata rows for 2 vectors",
+    );
     assert_eq!(snapshot(&env, &files), before, "failed commands leave the index as it was");
     assert_eq!(leftovers(&env.dir), Vec::<String>::new());
     // a malformed metadata file leaves no partial index
@@ -335,7 +405,9 @@ fn csv_columns_and_parquet_metadata_give_the_same_index() {
     env.ok(&["build", "docs.csv", "-o", "csv.index", "--id-column", "doc_id", "--metadata-columns", "lang,year", "-q"]);
     let out = std::process::Command::new(python())
         .arg("-c")
-        .arg("import sys, pyarrow.json as j, pyarrow.parquet as p; p.write_table(j.read_json(sys.argv[1]), sys.argv[2])")
+        .arg(
+            "import sys, pyarrow.json as j, pyarrow.parquet as p; p.write_table(j.read_json(sys.argv[1]), sys.argv[2])",
+        )
         .args([env.path("docs.jsonl"), env.path("docs.parquet")])
         .output()
         .unwrap();

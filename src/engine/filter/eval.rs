@@ -121,7 +121,14 @@ fn leaf(b: &RecordBatch, path: &[String], at: &str, whole: Option<bool>, pred: &
     resolve(col, &path[1..], &path[0], at, whole, pred)
 }
 
-fn resolve(arr: &ArrayRef, rest: &[String], name: &str, at: &str, whole: Option<bool>, pred: &Pred) -> Result<BooleanArray> {
+fn resolve(
+    arr: &ArrayRef,
+    rest: &[String],
+    name: &str,
+    at: &str,
+    whole: Option<bool>,
+    pred: &Pred,
+) -> Result<BooleanArray> {
     if rest.is_empty() && whole.is_some() {
         return Ok(definite(pred(arr, name)?));
     }

@@ -284,7 +284,8 @@ mod tests {
     #[test]
     fn string_ids_are_positions_and_never_mix_with_integers() {
         let ix = flat();
-        let a = plan_add(&ix, None, 2, Some(UserIds::Keys(vec!["a".into(), "b".into()])), None, &Sources::one("x")).unwrap();
+        let a = plan_add(&ix, None, 2, Some(UserIds::Keys(vec!["a".into(), "b".into()])), None, &Sources::one("x"))
+            .unwrap();
         assert_eq!(a.faiss_ids, None, "a Flat index numbers by position");
         let t = a.table.unwrap();
         assert_eq!((t.id_of_key("a"), t.id_of_key("b")), (Some(0), Some(1)));
@@ -292,7 +293,8 @@ mod tests {
         assert!(e.to_string().contains("more.txt: integer ids for an index whose ids are strings"), "{e}");
         let e = plan_add(&ix, Some(&t), 1, None, None, &Sources::one("more.npy")).unwrap_err();
         assert!(e.to_string().contains("give the new vectors' ids"), "{e}");
-        let e = plan_add(&ix, Some(&t), 1, Some(UserIds::Keys(vec!["a".into()])), None, &Sources::one("m")).unwrap_err();
+        let e =
+            plan_add(&ix, Some(&t), 1, Some(UserIds::Keys(vec!["a".into()])), None, &Sources::one("m")).unwrap_err();
         assert!(e.to_string().contains("already in the index"), "{e}");
         let e = plan_add(&ix, None, 3, Some(UserIds::Keys(vec!["a".into()])), None, &Sources::one("m")).unwrap_err();
         assert!(e.to_string().contains("1 ids for 3 vectors"), "{e}");
