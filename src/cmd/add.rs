@@ -14,7 +14,7 @@ const EXAMPLES: &str = "\
 Examples:
   faissx add fm.index more.npy
   faissx add fm.index more.npy --ids more_ids.npy
-  faissx add docs.index more.npy --ids more_ids.txt --metadata more.jsonl   # string ids, one per line
+  faissx add docs.index more.npy --ids more_ids.txt --metadata more.jsonl
   cat new.fvecs | faissx add fm.index - --input-format fvecs";
 
 /// Append vectors (and ids) to an existing index.

@@ -21,10 +21,11 @@ Examples:
   faissx build emb.npy -o emb.index --factory HNSW32 --metric cosine --ids emb_ids.npy
 
   # with metadata for `search --filter` (one JSON object per row) and string ids
-  faissx build docs.npy -o docs.index --factory HNSW32 --metadata docs.jsonl --ids doc_ids.txt
+  faissx build docs.npy -o docs.index --factory HNSW32 --metadata docs.jsonl --ids ids.txt
 
   # from a CSV whose doc_id column is the ids and lang,year,tags columns are metadata
-  faissx build docs.csv -o docs.index --factory IVF1024,Flat --id-column doc_id --metadata-columns lang,year,tags
+  faissx build docs.csv -o docs.index --factory IVF1024,Flat --id-column doc_id \\
+      --metadata-columns lang,year,tags
 
   # IVF-PQ whose lists live in huge.index.ivfdata, built in bounded memory
   faissx build huge.fvecs -o huge.index --factory IVF65536,PQ32 --on-disk --train-size 1000000

@@ -41,6 +41,16 @@ impl InputArgs {
     }
 }
 
+/// The text of a `--filter` argument: the JSON itself, or `@PATH` for a file holding it.
+///
+/// Errors: `Io` naming the file.
+pub fn filter_text(arg: &str) -> Result<String> {
+    match arg.strip_prefix('@') {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| crate::engine::Error::io(Path::new(p), e)),
+        None => Ok(arg.to_string()),
+    }
+}
+
 /// Per-vector metadata and ids given with new vectors (`build`, `add`).
 #[derive(Debug, Clone, Args)]
 pub struct MetadataArgs {

@@ -1,6 +1,6 @@
 //! `faissx search`: k-NN or range search of a query file.
 
-use super::common::{BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArgs};
+use super::common::{filter_text, BatchArgs, InputArgs, OpenArgs, OutputFormat, SearchParamArgs};
 use super::render::{self, HitWriter, StderrProgress};
 use super::Ctx;
 use crate::engine::filter::{matching_ids, Filter, MetaTable};
@@ -23,8 +23,9 @@ Examples:
   # search a large index in place, memory-mapped, with a sequential warm-up read
   faissx search big.index queries.fvecs -k 10 --mmap --warm
 
-  # only documents in English since 2020, with each hit's metadata (string ids shown as given)
-  faissx search docs.index q.npy -k 10 --filter '{\"lang\": \"en\", \"year\": {\"$gte\": 2020}}' --with-metadata
+  # only hits whose metadata matches the filter in en-2020.json (e.g. English since 2020),
+  # with each hit's metadata; string ids are shown as given
+  faissx search docs.index q.npy -k 10 --filter @en-2020.json --with-metadata
 
   # every base vector within squared L2 distance 50000 of each query
   faissx search fm.index query.bvecs --radius 50000 --format csv
@@ -69,6 +70,7 @@ pub struct SearchArgs {
     /// $gt $gte $lt $lte $in $nin $exists $and $or $not, dotted paths into nested objects, a
     /// list field matching when any element does. The filter runs inside FAISS's search (an
     /// IDSelector), or as an exact scan of the matches when few match (-v says which).
+    /// @PATH reads the filter from a file.
     #[arg(long, value_name = "JSON")]
     pub filter: Option<String>,
 
@@ -133,7 +135,7 @@ pub fn run(ctx: &Ctx, a: SearchArgs) -> Result<()> {
     }
     let open_opts = a.open.options();
     let t_open = Instant::now();
-    let filter = a.filter.as_deref().map(Filter::parse).transpose()?;
+    let filter = a.filter.as_deref().map(|f| Filter::parse(&filter_text(f)?)).transpose()?;
     let mut index = ShardSet::open_with(&a.index, |p| Index::open_float(p, &open_opts))?;
     let tables = index
         .shards()

@@ -25,14 +25,29 @@ pub fn metadata_path(index: &Path) -> PathBuf {
 }
 
 /// The parts of an index file on the client's disk, in transfer order: (wire name, path).
-fn local_parts(index: &Path) -> Vec<(&'static str, PathBuf)> {
+/// An index built with metadata (`<index>.meta.parquet`) and no server metadata file sends
+/// its table converted to the server's form, in a temp file kept alive by the second value.
+fn local_parts(index: &Path) -> Result<(Vec<(&'static str, PathBuf)>, Option<tempfile::TempPath>)> {
     let mut parts = vec![("index", index.to_path_buf())];
+    let mut tmp = None;
     for (name, p) in [("sidecar", IndexMeta::path_for(index)), ("metadata", metadata_path(index))] {
         if p.is_file() {
             parts.push((name, p));
+        } else if name == "metadata" {
+            let table = match IndexMeta::load(index)? {
+                Some(meta) => crate::engine::filter::MetaTable::open_for(index, &meta)?,
+                None => None,
+            };
+            if let Some(t) = table {
+                let file = tempfile::NamedTempFile::new().map_err(|e| Error::io(Path::new("<temp>"), e))?;
+                let path = file.into_temp_path();
+                crate::engine::server::store::Metadata::from_table(&t)?.write(&path)?;
+                parts.push((name, path.to_path_buf()));
+                tmp = Some(path);
+            }
         }
     }
-    parts
+    Ok((parts, tmp))
 }
 
 /// Where an imported index comes from.
@@ -126,7 +141,7 @@ impl Client {
     /// Upload `path` and its sidecar/metadata files; returns the `upload_id`. On error the
     /// upload is ended on the server.
     fn upload(&mut self, path: &Path, sent: &mut u64, progress: &mut dyn FnMut(u64, u64)) -> Result<String> {
-        let parts = local_parts(path);
+        let (parts, _table_tmp) = local_parts(path)?;
         let mut total = 0;
         for (_, p) in &parts {
             total += std::fs::metadata(p).at(p)?.len();

@@ -424,3 +424,37 @@ fn csv_columns_and_parquet_metadata_give_the_same_index() {
     let csv_dim: serde_json::Value = serde_json::from_str(&env.ok(&["info", "csv.index", "--format", "json"])).unwrap();
     assert_eq!(csv_dim["d"], 3, "metadata columns are not vector components");
 }
+
+/// A built index with metadata and string ids keeps both when a server takes it: served with
+/// `serve --index` and imported with `query-remote import`, its filters give what the local
+/// search gives.
+#[test]
+fn a_built_index_keeps_its_metadata_when_served_or_imported() {
+    let env = TestEnv::new("filter_served");
+    let d = 8;
+    let x = lcg_vectors(300, d, 21);
+    write_npy_f32(&env.path("docs.npy"), 300, d, &x);
+    write_npy_f32(&env.path("q.npy"), 4, d, &lcg_vectors(4, d, 22));
+    write_lines(&env, "ids.txt", (0..300).map(|i| format!("doc-{i}")));
+    write_lines(
+        &env,
+        "docs.jsonl",
+        (0..300).map(|i| format!(r#"{{"lang": "{}", "tags": ["t{}", "all"]}}"#, ["en", "fr", "de"][i % 3], i % 7)),
+    );
+    env.ok(&["build", "docs.npy", "-o", "docs.index", "--ids", "ids.txt", "--metadata", "docs.jsonl", "-q"]);
+    let f = r#"{"lang": "fr", "tags": {"$in": ["t2", "t3"]}}"#;
+    let ids = |out: &str| -> Vec<Vec<String>> { string_hits(out) };
+    let local = ids(&env.ok(&["search", "docs.index", "q.npy", "-k", "5", "--filter", f, "--format", "jsonl"]));
+    assert!(local.iter().all(|r| r.len() == 5), "{local:?}");
+    let srv = crate::serve::Server::start(&env, &["--index", "live=docs.index"]);
+    let remote = |args: &[&str]| {
+        let mut all = vec!["query-remote", "--server", srv.endpoint.as_str()];
+        all.extend_from_slice(args);
+        env.ok(&all)
+    };
+    let served = ids(&remote(&["search", "live", "q.npy", "-k", "5", "--filter", f, "--format", "jsonl"]));
+    assert_eq!(served, local, "serve --index");
+    remote(&["import", "copy", "docs.index"]);
+    let imported = ids(&remote(&["search", "copy", "q.npy", "-k", "5", "--filter", f, "--format", "jsonl"]));
+    assert_eq!(imported, local, "query-remote import");
+}

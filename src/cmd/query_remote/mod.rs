@@ -110,7 +110,7 @@ pub enum RemoteOp {
     Train(TrainArgs),
     /// k-NN search of a query file.
     #[command(
-        after_long_help = "Examples:\n  faissx query-remote search docs query.bvecs -k 10 --format jsonl\n  faissx query-remote search docs query.bvecs -k 100 --format npy -o hits.npy\n  faissx query-remote search docs q.npy -k 10 --filter '{\"tags\": {\"$in\": [\"rust\", \"faiss\"]}}' --include-metadata"
+        after_long_help = "Examples:\n  faissx query-remote search docs query.bvecs -k 10 --format jsonl\n  faissx query-remote search docs query.bvecs -k 100 --format npy -o hits.npy\n  faissx query-remote search docs q.npy -k 10 --filter @tags.json --include-metadata"
     )]
     Search(SearchArgs),
     /// Range search: every vector within a radius of each query.
@@ -261,7 +261,8 @@ pub struct SearchArgs {
     /// Search only vectors whose metadata matches this filter (JSON, MongoDB style, as
     /// `faissx search --filter`): field equality, $eq $ne $gt $gte $lt $lte $in $nin
     /// $exists, $and $or $not, dotted paths, a list field matching when any element does. The
-    /// server runs it inside FAISS's search (-v prints the path it took).
+    /// server runs it inside FAISS's search (-v prints the path it took). @PATH reads the
+    /// filter from a file.
     #[arg(long, value_name = "JSON")]
     pub filter: Option<String>,
     /// Queries per request.
@@ -550,7 +551,8 @@ fn search(ctx: &Ctx, c: &mut Client, x: SearchArgs) -> Result<()> {
     }
     // Checked here first: a bad filter is a usage error before anything is sent.
     let filter = match &x.filter {
-        Some(text) => {
+        Some(arg) => {
+            let text = &super::common::filter_text(arg)?;
             Filter::parse(text)?;
             let j: serde_json::Value =
                 serde_json::from_str(text).map_err(|e| Error::invalid(format!("filter is not valid JSON: {e}")))?;

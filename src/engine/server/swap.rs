@@ -118,7 +118,8 @@ impl Service {
         let index = self.open_served(real)?;
         let kind = index.describe()?.type_name;
         let sum = index.meta().checksum();
-        let slot = Slot::new(index, Metadata::default(), None);
+        let md = file_metadata(real, index.meta())?;
+        let slot = Slot::new(index, md, None);
         let origin = super::Origin { generation, imported: sum };
         Ok(Entry::with(kind, slot, origin, Some(Source { path: given.to_path_buf(), stamp })))
     }
@@ -335,11 +336,15 @@ impl Service {
         // copy; a file without one is probed, as everywhere else (a checksum computed here
         // would prove nothing about where the file came from).
         let sidecar = IndexMeta::path_for(&real);
+        let mut md = Metadata::default();
         if sidecar.is_file() {
             let to = Part::Sidecar.path_in(&dir);
             std::fs::copy(&sidecar, &to).at(&sidecar)?;
+            if let Some(meta) = IndexMeta::load(&real)? {
+                md = file_metadata(&real, &meta)?;
+            }
         }
-        Ok((file, sum, Metadata::default(), Spool::Dir(guard)))
+        Ok((file, sum, md, Spool::Dir(guard)))
     }
 
     /// `export_begin` (runs on the index's queue, so it sees every write acknowledged before
@@ -432,4 +437,15 @@ fn copy_checksummed(from: &Path, to: &Path) -> Result<Checksum> {
     let sum = Checksum::read_through(from, |b| w.write_all(b).at(to))?;
     w.sync_all().at(to)?;
     Ok(sum)
+}
+
+/// The per-vector metadata and string ids of an index file written by `faissx build` / `add`
+/// (its `<index>.meta.parquet`, when its sidecar records one), in the server's form.
+///
+/// Errors: `Format` when the table is missing or does not match the sidecar.
+fn file_metadata(index: &Path, meta: &IndexMeta) -> Result<Metadata> {
+    match crate::engine::filter::MetaTable::open_for(index, meta)? {
+        Some(t) => Metadata::from_table(&t),
+        None => Ok(Metadata::default()),
+    }
 }

@@ -57,6 +57,7 @@ mod keys;
 mod tests;
 mod wal;
 
+use crate::engine::filter::MetaTable;
 pub use index_store::{DiskStats, IndexStore, Origin};
 pub use keys::StringIds;
 use wal::read_wal;
@@ -98,6 +99,27 @@ impl Metadata {
             ),
         ]);
         protocol::encode_value(&v)
+    }
+
+    /// The server's form of a metadata table written by `faissx build` / `add`
+    /// (`<index>.meta.parquet`): each row's fields as a map (rows without fields have no
+    /// entry) and its string id.
+    ///
+    /// Errors: `InvalidInput` when the table cannot be read back as JSON.
+    pub fn from_table(t: &MetaTable) -> Result<Metadata> {
+        let ids: Vec<i64> = t.ids().values().to_vec();
+        let mut md = Metadata::default();
+        for (chunk_ids, chunk) in ids.chunks(65_536).map(|c| (c, t.rows_json(c))) {
+            for (id, row) in chunk_ids.iter().zip(chunk?) {
+                if row.as_object().is_some_and(|o| !o.is_empty()) {
+                    md.vectors.insert(*id, protocol::json::from_json(&row));
+                }
+                if let Some(k) = t.key_of(*id) {
+                    md.keys.insert(*id, k.to_string());
+                }
+            }
+        }
+        Ok(md)
     }
 
     /// Read a metadata file (as [`Metadata::write`] writes it).
