@@ -107,6 +107,16 @@ pub fn run(_ctx: &Ctx, a: InfoArgs) -> Result<()> {
                         rows.push(("input".into(), format!("{} ({}, {} rows)", i.path, i.format, i.rows)));
                     }
                     rows.push(("faissx version".into(), m.faissx_version.clone()));
+                    if let Some(md) = &m.metadata {
+                        let ids = if md.string_ids { "string ids" } else { "integer ids" };
+                        rows.push((
+                            "metadata".into(),
+                            format!("{} rows, {ids}, {} bytes ({}.meta.parquet)", md.rows, md.bytes, a.index.display()),
+                        ));
+                        for f in &md.fields {
+                            rows.push(("  field".into(), format!("{}: {} ({} rows)", f.name, f.ty, f.count)));
+                        }
+                    }
                 }
                 None => rows.push(("sidecar".into(), "none (index not written by faissx)".into())),
             }
