@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Filtered-search benchmark (BENCHMARKS.md, "Filtered search (issue 14)"), run by hand, not in CI.
 #
-#   bash scripts/bench-filter.sh              # data, indices, every measurement (~40 min on 2 cores)
+#   bash scripts/bench-filter.sh              # data, indices, every measurement, SQLite (~50 min on 2 cores)
 #   bash scripts/bench-filter.sh data         # only the synthetic set and the Fashion-MNIST labels
 #   bash scripts/bench-filter.sh build        # only the indices (after data)
 #   bash scripts/bench-filter.sh run          # only the measurements (after build)
+#   bash scripts/bench-filter.sh sqlite       # the same filters through SQLite (after data)
 #
 # Synthetic set: 1,000,000 × 128 float32 vectors, clustered Gaussian (1,000 centres drawn from
 # N(0, 1), points = centre + N(0, 0.6²), seed 14), 1,000 queries from the same mixture (seed 15),
@@ -123,10 +124,43 @@ run() {
   cat "$res/sizes.txt"
 }
 
+# The same filters through SQLite (Python's sqlite3, in memory, an index on each column), for
+# the metadata-store comparison in BENCHMARKS.md: time to the list of matching row ids.
+sqlite() {
+  "$py" - "$dir/meta.jsonl" <<'PY'
+import json, sqlite3, sys, time, os
+db = sqlite3.connect(":memory:")
+db.execute("create table t (id integer primary key, category text, year integer)")
+with open(sys.argv[1]) as f:
+    db.executemany("insert into t values (?, ?, ?)", ((i, r["category"], r["year"]) for i, r in enumerate(map(json.loads, f))))
+db.execute("create index tc on t(category)"); db.execute("create index ty on t(year)"); db.commit()
+cats = ", ".join("'cat%04d'" % c for c in (1, 102, 203, 304, 405, 506, 607, 708, 809, 910))
+for name, where in [
+    ("50%-one", "year >= 2010"), ("50%-two", "year < 2010 and category != 'cat0000'"),
+    ("10%-one", "year in (2000, 2001)"), ("10%-two", "year >= 2010 and category >= 'cat0800'"),
+    ("1%-one", "category in (%s)" % cats), ("1%-two", "year >= 2018 and category >= 'cat0900'"),
+    ("0.1%-one", "category = 'cat0042'"), ("0.1%-two", "year >= 2018 and category >= 'cat0990'")]:
+    q = "select id from t where " + where
+    times = []
+    for _ in range(5):
+        t = time.perf_counter(); ids = [r[0] for r in db.execute(q)]; times.append(time.perf_counter() - t)
+    times.sort()
+    plan = " / ".join(r[3] for r in db.execute("explain query plan " + q))
+    print("%-9s %8d ids  %8.1f ms  (%s)" % (name, len(ids), times[2] * 1e3, plan))
+out = os.path.join(os.path.dirname(sys.argv[1]), "meta.sqlite")
+if os.path.exists(out):
+    os.remove(out)
+disk = sqlite3.connect(out)
+db.backup(disk); disk.close()
+print("meta.sqlite bytes:", os.path.getsize(out))
+PY
+}
+
 case "$what" in
   data) data ;;
   build) build ;;
   run) run ;;
-  all) data; build; run ;;
-  *) echo "usage: bench-filter.sh [data|build|run|all]" >&2; exit 2 ;;
+  sqlite) sqlite ;;
+  all) data; build; run; sqlite ;;
+  *) echo "usage: bench-filter.sh [data|build|run|sqlite|all]" >&2; exit 2 ;;
 esac

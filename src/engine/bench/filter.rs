@@ -182,8 +182,9 @@ pub fn filtered_ground_truth(
 
 /// k-recall@k when fewer than `k` vectors may match: |found top-k ∩ true top-k| over the
 /// number of true neighbours (ids ≥ 0 among the first `k` of each truth row), summed over
-/// queries; equal to [`recall_at_k`] when every truth row is full, and 1 for a search that
-/// finds all of fewer than `k` matches. 1 when no query has any true neighbour.
+/// queries; equal to [`recall_at_k`](crate::engine::metrics::recall_at_k) when every truth
+/// row is full, and 1 for a search that finds all of fewer than `k` matches. 1 when no query
+/// has any true neighbour.
 pub fn filtered_recall(found: &[i64], k_found: usize, gt: &GroundTruth, k: usize) -> f64 {
     let (mut hits, mut total) = (0usize, 0usize);
     for q in 0..gt.nq {
