@@ -4,9 +4,12 @@
 use super::common::{BatchArgs, MetricArg, OpenArgs};
 use super::render::{note, println_out, StderrProgress};
 use super::Ctx;
+use crate::engine::bench::filter::{self as bfilter, FilterBase, FilterCase};
 use crate::engine::bench::{self, plot, remote, BenchOptions, BuildCost, GroundTruth, Record};
 use crate::engine::client::ClientConfig;
 use crate::engine::error::IoContext;
+use crate::engine::filter::rows::read_metadata;
+use crate::engine::filter::{matching_ids, MetaTable};
 use crate::engine::index::MemStats;
 use crate::engine::io::{atomic, check_dim};
 use crate::engine::jobs::BuildOptions;
@@ -35,7 +38,14 @@ Examples:
   # a running `faissx serve` with 4 concurrent clients
   faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --clients 4
   # one client with 4 requests in flight
-  faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --pipeline 4";
+  faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --pipeline 4
+
+  # filtered search against exact filtered ground truth, next to post-filtering (10·k fetched)
+  faissx bench docs.index --base docs.npy --queries q.npy --filter '{\"year\": {\"$gte\": 2018}}' \
+      --filter '{\"category\": \"cat0042\"}' --ef-search 16,64
+
+  # the same for indices bench builds itself, with metadata from a JSON Lines file
+  faissx bench --base docs.npy --metadata docs.jsonl --factory HNSW32 --queries q.npy --filter '{\"lang\": \"en\"}'";
 
 /// Output formats of `bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +73,13 @@ pub enum BenchFormat {
 /// unless lists are given), stops each sweep at the first setting reaching k_recall_at_k ≥ R
 /// and marks the fastest such setting (FAISS's operating points). --plot draws recall vs QPS
 /// as SVG like ann-benchmarks.
+///
+/// --filter JSON (repeatable) measures filtered search instead: the ground truth is the exact
+/// top-k among the base vectors matching the filter (brute force over just those), and each
+/// record adds the filter's selectivity, its evaluation time (filter_eval_ms), the path the
+/// search took (filter_path: selector or exact) and the post-filtering baseline measured at
+/// the same setting (an unfiltered search for 10·k whose non-matching hits are dropped:
+/// baseline_k_recall_at_k, baseline_qps_batch). The index ids must be --base row numbers.
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct BenchArgs {
@@ -79,8 +96,19 @@ pub struct BenchArgs {
     pub queries: PathBuf,
 
     /// Ground truth (.ivecs or .npy, one row of neighbour ids per query, at least k columns).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "filter")]
     pub gt: Option<PathBuf>,
+
+    /// Measure search restricted to the vectors whose metadata match this filter (JSON, as
+    /// `search --filter`; repeatable: one set of records per filter). Needs --base (the exact
+    /// filtered ground truth is computed from it) and indices with metadata.
+    #[arg(long, value_name = "JSON")]
+    pub filter: Vec<String>,
+
+    /// Metadata of the --base vectors (JSON Lines, Parquet, CSV/TSV; one row per vector) for
+    /// the indices built with --factory, to filter on.
+    #[arg(long, value_name = "PATH", requires = "base")]
+    pub metadata: Option<PathBuf>,
 
     /// FAISS factory string to build from --base and benchmark (repeatable).
     #[arg(long, value_name = "STR")]
@@ -176,7 +204,53 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".to_string(), |x| format!("{x:.prec$}"))
 }
 
+/// The table of filtered records: the filter's facts and the post-filtering baseline beside
+/// the filtered search's recall and speed.
+fn filter_table(records: &[Record]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "target",
+        "filter",
+        "setting",
+        "sel %",
+        "eval ms",
+        "path",
+        "k-R@k",
+        "QPS batch",
+        "p50 ms",
+        "post k-R@k",
+        "post QPS",
+        "post filled",
+    ]);
+    for r in records {
+        let Some(f) = &r.filter else { continue };
+        t.add_row(vec![
+            r.target.clone(),
+            f.filter.clone(),
+            format!("{}{}", r.setting, if r.chosen { " *" } else { "" }),
+            format!("{:.3}", f.selectivity * 100.0),
+            format!("{:.2}", f.filter_eval_ms),
+            f.filter_path_detail.clone(),
+            format!("{:.4}", r.k_recall_at_k),
+            format!("{:.0}", r.qps_batch),
+            fmt_opt(r.latency_p50_ms, 3),
+            format!("{:.4}", f.baseline_k_recall_at_k),
+            format!("{:.0}", f.baseline_qps_batch),
+            format!("{:.3}", f.baseline_filled),
+        ]);
+    }
+    for i in [3, 4, 6, 7, 8, 9, 10, 11] {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.to_string()
+}
+
 fn table(records: &[Record]) -> String {
+    if records.iter().any(|r| r.filter.is_some()) {
+        return filter_table(records);
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "target",
@@ -232,6 +306,18 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     if a.server.is_some() && a.index.is_none() {
         return Err(Error::invalid("--server needs --index NAME (the index on the server)"));
     }
+    if !a.filter.is_empty() && a.base.is_none() {
+        return Err(Error::invalid(
+            "--filter computes the exact filtered ground truth from the base vectors: give --base PATH",
+        ));
+    }
+    if !a.filter.is_empty() && a.server.is_some() {
+        return Err(Error::invalid("--filter measures local indices: give INDEX files or --factory, not --server"));
+    }
+    if a.metadata.is_some() && a.factory.is_empty() {
+        return Err(Error::invalid("--metadata is for the indices built with --factory (index files carry their own)"));
+    }
+    let cases = a.filter.iter().map(|f| FilterCase::parse(f)).collect::<Result<Vec<_>>>()?;
     if let Some(r) = a.target_recall {
         if !(r > 0.0 && r <= 1.0) {
             return Err(Error::invalid(format!("--target-recall {r}: must be in (0, 1]")));
@@ -287,6 +373,47 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
         }
         Some(set)
     };
+    // With --filter, each shard's metadata table (and the --factory builds' one).
+    let tables = match (&set, cases.is_empty()) {
+        (Some(set), false) => set
+            .shards()
+            .iter()
+            .map(|(p, ix)| {
+                MetaTable::open_for(p, ix.meta())?.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{}: the index has no metadata to filter on (build or add with --metadata)",
+                        p.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    let built_table = match (&a.metadata, &base) {
+        (Some(m), Some(b)) if !a.factory.is_empty() => {
+            let fields = read_metadata(m, None)?;
+            if fields.num_rows() != b.len() {
+                return Err(Error::invalid(format!(
+                    "{}: {} metadata rows for the {} vectors of {}: give one per vector, in the same order",
+                    m.display(),
+                    fields.num_rows(),
+                    b.len(),
+                    b.path().display()
+                )));
+            }
+            Some(MetaTable::new(fields, (0..b.len() as i64).collect(), None).map_err(|e| e.context(m.display()))?)
+        }
+        _ => None,
+    };
+    if !cases.is_empty() && !a.factory.is_empty() && built_table.is_none() {
+        return Err(Error::invalid("--filter with --factory: give the base vectors' metadata with --metadata PATH"));
+    }
+    // A filter that does not fit the metadata fails before anything is built or searched.
+    for t in tables.iter().chain(&built_table) {
+        for c in &cases {
+            matching_ids(&c.filter, t).map_err(|e| e.context(format!("--filter {}", c.text)))?;
+        }
+    }
     let open_s = t_open.elapsed().as_secs_f64();
     let server_public_key =
         a.server_public_key.as_deref().map(|p| crate::engine::curve::read_key(p, "--server-public-key")).transpose()?;
@@ -314,7 +441,7 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
             Some(gt)
         }
         None => {
-            if base.is_none() {
+            if base.is_none() && cases.is_empty() {
                 return Err(Error::invalid(
                     "no ground truth: give --gt FILE (.ivecs/.npy), or --base FILE to compute it by exact search",
                 ));
@@ -345,7 +472,6 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     // 3. Measure every target.
     let mut records: Vec<Record> = Vec::new();
     if let Some(set) = &set {
-        let gt = gt_for(set.metric())?;
         let index_bytes = a.indexes.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
         let mut cost = BuildCost {
             train_s: None,
@@ -355,7 +481,25 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
             mem_peak_bytes: 0,
             rss_anon_bytes: 0,
         };
-        let mut recs = bench::sweep_local(&set.name(), set, &queries, &gt, &opts, &cost, &progress, &ctx.stop)?;
+        let mut recs = if cases.is_empty() {
+            let gt = gt_for(set.metric())?;
+            bench::sweep_local(&set.name(), set, &queries, &gt, &opts, &cost, &progress, &ctx.stop)?
+        } else {
+            let b = base.as_ref().expect("invariant: --filter requires --base");
+            let from = FilterBase { base: b, metric: set.metric() };
+            bfilter::sweep_filtered(
+                &set.name(),
+                set,
+                &tables,
+                &cases,
+                &from,
+                &queries,
+                &opts,
+                &cost,
+                &progress,
+                &ctx.stop,
+            )?
+        };
         cost.mem_peak_bytes = bench::peak_memory();
         cost.rss_anon_bytes = MemStats::current().rss_anon;
         recs.iter_mut().for_each(|r| {
@@ -366,7 +510,7 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     }
     drop(set);
     if !a.factory.is_empty() {
-        let gt = gt_for(metric)?;
+        let gt = if cases.is_empty() { Some(gt_for(metric)?) } else { None };
         let b = base.as_ref().expect("invariant: checked above");
         let build = BuildOptions {
             train_size: a.train_size.map(|v| v as usize),
@@ -379,7 +523,21 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
             note(ctx.quiet, &format!("building {f} from {}", b.path().display()));
             let (index, cost) = bench::build_target(b, f, metric, &build, &progress, &ctx.stop)?;
             let set = ShardSet::new(vec![(PathBuf::from(f), index)])?;
-            let mut recs = bench::sweep_local(f, &set, &queries, &gt, &opts, &cost, &progress, &ctx.stop)?;
+            let mut recs = match (&gt, &built_table) {
+                (Some(gt), _) => bench::sweep_local(f, &set, &queries, gt, &opts, &cost, &progress, &ctx.stop)?,
+                (None, Some(table)) => {
+                    let from = FilterBase { base: b, metric };
+                    let tables = std::slice::from_ref(table);
+                    bfilter::sweep_filtered(
+                        f, &set, tables, &cases, &from, &queries, &opts, &cost, &progress, &ctx.stop,
+                    )?
+                }
+                (None, None) => {
+                    return Err(Error::invalid(
+                        "--filter with --factory: give the base vectors' metadata with --metadata PATH",
+                    ))
+                }
+            };
             let peak = bench::peak_memory();
             let anon = MemStats::current().rss_anon;
             recs.iter_mut().for_each(|r| {
@@ -436,7 +594,18 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     }
     if let Some(p) = &a.plot {
         let title = format!("Recall-QPS tradeoff, k={k}, {nq} queries — up and to the right is better");
-        atomic::write_all(p, plot::recall_qps_svg(&records, false, &title).as_bytes())?;
+        // One series per target and filter.
+        let labelled: Vec<Record> = records
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if let Some(f) = r.filter_text() {
+                    r.target = format!("{} {f}", r.target);
+                }
+                r
+            })
+            .collect();
+        atomic::write_all(p, plot::recall_qps_svg(&labelled, false, &title).as_bytes())?;
         note(ctx.quiet, &format!("plot written to {}", p.display()));
     }
     Ok(())

@@ -3,6 +3,7 @@
 mod util;
 
 mod bench;
+mod bench_filter;
 mod cli_traps;
 mod container;
 mod core;

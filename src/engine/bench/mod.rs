@@ -6,8 +6,9 @@
 //! This module measures and returns [`Record`]s; it does not print. Ground truth comes from
 //! a file (`.ivecs`/`.npy`) or from an exact (Flat) search over the base vectors, cached next
 //! to the queries. [`plot`] draws records as an SVG. Remote targets (`--server`) live in
-//! [`remote`].
+//! [`remote`]; filtered search (`--filter`) and its post-filtering baseline in [`filter`].
 
+pub mod filter;
 pub mod plot;
 pub mod remote;
 
@@ -265,6 +266,17 @@ pub struct Record {
     pub pareto: bool,
     /// The fastest setting reaching `--target-recall`.
     pub chosen: bool,
+    /// Filtered search (`bench --filter`): the filter, its selectivity and evaluation time,
+    /// the path taken and the post-filtering baseline. Absent from unfiltered records.
+    #[serde(flatten)]
+    pub filter: Option<filter::FilterStats>,
+}
+
+impl Record {
+    /// The filter's text, if this record measured a filtered search.
+    pub fn filter_text(&self) -> Option<&str> {
+        self.filter.as_ref().map(|f| f.filter.as_str())
+    }
 }
 
 /// Sweep options.
@@ -370,6 +382,7 @@ fn record(
         cost: cost.clone(),
         pareto: false,
         chosen: false,
+        filter: None,
     }
 }
 
@@ -500,8 +513,8 @@ pub fn sweep_local(
     Ok(out)
 }
 
-/// Mark each target's Pareto-optimal records (no other record of the target has both higher
-/// recall and higher QPS) and, with a target recall, the fastest record reaching it.
+/// Mark each target's Pareto-optimal records (no other record of the target, with the same
+/// filter, has both higher recall and higher QPS) and, with a target recall, the fastest record reaching it.
 /// Returns the index of the chosen record.
 pub fn mark(records: &mut [Record], target_recall: Option<f64>) -> Option<usize> {
     let n = records.len();
@@ -510,6 +523,7 @@ pub fn mark(records: &mut [Record], target_recall: Option<f64>) -> Option<usize>
         let dominated = (0..n).any(|j| {
             j != i
                 && records[j].target == records[i].target
+                && records[j].filter_text() == records[i].filter_text()
                 && records[j].k_recall_at_k >= ri
                 && records[j].qps_batch >= qi
                 && (records[j].k_recall_at_k > ri || records[j].qps_batch > qi)

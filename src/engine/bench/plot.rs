@@ -235,6 +235,7 @@ mod tests {
             cost: BuildCost::default(),
             pareto: true,
             chosen: false,
+            filter: None,
         };
         let svg =
             recall_qps_svg(&[r("IVF<8>", 0.5, 9000.0), r("IVF<8>", 0.9, 2000.0), r("HNSW", 0.99, 500.0)], false, "t");
