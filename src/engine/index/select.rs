@@ -228,9 +228,14 @@ impl Index {
         }
         let raw = self.raw.float()?;
         let support = raw.filter_support()?;
-        let (nprobe, ef_search, cost) = widen(&raw.describe()?, self.ntotal(), params, sel.len());
+        let info = raw.describe()?;
+        let (nprobe, ef_search, cost) = widen(&info, self.ntotal(), params, sel.len());
+        // An IVF's exact scan walks every inverted list to find the matching vectors, which
+        // the selector path's per-query probing (`adaptive_ivf` in the shim) does too while
+        // computing distances only for matches: IVF takes the selector whenever it can.
+        let ivf = info.nlist.is_some_and(|n| n > 0);
         let exact = match force {
-            Force::Auto => support.exact && (!support.selector || sel.len() <= cost),
+            Force::Auto => support.exact && (!support.selector || (sel.len() <= cost && !ivf)),
             #[cfg(test)]
             Force::Exact => true,
             #[cfg(test)]
