@@ -41,11 +41,12 @@ Examples:
   faissx bench --server tcp://127.0.0.1:45678 --index docs --queries query.bvecs --gt gt.ivecs --pipeline 4
 
   # filtered search against exact filtered ground truth, next to post-filtering (10·k fetched)
-  faissx bench docs.index --base docs.npy --queries q.npy --filter '{\"year\": {\"$gte\": 2018}}' \
-      --filter '{\"category\": \"cat0042\"}' --ef-search 16,64
+  # (each @file holds one JSON filter, as for `search --filter`)
+  faissx bench docs.index --base docs.npy --queries q.npy --filter @recent.json \\
+      --filter @one-category.json --ef-search 16,64
 
   # the same for indices bench builds itself, with metadata from a JSON Lines file
-  faissx bench --base docs.npy --metadata docs.jsonl --factory HNSW32 --queries q.npy --filter '{\"lang\": \"en\"}'";
+  faissx bench --base docs.npy --metadata docs.jsonl --factory HNSW32 --queries q.npy --filter @en.json";
 
 /// Output formats of `bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,7 +102,8 @@ pub struct BenchArgs {
 
     /// Measure search restricted to the vectors whose metadata match this filter (JSON, as
     /// `search --filter`; repeatable: one set of records per filter). Needs --base (the exact
-    /// filtered ground truth is computed from it) and indices with metadata.
+    /// filtered ground truth is computed from it) and indices with metadata. @PATH reads the
+    /// filter from a file.
     #[arg(long, value_name = "JSON")]
     pub filter: Vec<String>,
 
@@ -317,7 +319,8 @@ pub fn run(ctx: &Ctx, a: BenchArgs) -> Result<()> {
     if a.metadata.is_some() && a.factory.is_empty() {
         return Err(Error::invalid("--metadata is for the indices built with --factory (index files carry their own)"));
     }
-    let cases = a.filter.iter().map(|f| FilterCase::parse(f)).collect::<Result<Vec<_>>>()?;
+    let cases =
+        a.filter.iter().map(|f| FilterCase::parse(&super::common::filter_text(f)?)).collect::<Result<Vec<_>>>()?;
     if let Some(r) = a.target_recall {
         if !(r > 0.0 && r <= 1.0) {
             return Err(Error::invalid(format!("--target-recall {r}: must be in (0, 1]")));
