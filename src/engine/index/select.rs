@@ -230,12 +230,15 @@ impl Index {
         let support = raw.filter_support()?;
         let info = raw.describe()?;
         let (nprobe, ef_search, cost) = widen(&info, self.ntotal(), params, sel.len());
-        // An IVF's exact scan walks every inverted list to find the matching vectors, which
-        // the selector path's per-query probing (`adaptive_ivf` in the shim) does too while
-        // computing distances only for matches: IVF takes the selector whenever it can.
+        // An IVF's exact scan first walks every inverted list to find the matching vectors
+        // (once per call, about twice the cost of checking each id), so it pays for a batch of
+        // queries, not for one: per query it costs 2 · ntotal / nq + len against the
+        // selector's probing (measured at 1M vectors, 0.1 %: one query 14.8 ms exact vs 6.2 ms
+        // selector; 1,000 queries 32,000 vs 260 QPS).
         let ivf = info.nlist.is_some_and(|n| n > 0);
+        let exact_cost = if ivf { 2 * self.ntotal() / nq.max(1) + sel.len() } else { sel.len() };
         let exact = match force {
-            Force::Auto => support.exact && (!support.selector || (sel.len() <= cost && !ivf)),
+            Force::Auto => support.exact && (!support.selector || exact_cost <= cost),
             #[cfg(test)]
             Force::Exact => true,
             #[cfg(test)]

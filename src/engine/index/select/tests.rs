@@ -221,9 +221,7 @@ fn recall_at_selectivities(factory: &str) {
     let x = embeddings(n, d, 7);
     let q = embeddings(100, d, 8);
     let ix = built(factory, &x, d);
-    // IVF takes the selector whenever it can (its exact scan walks every list anyway).
-    let tiny = if factory.starts_with("IVF") { "selector" } else { "exact" };
-    for (frac, want_path) in [(0.5, "selector"), (0.1, ""), (0.01, ""), (0.001, tiny)] {
+    for (frac, want_path) in [(0.5, "selector"), (0.1, ""), (0.01, ""), (0.001, "exact")] {
         let sel = subset(&ids, frac, 9);
         let truth = brute(&x, &ids, &q, d, k, false, &sel);
         let (got, path) = ix.search_in(&q, &params(k), &sel).unwrap();

@@ -123,6 +123,7 @@ using Owned = std::vector<std::unique_ptr<faiss::SearchParameters>>;
 struct Knobs {
     int64_t nprobe;
     int64_t ef_search;
+    int64_t matched;  // ids in the set (all stored in the index): the adaptive IVF target
 };
 
 // SearchParameters carrying `sel` for the chain under `idx`, of the type its working index
@@ -190,19 +191,24 @@ bool adaptive_ivf(const faiss::IndexIVF* ivf, idx_t n, const float* x, idx_t k, 
     auto& t = typeid(*ivf);
     if (t != typeid(faiss::IndexIVFFlat) && t != typeid(faiss::IndexIVFPQ) && t != typeid(faiss::IndexIVFScalarQuantizer))
         return false;
-    if (kn.nprobe <= 0 || ivf->nlist == 0 || ivf->ntotal == 0) return false;
+    if (kn.nprobe <= 0 || kn.matched <= 0 || ivf->nlist == 0 || ivf->ntotal == 0) return false;
     size_t nlist = ivf->nlist;
-    std::vector<idx_t> count(nlist, 0);
-    idx_t matched = 0;
-    for (size_t l = 0; l < nlist; l++) {
-        size_t sz = ivf->invlists->list_size(l);
-        if (sz == 0) continue;
-        faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
-        for (size_t o = 0; o < sz; o++) count[l] += sel->is_member(ids[o]) ? 1 : 0;
-        matched += count[l];
-    }
-    if (matched == 0) return false;
-    double target = (double)std::min<int64_t>(kn.nprobe, nlist) * (double)matched / (double)nlist;
+    // Matches per list, counted only for the lists some query reaches (-1: not counted yet),
+    // so that one query probing a few lists does not pay for a walk of the whole index.
+    std::vector<idx_t> count(nlist, -1);
+    auto matches_in = [&](idx_t l) -> idx_t {
+        if (count[l] < 0) {
+            idx_t c = 0;
+            size_t sz = ivf->invlists->list_size(l);
+            if (sz > 0) {
+                faiss::InvertedLists::ScopedIds ids(ivf->invlists, l);
+                for (size_t o = 0; o < sz; o++) c += sel->is_member(ids[o]) ? 1 : 0;
+            }
+            count[l] = c;
+        }
+        return count[l];
+    };
+    double target = (double)std::min<int64_t>(kn.nprobe, nlist) * (double)kn.matched / (double)nlist;
     size_t floor_lists = std::max<size_t>(1, std::min<size_t>((size_t)kn.nprobe, nlist));
     const idx_t chunk = 256;
     for (idx_t q0 = 0; q0 < n; q0 += chunk) {
@@ -217,7 +223,7 @@ bool adaptive_ivf(const faiss::IndexIVF* ivf, idx_t n, const float* x, idx_t k, 
             size_t j = 0;
             while (j < nlist) {
                 idx_t l = ck[(size_t)q * nlist + j];
-                if (l >= 0) cum += (double)count[l];
+                if (l >= 0) cum += (double)matches_in(l);
                 j++;
                 if (j >= floor_lists && cum >= target) break;
             }
@@ -428,7 +434,7 @@ int faissx_search_selected(const void* p, int64_t n, const float* x, int64_t k, 
         auto idx = static_cast<const faiss::Index*>(p);
         Ids set{ids, (size_t)nids};
         Selector sel(set);
-        selected_rec(idx, n, x, k, 0, D, I, nullptr, sel.sel.get(), Knobs{nprobe, ef_search});
+        selected_rec(idx, n, x, k, 0, D, I, nullptr, sel.sel.get(), Knobs{nprobe, ef_search, nids});
         for (int64_t j = 0; j < n * k; j++)
             if (I[j] >= 0 && !set.contains(I[j])) return 2;
         return 0;
@@ -443,7 +449,7 @@ int faissx_range_search_selected(const void* p, int64_t n, const float* x, float
         auto idx = static_cast<const faiss::Index*>(p);
         Selector sel(Ids{ids, (size_t)nids});
         auto res = static_cast<faiss::RangeSearchResult*>(result);
-        selected_rec(idx, n, x, 0, radius, nullptr, nullptr, res, sel.sel.get(), Knobs{0, 0});
+        selected_rec(idx, n, x, 0, radius, nullptr, nullptr, res, sel.sel.get(), Knobs{0, 0, nids});
         return 0;
     });
 }
