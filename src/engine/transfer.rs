@@ -24,10 +24,13 @@ pub fn metadata_path(index: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// What [`local_parts`] gives: (wire name, path) of each part, and the temp file to keep.
+type LocalParts = (Vec<(&'static str, PathBuf)>, Option<tempfile::TempPath>);
+
 /// The parts of an index file on the client's disk, in transfer order: (wire name, path).
 /// An index built with metadata (`<index>.meta.parquet`) and no server metadata file sends
 /// its table converted to the server's form, in a temp file kept alive by the second value.
-fn local_parts(index: &Path) -> Result<(Vec<(&'static str, PathBuf)>, Option<tempfile::TempPath>)> {
+fn local_parts(index: &Path) -> Result<LocalParts> {
     let mut parts = vec![("index", index.to_path_buf())];
     let mut tmp = None;
     for (name, p) in [("sidecar", IndexMeta::path_for(index)), ("metadata", metadata_path(index))] {
