@@ -81,6 +81,25 @@ fn eval(f: &Filter, b: &RecordBatch) -> Result<BooleanArray> {
             leaf(b, path, at, None, &|arr: &ArrayRef, field: &str| compare(arr, *op, value, at, field))?
         }
         Filter::In { path, values, at } => leaf(b, path, at, None, &|arr: &ArrayRef, field: &str| {
+            if let Some(d) = arr.as_any_dictionary_opt() {
+                // Each distinct value is tested once; the rows follow their keys.
+                let hit = {
+                    let vals = d.values();
+                    let mut acc = all(vals.len(), false);
+                    for v in values {
+                        acc = BooleanArray::new(acc.values() | compare(vals, CmpOp::Eq, v, at, field)?.values(), None);
+                    }
+                    acc
+                };
+                let keys = d.normalized_keys();
+                let nulls = arr.logical_nulls();
+                let out: BooleanBuffer = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &k)| nulls.as_ref().is_none_or(|n| n.is_valid(r)) && hit.value(k))
+                    .collect();
+                return Ok(BooleanArray::new(out, None));
+            }
             let mut acc = all(arr.len(), false);
             for v in values {
                 acc = BooleanArray::new(acc.values() | compare(arr, CmpOp::Eq, v, at, field)?.values(), None);
@@ -290,6 +309,38 @@ mod tests {
         assert_eq!(ids(r#"{"$or": []}"#), Vec::<i64>::new());
         assert_eq!(ids(r#"{}"#), [0, 10, 20, 30, 40]);
         assert_eq!(ids(r#"{"lang": {"$lt": "en"}}"#), [40], "strings compare by bytes");
+    }
+
+    #[test]
+    fn dictionary_encoded_strings_filter_like_plain_ones() {
+        // 300 rows, 3 languages and some missing: `lang` is dictionary-encoded.
+        let langs = ["en", "fr", "de"];
+        let rows: Vec<Value> = (0..300)
+            .map(|i| if i % 7 == 0 { json!({"n": i}) } else { json!({"lang": langs[i % 3], "n": i}) })
+            .collect();
+        let t = MetaTable::new(json_to_batch(&rows, "t").unwrap(), (0..300).collect(), None).unwrap();
+        let lang = t.batch().column_by_name("lang").unwrap();
+        assert!(matches!(lang.data_type(), DataType::Dictionary(_, _)), "{:?}", lang.data_type());
+        let want = |p: &dyn Fn(&Value) -> bool| -> Vec<i64> {
+            rows.iter().enumerate().filter(|(_, r)| p(r)).map(|(i, _)| i as i64).collect()
+        };
+        let got = |f: &str| matching_ids(&Filter::parse(f).unwrap(), &t).unwrap();
+        assert_eq!(got(r#"{"lang": "fr"}"#), want(&|r| r["lang"] == "fr"));
+        assert_eq!(got(r#"{"lang": {"$in": ["fr", "de", "xx"]}}"#), want(&|r| r["lang"] == "fr" || r["lang"] == "de"));
+        assert_eq!(got(r#"{"lang": {"$nin": ["fr"]}}"#), want(&|r| r["lang"] != "fr"));
+        assert_eq!(got(r#"{"lang": {"$gt": "en"}}"#), want(&|r| r["lang"] == "fr"));
+        assert_eq!(got(r#"{"lang": {"$exists": false}}"#), want(&|r| r.get("lang").is_none()));
+        // New rows with plain strings append to the dictionary column, and survive Parquet.
+        let more = MetaTable::new(json_to_batch(&[json!({"lang": "it"})], "m").unwrap(), vec![300], None).unwrap();
+        let t2 = t.append(&more).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        t2.save(&dir.path().join("m.parquet")).unwrap();
+        let t3 = MetaTable::load(&dir.path().join("m.parquet")).unwrap();
+        let f = Filter::parse(r#"{"lang": {"$in": ["it", "en"]}}"#).unwrap();
+        let mut w = want(&|r| r["lang"] == "en");
+        w.push(300);
+        assert_eq!(matching_ids(&f, &t3).unwrap(), w);
+        assert_eq!(t3.rows_json(&[300, 1]).unwrap(), vec![json!({"lang": "it"}), json!({"lang": "fr", "n": 1})]);
     }
 
     #[test]
