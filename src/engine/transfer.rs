@@ -281,8 +281,36 @@ impl Client {
             f.commit()?;
             written.push(path);
         }
+        if let Some(table) = table_beside(out)? {
+            written.push(table);
+        }
         Ok((written, done))
     }
+}
+
+/// For an exported index with the server's metadata (`<out>.metadata.msgpack`) and a
+/// sidecar: write that metadata as the index's metadata table (`<out>.meta.parquet`, one row
+/// per stored vector, string ids included) and record it in the sidecar, so that
+/// `faissx search --filter` works on the copy. Returns the table's path when written; binary
+/// indices, whose tables the local tools do not filter, are left as they are.
+fn table_beside(out: &Path) -> Result<Option<PathBuf>> {
+    let md_path = metadata_path(out);
+    let Some(mut meta) = IndexMeta::load(out)? else { return Ok(None) };
+    if !md_path.is_file() {
+        return Ok(None);
+    }
+    let md = crate::engine::server::store::Metadata::read(&md_path)?;
+    if md.vectors.is_empty() && md.keys.is_empty() {
+        return Ok(None);
+    }
+    let opts = crate::engine::index::OpenOptions { mmap: true, warm: false };
+    let Ok(index) = crate::engine::index::Index::open_float(out, &opts) else { return Ok(None) };
+    let ids = index.stored_ids(0, index.ntotal())?;
+    drop(index);
+    let table = md.to_table(&ids)?;
+    meta.metadata = Some(table.save_for(out)?);
+    meta.save(out)?;
+    Ok(Some(crate::engine::filter::table::table_path(out)))
 }
 
 /// Fill `buf` from `r` as far as the file goes; the bytes read.

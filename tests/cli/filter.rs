@@ -457,4 +457,14 @@ fn a_built_index_keeps_its_metadata_when_served_or_imported() {
     remote(&["import", "copy", "docs.index"]);
     let imported = ids(&remote(&["search", "copy", "q.npy", "-k", "5", "--filter", f, "--format", "jsonl"]));
     assert_eq!(imported, local, "query-remote import");
+    // ... and comes back with it: an exported copy filters locally as the original does.
+    remote(&["export", "copy", "-o", "back.index"]);
+    assert!(env.path("back.index.meta.parquet").is_file());
+    let back = ids(&env.ok(&["search", "back.index", "q.npy", "-k", "5", "--filter", f, "--format", "jsonl"]));
+    assert_eq!(back, local, "query-remote export");
+    let neg = r#"{"lang": {"$ne": "fr"}}"#;
+    assert_eq!(
+        env.ok(&["search", "back.index", "q.npy", "-k", "5", "--filter", neg, "--format", "jsonl"]),
+        env.ok(&["search", "docs.index", "q.npy", "-k", "5", "--filter", neg, "--format", "jsonl"]),
+    );
 }

@@ -130,6 +130,19 @@ pub fn plan_add(
     fields: Option<RecordBatch>,
     what: &Sources,
 ) -> Result<Additions> {
+    // Metadata given for the first time to an index that already holds vectors: those get
+    // empty rows, so that they match the negations (`$ne`, `$exists: false`) as a vector
+    // with the fields missing should.
+    let earlier;
+    let existing = match existing {
+        None if index.ntotal() > 0 && fields.is_some() => {
+            let ids = index.stored_ids(0, index.ntotal())?;
+            let empty = json_to_batch(&vec![Value::Object(Map::new()); ids.len()], &what.rows)?;
+            earlier = MetaTable::new(empty, ids, None)?;
+            Some(&earlier)
+        }
+        other => other,
+    };
     let target = Target {
         ntotal: index.ntotal() as i64,
         requires_ids: index.requires_ids()?,
@@ -210,7 +223,7 @@ fn plan(
     let ntotal = target.ntotal;
     let (faiss_ids, row_ids, keys) = match ids {
         Some(UserIds::Keys(keys)) => {
-            if !has_keys && (target.integer_ids || (ntotal > 0 && existing.is_none())) {
+            if !has_keys && (target.integer_ids || ntotal > 0) {
                 return Err(Error::invalid(format!(
                     "{what}: string ids for an index whose ids are integers (one index has one kind of id)"
                 )));
@@ -298,6 +311,20 @@ mod tests {
         assert!(e.to_string().contains("already in the index"), "{e}");
         let e = plan_add(&ix, None, 3, Some(UserIds::Keys(vec!["a".into()])), None, &Sources::one("m")).unwrap_err();
         assert!(e.to_string().contains("1 ids for 3 vectors"), "{e}");
+    }
+
+    #[test]
+    fn earlier_vectors_get_empty_rows_when_metadata_arrives_later() {
+        let mut ix = flat();
+        ix.add(&[0.0f32, 0.0, 1.0, 1.0], None).unwrap();
+        let rows = json_to_batch(&[json!({"a": 1})], "m").unwrap();
+        let t = plan_add(&ix, None, 1, None, Some(rows), &Sources::one("m")).unwrap().table.unwrap();
+        assert_eq!(t.len(), 3);
+        let ne = crate::engine::filter::Filter::parse(r#"{"a": {"$ne": 1}}"#).unwrap();
+        assert_eq!(crate::engine::filter::matching_ids(&ne, &t).unwrap(), vec![0, 1]);
+        let e =
+            plan_add(&ix, None, 1, Some(UserIds::Keys(vec!["k".into()])), None, &Sources::one("ids.txt")).unwrap_err();
+        assert!(e.to_string().contains("string ids for an index whose ids are integers"), "{e}");
     }
 
     #[test]

@@ -122,6 +122,25 @@ impl Metadata {
         Ok(md)
     }
 
+    /// This metadata as a table for the vectors `ids` (every vector of the index, so that
+    /// vectors without metadata match the negations locally as they do on the server):
+    /// what `faissx search --filter` reads beside an exported index.
+    ///
+    /// Errors: `InvalidInput` when the values cannot be made into columns.
+    pub fn to_table(&self, ids: &[i64]) -> Result<MetaTable> {
+        let rows: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| match self.vectors.get(id).map(protocol::json::to_json) {
+                Some(v @ serde_json::Value::Object(_)) => v,
+                _ => serde_json::Value::Object(Default::default()),
+            })
+            .collect();
+        let keys = (!self.keys.is_empty()).then(|| {
+            ids.iter().map(|&id| self.keys.key_of(id).map(str::to_string).unwrap_or_else(|| id.to_string())).collect()
+        });
+        MetaTable::new(crate::engine::filter::table::json_to_batch(&rows, "metadata")?, ids.to_vec(), keys)
+    }
+
     /// Read a metadata file (as [`Metadata::write`] writes it).
     pub fn read(path: &Path) -> Result<Metadata> {
         Metadata::decode(path, &std::fs::read(path).at(path)?)
