@@ -210,32 +210,67 @@ bool adaptive_ivf(const faiss::IndexIVF* ivf, idx_t n, const float* x, idx_t k, 
     };
     double target = (double)std::min<int64_t>(kn.nprobe, nlist) * (double)kn.matched / (double)nlist;
     size_t floor_lists = std::max<size_t>(1, std::min<size_t>((size_t)kn.nprobe, nlist));
+    // Lists ranked per query: first the nearest `ranked` (enough for most queries), all nlist
+    // only for a query whose nearest lists hold too few matches.
+    const size_t ranked = std::min(nlist, std::max<size_t>(64, 8 * floor_lists));
     const idx_t chunk = 256;
     for (idx_t q0 = 0; q0 < n; q0 += chunk) {
         idx_t m = std::min(chunk, n - q0);
-        std::vector<float> cd((size_t)m * nlist);
-        std::vector<idx_t> ck((size_t)m * nlist);
-        ivf->quantizer->search(m, x + (size_t)q0 * ivf->d, (idx_t)nlist, cd.data(), ck.data());
-        std::vector<size_t> probes(m, nlist);
-        size_t most = 0;
-        for (idx_t q = 0; q < m; q++) {
+        size_t width = ranked;
+        std::vector<float> cd((size_t)m * width);
+        std::vector<idx_t> ck((size_t)m * width);
+        ivf->quantizer->search(m, x + (size_t)q0 * ivf->d, (idx_t)width, cd.data(), ck.data());
+        // Lists to probe for query q, nearest first, from `lists`/`dis` of length `len`.
+        auto choose = [&](const idx_t* lists, size_t len) -> size_t {
             double cum = 0;
             size_t j = 0;
-            while (j < nlist) {
-                idx_t l = ck[(size_t)q * nlist + j];
+            while (j < len) {
+                idx_t l = lists[j];
                 if (l >= 0) cum += (double)matches_in(l);
                 j++;
-                if (j >= floor_lists && cum >= target) break;
+                if (j >= floor_lists && cum >= target) return j;
+            }
+            return len + 1;  // not enough within `len`
+        };
+        std::vector<size_t> probes(m, 0);
+        std::vector<idx_t> short_q;
+        for (idx_t q = 0; q < m; q++) {
+            size_t j = choose(&ck[(size_t)q * width], width);
+            if (j > width) {
+                if (width < nlist) short_q.push_back(q);
+                j = width;
             }
             probes[q] = j;
-            most = std::max(most, j);
         }
+        if (!short_q.empty()) {
+            // Full ranking for the queries that need more lists.
+            std::vector<float> fd(nlist);
+            std::vector<idx_t> fk(nlist);
+            std::vector<float> cd2((size_t)m * nlist);
+            std::vector<idx_t> ck2((size_t)m * nlist, -1);
+            for (idx_t q = 0; q < m; q++) {
+                std::copy(&cd[(size_t)q * width], &cd[(size_t)q * width] + width, &cd2[(size_t)q * nlist]);
+                std::copy(&ck[(size_t)q * width], &ck[(size_t)q * width] + width, &ck2[(size_t)q * nlist]);
+            }
+            for (idx_t q : short_q) {
+                ivf->quantizer->search(1, x + (size_t)(q0 + q) * ivf->d, (idx_t)nlist, fd.data(), fk.data());
+                std::copy(fd.begin(), fd.end(), &cd2[(size_t)q * nlist]);
+                std::copy(fk.begin(), fk.end(), &ck2[(size_t)q * nlist]);
+                size_t j = choose(fk.data(), nlist);
+                probes[q] = std::min(j, nlist);
+            }
+            cd.swap(cd2);
+            ck.swap(ck2);
+            width = nlist;
+        }
+        size_t most = 0;
+        for (idx_t q = 0; q < m; q++) most = std::max(most, probes[q]);
         std::vector<idx_t> assign((size_t)m * most, -1);
         std::vector<float> adis((size_t)m * most, 0);
         for (idx_t q = 0; q < m; q++)
             for (size_t j = 0; j < probes[q]; j++) {
-                assign[(size_t)q * most + j] = ck[(size_t)q * nlist + j];
-                adis[(size_t)q * most + j] = cd[(size_t)q * nlist + j];
+                assign[(size_t)q * most + j] = ck[(size_t)q * width + j];
+                adis[(size_t)q * most + j] = cd[(size_t)q * width + j];
             }
         faiss::SearchParametersIVF sp;
         sp.sel = const_cast<faiss::IDSelector*>(sel);
