@@ -168,6 +168,7 @@ fn field() -> impl Strategy<Value = &'static str> {
         Just("optimization_level"),
         Just("vector_weight"),
         Just("metadata_filter"),
+        Just("filter"),
         Just("batch_size"),
     ]
 }
@@ -198,12 +199,24 @@ const TYPES: [&str; 22] = [
     "IVF4,PQ1x0",
 ];
 
+/// The filter `{"c": {"$lte": 1}}` (the field some adds give their vectors).
+fn le_one() -> Value {
+    Value::Map(vec![(Value::from("c"), Value::Map(vec![(Value::from("$lte"), Value::from(1))]))])
+}
+
 /// A valid request of `action` on index `id` of width `d`.
 fn template(action: &'static str, id: &'static str, d: usize, seed: u64) -> Vec<(&'static str, Value)> {
     let mut r = vec![("action", Value::from(action)), ("index_id", Value::from(id))];
     let q = || rows(2, d, seed);
     match action {
-        "add_vectors" => r.push(("vectors", q())),
+        "add_vectors" => {
+            r.push(("vectors", q()));
+            // Metadata on some adds, so that filtered searches below have fields to match.
+            if seed.is_multiple_of(2) {
+                let md = |c: i64| Value::Map(vec![(Value::from("c"), Value::from(c))]);
+                r.push(("metadata", Value::Array(vec![md(seed as i64 % 3), md(1)])));
+            }
+        }
         "add_with_ids" | "batch_add_with_ids" => {
             r.push(("vectors", q()));
             r.push(("ids", Value::Array(vec![Value::from(500 + seed as i64 % 50), Value::from(600)])));
@@ -211,10 +224,16 @@ fn template(action: &'static str, id: &'static str, d: usize, seed: u64) -> Vec<
         "search" | "search_and_reconstruct" | "hybrid_search" => {
             r.push(("query_vectors", q()));
             r.push(("k", Value::from(5)));
+            if seed % 3 == 0 {
+                r.push(("filter", le_one()));
+            }
         }
         "range_search" => {
             r.push(("query_vectors", q()));
             r.push(("radius", Value::F64(0.5)));
+            if seed % 3 == 0 {
+                r.push(("filter", le_one()));
+            }
         }
         "train_index" => r.push(("training_vectors", rows(300, d, seed))),
         "compute_clustering" => {
