@@ -224,14 +224,14 @@ fn template(action: &'static str, id: &'static str, d: usize, seed: u64) -> Vec<
         "search" | "search_and_reconstruct" | "hybrid_search" => {
             r.push(("query_vectors", q()));
             r.push(("k", Value::from(5)));
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 r.push(("filter", le_one()));
             }
         }
         "range_search" => {
             r.push(("query_vectors", q()));
             r.push(("radius", Value::F64(0.5)));
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 r.push(("filter", le_one()));
             }
         }
