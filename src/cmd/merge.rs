@@ -64,6 +64,11 @@ pub struct MergeArgs {
     #[arg(short, long)]
     pub force: bool,
 
+    /// Parts of a split build (`add --task`): merge only some of them, one level of a tree of
+    /// merges. Without it every part of the build must be given, and a missing one is named.
+    #[arg(long)]
+    pub partial: bool,
+
     /// Put the merged inverted lists in OUTPUT.ivfdata (IVF inputs sharing a quantizer).
     #[arg(long)]
     pub on_disk: bool,
@@ -84,6 +89,7 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
         on_disk: a.on_disk,
         batch: a.batch.batch as usize,
         force: a.force,
+        partial: a.partial,
     };
     let progress = StderrProgress::for_ctx(ctx);
     let report = merge::merge_files(&a.indexes, &a.output, &opts, &progress, &ctx.stop)?;

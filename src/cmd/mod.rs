@@ -17,6 +17,7 @@ pub mod search;
 pub mod serve;
 pub mod signals;
 pub mod split;
+pub mod train;
 
 use crate::engine::{Error, ErrorKind, Result};
 use clap::{Parser, Subcommand};
@@ -67,8 +68,10 @@ pub struct Cli {
 pub enum Command {
     /// Build a FAISS index from a vector file.
     Build(build::BuildArgs),
-    /// Append vectors (and ids) to an existing index.
+    /// Append vectors (and ids) to an existing index, or add one task's slice to a copy.
     Add(add::AddArgs),
+    /// Train an index on a sample of several files, without adding vectors (split builds).
+    Train(train::TrainArgs),
     /// k-NN or range search of query vectors in an index.
     Search(search::SearchArgs),
     /// Describe an index: type, d, ntotal, metric, parameters, size.
@@ -110,6 +113,7 @@ impl Command {
             self,
             Command::Build(_)
                 | Command::Add(_)
+                | Command::Train(_)
                 | Command::Search(_)
                 | Command::Merge(_)
                 | Command::Split(_)
@@ -172,6 +176,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let res = match cli.command {
         Command::Build(a) => build::run(&ctx, a),
         Command::Add(a) => add::run(&ctx, a),
+        Command::Train(a) => train::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
         Command::Info(a) => info::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),

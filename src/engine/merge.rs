@@ -10,7 +10,7 @@
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::filter::MetaTable;
-use crate::engine::index::{IdMode, Index, OpenOptions, Storage};
+use crate::engine::index::{IdMode, Index, IndexMeta, OpenOptions, Storage};
 use crate::engine::jobs::stopped;
 use crate::engine::output::{check_new, IndexOutput};
 use crate::engine::Progress;
@@ -351,6 +351,9 @@ pub struct MergeOptions {
     pub batch: usize,
     /// Replace `output` if it exists.
     pub force: bool,
+    /// Merge only some parts of a split build (one level of a tree of merges); without it,
+    /// parts of a split build must all be there.
+    pub partial: bool,
 }
 
 /// Merge the index files `inputs` (two or more, in order) into `output` (index, sidecar and,
@@ -367,6 +370,11 @@ pub fn merge_files(
     stop: &AtomicBool,
 ) -> Result<MergeReport> {
     check_new(output, opts.force)?;
+    let parts = inputs
+        .iter()
+        .map(|p| Ok((p.clone(), IndexMeta::load(p)?.and_then(|m| m.parts))))
+        .collect::<Result<Vec<_>>>()?;
+    let parts = crate::engine::parts::check_parts(&parts, opts.partial)?;
     // Locked before the inputs are read: a second merge into `output` fails at once.
     let out = IndexOutput::create(output, opts.force, opts.on_disk)?;
     let policy = opts.policy;
@@ -395,6 +403,7 @@ pub fn merge_files(
         None => merge_into(inputs, policy, opts.batch, progress, stop)?,
     };
     let table = merge_tables(tables, &report.id_changes)?;
+    index.meta_mut().parts = parts;
     out.commit_with(&mut index, table.as_ref())?;
     Ok(report)
 }

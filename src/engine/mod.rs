@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod merge;
 pub mod metrics;
 pub mod output;
+pub mod parts;
 pub mod protocol;
 pub mod server;
 pub mod shards;

@@ -25,3 +25,4 @@ mod serve_hardening;
 mod serve_import;
 mod serve_ops;
 mod serve_python;
+mod split_build;

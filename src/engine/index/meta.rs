@@ -78,9 +78,22 @@ pub struct IndexMeta {
     /// `.ivfdata` file of on-disk inverted lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_crc32: Option<u32>,
+    /// For a part of a split build (`add --task`, or a `merge --partial` of parts): how many
+    /// tasks the build has and which of them this index holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartsInfo>,
     /// The index's per-vector metadata table (`<index>.meta.parquet`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataInfo>,
+}
+
+/// The tasks of a split build an index holds (see `engine::parts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartsInfo {
+    /// Tasks in the build (N).
+    pub count: usize,
+    /// The task numbers whose rows this index holds, ascending.
+    pub have: Vec<usize>,
 }
 
 /// What the sidecar records of an index's metadata table (see `engine::filter::table`).
@@ -173,6 +186,7 @@ impl IndexMeta {
             updated_unix: now,
             index_bytes: None,
             index_crc32: None,
+            parts: None,
             metadata: None,
         }
     }

@@ -33,7 +33,7 @@ use crate::engine::io::atomic;
 pub use ffi::RawInfo;
 use ffi::{Param, RawBinaryIndex, RawIndex};
 pub use ids::{check_id_count, check_ids};
-pub use meta::{FieldInfo, IdMode, IndexMeta, InputInfo, MetadataInfo};
+pub use meta::{FieldInfo, IdMode, IndexMeta, InputInfo, MetadataInfo, PartsInfo};
 use raw::Raw;
 pub use select::{FilterPath, IdSet, EF_SEARCH_CAP};
 pub use spec::{IndexSpec, Metric};

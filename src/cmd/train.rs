@@ -1,0 +1,86 @@
+//! `faissx train`: a trained, empty index from a sample of several vector files (the first
+//! step of a build split into tasks; see `engine::parts`).
+
+use super::common::{InputArgs, MetricArg};
+use super::render::{note, StderrProgress};
+use super::Ctx;
+use crate::engine::index::IndexSpec;
+use crate::engine::output::IndexOutput;
+use crate::engine::parts::{self, InputSet};
+use crate::engine::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+const EXAMPLES: &str = "\
+Examples:
+  # train once; then N tasks add slices (faissx add --task), then merge the parts
+  faissx train part-*.npy -o trained.index --factory IVF4096,PQ32 --train-size 1000000
+  faissx add trained.index part-*.npy --task 0/4 -o parts/   # ... up to 3/4, in parallel
+  faissx merge parts/part-*-of-4.index -o docs.index --on-disk";
+
+/// Train an index on a sample drawn across several vector files, without adding vectors.
+///
+/// Writes OUTPUT (and its sidecar): the trained, empty index that the tasks of a split build
+/// copy (`faissx add TRAINED INPUT... --task i/N -o DIR`). The training sample (--train-size
+/// rows, default as in `faissx build`) is drawn with --seed across all INPUT files taken in
+/// order, reading only the chosen rows.
+#[derive(Debug, Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct TrainArgs {
+    /// Vector files to sample (all of one d), in order.
+    #[arg(value_name = "INPUT", required = true, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+
+    /// Trained index file to write.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// FAISS factory string of an index type that needs training (IVF…, PQ…).
+    #[arg(long, value_name = "STR")]
+    pub factory: String,
+
+    /// Distance metric; cosine normalizes vectors on build, add and search.
+    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
+    pub metric: MetricArg,
+
+    /// Training sample size (default: all vectors up to max(100000, 256 × nlist)).
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub train_size: Option<u64>,
+
+    /// Seed of the training sample.
+    #[arg(long, value_name = "NUM", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Replace OUTPUT if it exists.
+    #[arg(short, long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub input_args: InputArgs,
+}
+
+/// Run `faissx train`.
+pub fn run(ctx: &Ctx, a: TrainArgs) -> Result<()> {
+    let files = a.inputs.iter().map(|p| a.input_args.open(p)).collect::<Result<Vec<_>>>()?;
+    let inputs = InputSet::new(files)?;
+    let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: inputs.dim() };
+    let out = IndexOutput::create(&a.output, a.force, false)?;
+    let progress = StderrProgress::for_ctx(ctx);
+    let t = std::time::Instant::now();
+    let mut index = parts::train(&inputs, &spec, a.train_size.map(|v| v as usize), a.seed, &progress, &ctx.stop)?;
+    out.commit(&mut index)?;
+    note(
+        ctx.quiet,
+        &format!(
+            "trained {} ({}, d={}) on {} of {} vectors in {:.1} s",
+            a.output.display(),
+            a.factory,
+            index.d(),
+            index.meta().train_size,
+            inputs.len(),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
+}
