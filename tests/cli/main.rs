@@ -7,6 +7,7 @@ mod bench_filter;
 mod cli_traps;
 mod container;
 mod core;
+mod deploy;
 mod errors;
 mod filter;
 mod index_files;
