@@ -1,6 +1,6 @@
 //! `faissx build`: vectors → a FAISS index file plus its sidecar.
 
-use super::common::{BatchArgs, InputArgs, MetadataArgs, MetricArg};
+use super::common::{BatchArgs, InputArgs, MetadataArgs, TrainingArgs};
 use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::filter::rows::plan_build;
@@ -56,17 +56,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "STR", default_value = "Flat")]
     pub factory: String,
 
-    /// Distance metric; cosine normalizes vectors on build, add and search.
-    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
-    pub metric: MetricArg,
-
-    /// Training sample size (default: all vectors up to max(100000, 256 × nlist)).
-    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
-    pub train_size: Option<u64>,
-
-    /// Seed of the training sample.
-    #[arg(long, value_name = "NUM", default_value_t = 42)]
-    pub seed: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub training: TrainingArgs,
 
     /// Default nprobe stored in an IVF index.
     #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
@@ -115,11 +107,11 @@ pub fn run(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     let input = a.meta.open_input(&a.input_args, &a.input)?;
     let what = a.meta.sources(&a.input);
     let plan = plan_build(&a.factory, input.len(), a.meta.ids(&input)?, a.meta.fields(&input)?, &what)?;
-    let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: input.dim() };
+    let spec = IndexSpec { factory: a.factory.clone(), metric: a.training.metric.into(), dim: input.dim() };
     let out = IndexOutput::create(&a.output, a.force, a.on_disk)?;
     let opts = BuildOptions {
-        train_size: a.train_size.map(|v| v as usize),
-        seed: a.seed,
+        train_size: a.training.train_size(),
+        seed: a.training.seed,
         batch: a.batch.batch as usize,
         ids: plan.faiss_ids,
         ef_construction: a.ef_construction.map(|v| v as usize),

@@ -51,6 +51,29 @@ pub fn filter_text(arg: &str) -> Result<String> {
     }
 }
 
+/// The metric and training sample of a new index (`build`, `train`).
+#[derive(Debug, Clone, Args)]
+pub struct TrainingArgs {
+    /// Distance metric; cosine normalizes vectors on build, add and search.
+    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
+    pub metric: MetricArg,
+
+    /// Training sample size (default: all vectors up to max(100000, 256 × nlist)).
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
+    pub train_size: Option<u64>,
+
+    /// Seed of the training sample.
+    #[arg(long, value_name = "NUM", default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl TrainingArgs {
+    /// `--train-size` as a row count.
+    pub fn train_size(&self) -> Option<usize> {
+        self.train_size.map(|v| v as usize)
+    }
+}
+
 /// Per-vector metadata and ids given with new vectors (`build`, `add`).
 #[derive(Debug, Clone, Args)]
 pub struct MetadataArgs {

@@ -1,7 +1,7 @@
 //! `faissx train`: a trained, empty index from a sample of several vector files (the first
 //! step of a build split into tasks; see `engine::parts`).
 
-use super::common::{InputArgs, MetricArg};
+use super::common::{InputArgs, TrainingArgs};
 use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::index::IndexSpec;
@@ -39,17 +39,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "STR")]
     pub factory: String,
 
-    /// Distance metric; cosine normalizes vectors on build, add and search.
-    #[arg(long, value_enum, default_value_t = MetricArg::L2)]
-    pub metric: MetricArg,
-
-    /// Training sample size (default: all vectors up to max(100000, 256 × nlist)).
-    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..))]
-    pub train_size: Option<u64>,
-
-    /// Seed of the training sample.
-    #[arg(long, value_name = "NUM", default_value_t = 42)]
-    pub seed: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub training: TrainingArgs,
 
     /// Replace OUTPUT if it exists.
     #[arg(short, long)]
@@ -64,11 +56,11 @@ pub struct TrainArgs {
 pub fn run(ctx: &Ctx, a: TrainArgs) -> Result<()> {
     let files = a.inputs.iter().map(|p| a.input_args.open(p)).collect::<Result<Vec<_>>>()?;
     let inputs = InputSet::new(files)?;
-    let spec = IndexSpec { factory: a.factory.clone(), metric: a.metric.into(), dim: inputs.dim() };
+    let spec = IndexSpec { factory: a.factory.clone(), metric: a.training.metric.into(), dim: inputs.dim() };
     let out = IndexOutput::create(&a.output, a.force, false)?;
     let progress = StderrProgress::for_ctx(ctx);
     let t = std::time::Instant::now();
-    let mut index = parts::train(&inputs, &spec, a.train_size.map(|v| v as usize), a.seed, &progress, &ctx.stop)?;
+    let mut index = parts::train(&inputs, &spec, a.training.train_size(), a.training.seed, &progress, &ctx.stop)?;
     out.commit(&mut index)?;
     note(
         ctx.quiet,
