@@ -62,6 +62,9 @@ pub enum IdChange {
     Offset(i64),
     /// Renumbered stored ids: old id → new id.
     Map(HashMap<i64, i64>),
+    /// Renumbered, not recorded (the caller did not ask: no input has a metadata table, and
+    /// a map of every id of a large index costs memory for nothing).
+    Unrecorded,
 }
 
 impl IdChange {
@@ -71,12 +74,17 @@ impl IdChange {
             IdChange::Same => Some(id),
             IdChange::Offset(o) => Some(id + o),
             IdChange::Map(m) => m.get(&id).copied(),
+            IdChange::Unrecorded => None,
         }
     }
 }
 
-/// Renumber `index`'s stored ids from `base`, recording old → new.
-fn renumber_recording(index: &mut Index, base: i64) -> Result<IdChange> {
+/// Renumber `index`'s stored ids from `base`, recording old → new when `record`.
+fn renumber_recording(index: &mut Index, base: i64, record: bool) -> Result<IdChange> {
+    if !record {
+        index.renumber_ids(base)?;
+        return Ok(IdChange::Unrecorded);
+    }
     let n = index.ntotal();
     let before = index.stored_ids(0, n)?;
     index.renumber_ids(base)?;
@@ -162,7 +170,9 @@ fn check_unique_ids(inputs: &[(PathBuf, Index)]) -> Result<()> {
 
 /// Merge `inputs` (at least two; opened, so they can be checked before anything is written)
 /// into the first of them and return it with a report. The inputs are consumed: FAISS's
-/// merge moves their vectors.
+/// merge moves their vectors. With `record_ids`, the report's `id_changes` map every
+/// renumbered id (for metadata tables); without, renumbered inputs are
+/// [`IdChange::Unrecorded`].
 ///
 /// Errors: `DimensionMismatch`/`InvalidInput` for incompatible inputs or colliding ids
 /// (nothing is merged then), `InvalidInput` when FAISS cannot merge the type and the vectors
@@ -170,6 +180,7 @@ fn check_unique_ids(inputs: &[(PathBuf, Index)]) -> Result<()> {
 pub fn merge_into(
     mut inputs: Vec<(PathBuf, Index)>,
     policy: IdPolicy,
+    record_ids: bool,
     batch: usize,
     progress: &dyn Progress,
     stop: &AtomicBool,
@@ -192,7 +203,7 @@ pub fn merge_into(
     id_changes.push(if keep {
         IdChange::Same
     } else if dst.stores_ids()? {
-        renumber_recording(&mut dst, 0)?
+        renumber_recording(&mut dst, 0, record_ids)?
     } else {
         IdChange::Offset(0)
     });
@@ -207,7 +218,7 @@ pub fn merge_into(
         id_changes.push(if keep {
             IdChange::Same
         } else if src.stores_ids()? {
-            renumber_recording(&mut src, base)?
+            renumber_recording(&mut src, base, record_ids)?
         } else {
             IdChange::Offset(base)
         });
@@ -263,7 +274,7 @@ pub fn merge_into(
 /// committed to.
 ///
 /// Ids: kept as stored (refused when they collide); renumbering needs loaded inputs, which
-/// are renumbered in place.
+/// are renumbered in place (recorded as in [`merge_into`] with `record_ids`).
 ///
 /// Errors: `InvalidInput` for non-IVF inputs or inputs with different quantizers (nothing
 /// is written but `data`, which its output removes), `Unsupported` when ids must be
@@ -271,6 +282,7 @@ pub fn merge_into(
 pub fn merge_on_disk(
     mut inputs: Vec<(PathBuf, Index)>,
     policy: IdPolicy,
+    record_ids: bool,
     data: &Path,
     progress: &dyn Progress,
     stop: &AtomicBool,
@@ -307,7 +319,8 @@ pub fn merge_on_disk(
                     ),
                 ));
             }
-            id_changes[i] = if idx.stores_ids()? { renumber_recording(idx, base)? } else { IdChange::Offset(base) };
+            id_changes[i] =
+                if idx.stores_ids()? { renumber_recording(idx, base, record_ids)? } else { IdChange::Offset(base) };
             base += idx.ntotal() as i64;
         }
     }
@@ -398,9 +411,10 @@ pub fn merge_files(
         }
     }
     let tables = inputs.iter().map(|(p, i)| MetaTable::open_for(p, i.meta())).collect::<Result<Vec<_>>>()?;
+    let record = tables.iter().any(Option::is_some);
     let (mut index, report) = match out.lists_tmp() {
-        Some(data) => merge_on_disk(inputs, policy, data, progress, stop)?,
-        None => merge_into(inputs, policy, opts.batch, progress, stop)?,
+        Some(data) => merge_on_disk(inputs, policy, record, data, progress, stop)?,
+        None => merge_into(inputs, policy, record, opts.batch, progress, stop)?,
     };
     let table = merge_tables(tables, &report.id_changes)?;
     index.meta_mut().parts = parts;

@@ -300,6 +300,15 @@ fn string_ids_through_build_add_search_merge_split() {
     ]);
     env.ok(&["merge", "a.index", "b.index", "-o", "m.index", "-q"]);
     assert_eq!(string_hits(&search(&["m.index"])), want, "merge");
+    // IVF inputs store their ids, so the merge renumbers them through a recorded map.
+    for (f, ids, md) in [("a.npy", "a_ids.txt", "a.jsonl"), ("b.npy", "b_ids.txt", "b.jsonl")] {
+        let out = format!("ivf-{f}.index");
+        env.ok(&["build", f, "-o", &out, "--factory", "IVF4,Flat", "--ids", ids, "--metadata", md, "-q"]);
+    }
+    env.ok(&["merge", "ivf-a.npy.index", "ivf-b.npy.index", "-o", "ivf-m.index", "-q"]);
+    let ivf =
+        env.ok(&["search", "ivf-m.index", "q.npy", "-k", "5", "--nprobe", "4", "--filter", f, "--format", "jsonl"]);
+    assert_eq!(string_hits(&ivf), want, "merge of IVF inputs (nprobe = nlist: exact)");
     // split into shards searched together
     env.ok(&["split", "m.index", "--shards", "3", "-o", "shards", "-q"]);
     assert_eq!(string_hits(&search(&["shards/m.0.index", "shards/m.1.index", "shards/m.2.index"])), want, "split");
