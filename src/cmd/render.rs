@@ -223,12 +223,18 @@ impl Labels {
             })
             .collect();
         let md = if self.metadata {
-            let mut out = Vec::with_capacity(ids.len());
-            for &id in ids {
-                out.push(match self.table_of(id) {
-                    Some(t) => t.rows_json(&[id])?.pop().unwrap_or(serde_json::Value::Null),
-                    None => serde_json::Value::Null,
-                });
+            // One `rows_json` per table for all the hits it holds (not one per hit).
+            let mut out = vec![serde_json::Value::Null; ids.len()];
+            for t in &self.tables {
+                let mine: Vec<usize> =
+                    (0..ids.len()).filter(|&r| out[r].is_null() && t.row_of(ids[r]).is_some()).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let rows = t.rows_json(&mine.iter().map(|&r| ids[r]).collect::<Vec<_>>())?;
+                for (r, v) in mine.into_iter().zip(rows) {
+                    out[r] = v;
+                }
             }
             Some(out)
         } else {
