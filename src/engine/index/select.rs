@@ -246,7 +246,7 @@ impl Index {
         };
         // Never a path the index does not allow (a selector can end the process when an IVF
         // scanner throws on it inside FAISS's OpenMP region).
-        if (exact && !support.exact) || (!exact && !support.selector) {
+        if !support.allows(exact) {
             return Err(neither(raw)?);
         }
         let selector = FilterPath::Selector { candidates: sel.len(), nprobe, ef_search, rescued: 0 };
@@ -315,7 +315,7 @@ impl Index {
             #[cfg(test)]
             Force::Selector => false,
         };
-        if (exact && !support.exact) || (!exact && !support.selector) {
+        if !support.allows(exact) {
             return Err(neither(raw)?);
         }
         let RowsRef::Float(x) = q.rows() else { return Err(self.raw.wrong_form()) };

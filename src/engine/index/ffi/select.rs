@@ -86,6 +86,17 @@ pub struct FilterSupport {
     pub exact: bool,
 }
 
+impl FilterSupport {
+    /// Whether the index allows the exact path (`exact`) or the selector path (`!exact`).
+    pub fn allows(&self, exact: bool) -> bool {
+        if exact {
+            self.exact
+        } else {
+            self.selector
+        }
+    }
+}
+
 impl RawIndex {
     /// Which restricted-search paths this index allows.
     pub fn filter_support(&self) -> Result<FilterSupport> {
