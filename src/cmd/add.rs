@@ -5,6 +5,7 @@ use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::filter::rows::plan_add;
 use crate::engine::filter::MetaTable;
+use crate::engine::io::object::{self, LocalCopy, StagedOutput};
 use crate::engine::output::save_with_table;
 use crate::engine::output::IndexOutput;
 use crate::engine::parts::{self, InputSet, Task};
@@ -19,7 +20,9 @@ Examples:
   faissx add docs.index more.npy --ids more_ids.txt --metadata more.jsonl
   cat new.fvecs | faissx add fm.index - --input-format fvecs
   # task 3 of 64 of a split build (or --task-count 64 in a Kubernetes Indexed Job)
-  faissx add trained.index emb-*.npy --task 3/64 -o parts/";
+  faissx add trained.index emb-*.npy --task 3/64 -o parts/
+  # the same with everything in object storage (credentials from AWS_* variables)
+  faissx add s3://idx/trained.index 's3://emb/part-*.npy' --task-count 64 -o s3://idx/parts/";
 
 /// Append vectors (and ids) to an existing index.
 ///
@@ -27,6 +30,11 @@ Examples:
 /// --metric cosine), and the result replaces INDEX atomically: if anything fails, INDEX is
 /// left exactly as it was. Indices that store ids (built with --ids, IDMap/IDMap2 factories)
 /// need --ids; others refuse it.
+///
+/// With --task / --task-count, INDEX, INPUT and DIR may be object-storage URLs (s3://, gs://,
+/// az://; credentials from the usual AWS_*, GOOGLE_*, AZURE_* variables): inputs are read by
+/// ranges, only the task's rows; the part is uploaded when complete. A quoted glob in INPUT is
+/// expanded (for URLs by listing the bucket).
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct AddArgs {
@@ -72,6 +80,12 @@ pub struct AddArgs {
 pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
     if let Some(dir) = a.output.clone() {
         return run_task(ctx, &a, &dir);
+    }
+    if object::is_url(&a.index) {
+        return Err(Error::invalid(format!(
+            "{}: add rewrites INDEX in place, which needs a local file (an index in object storage is copied by the tasks of a split build: --task i/N -o DIR)",
+            a.index.display()
+        )));
     }
     let [input] = a.inputs.as_slice() else {
         return Err(Error::invalid(
@@ -124,16 +138,23 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
             "--task: ids are the global row numbers; --ids and --metadata are not taken by tasks",
         ));
     }
-    let files = a.inputs.iter().map(|p| a.input_args.open(p)).collect::<Result<Vec<_>>>()?;
+    let paths = object::expand(&a.inputs)?;
+    let files = paths.iter().map(|p| a.input_args.open(p)).collect::<Result<Vec<_>>>()?;
     let inputs = InputSet::new(files)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let path = dir.join(task.part_name());
-    let out = IndexOutput::create(&path, true, false)?;
-    let mut index = Index::open_float(&a.index, &Default::default())?;
+    let trained = LocalCopy::of(&a.index)?;
+    if !object::is_url(dir) {
+        let dir = object::local_path(dir)?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let path = object::join(dir, &task.part_name());
+    let staged = StagedOutput::new(&path, true)?;
+    let out = IndexOutput::create(staged.local(), true, false)?;
+    let mut index = Index::open_float(trained.path(), &Default::default())?;
     let progress = StderrProgress::for_ctx(ctx);
     let t = std::time::Instant::now();
     let n = parts::add_task(&mut index, &inputs, task, a.batch.batch as usize, &progress, &ctx.stop)?;
     out.commit(&mut index)?;
+    staged.publish()?;
     note(
         ctx.quiet,
         &format!(

@@ -3,8 +3,9 @@
 use super::common::BatchArgs;
 use super::render::{note, StderrProgress};
 use super::Ctx;
+use crate::engine::io::object::{self, LocalCopy, StagedOutput};
 use crate::engine::merge::{self, IdPolicy, MergeMethod, MergeOptions};
-use crate::engine::Result;
+use crate::engine::{Error, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -20,7 +21,10 @@ Examples:
   faissx merge a.index b.index -o ab.index --ids renumber
 
   # IVF shards sharing a trained quantizer -> one index with its lists in all.index.ivfdata
-  faissx merge shards/all.*.index -o all.index --on-disk";
+  faissx merge shards/all.*.index -o all.index --on-disk
+
+  # the parts of a split build, from object storage
+  faissx merge 's3://idx/parts/*.index' -o docs.index --on-disk";
 
 /// What to do with ids (`--ids`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,11 +48,15 @@ pub enum IdsArg {
 /// With --on-disk, IVF inputs sharing one trained quantizer become one index whose inverted
 /// lists are in OUTPUT.ivfdata (FAISS's merge_ondisk): the inputs are memory-mapped and only
 /// read, so they may themselves be on-disk indices, and memory stays small.
+///
+/// INDEX and OUTPUT may be object-storage URLs (s3://, gs://, az://; a quoted glob in an INDEX
+/// URL is expanded by listing): inputs are downloaded to $TMPDIR first, a URL OUTPUT is
+/// uploaded when complete. --on-disk needs a local OUTPUT.
 #[derive(Debug, Args)]
 #[command(after_long_help = EXAMPLES)]
 pub struct MergeArgs {
-    /// Index files to merge (two or more), in order.
-    #[arg(value_name = "INDEX", required = true, num_args = 2..)]
+    /// Index files or URLs to merge (two or more, or a glob that matches them), in order.
+    #[arg(value_name = "INDEX", required = true, num_args = 1..)]
     pub indexes: Vec<PathBuf>,
 
     /// Merged index file to write.
@@ -91,13 +99,32 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
         force: a.force,
         partial: a.partial,
     };
+    let indexes = object::expand(&a.indexes)?;
+    if indexes.len() < 2 {
+        return Err(Error::invalid(format!(
+            "merge needs two or more indices; {} names {}",
+            a.indexes[0].display(),
+            indexes.len()
+        )));
+    }
+    if a.on_disk && object::is_url(&a.output) {
+        return Err(Error::invalid(format!(
+            "{}: --on-disk writes inverted lists beside a local index; give a local -o",
+            a.output.display()
+        )));
+    }
+    let staged = StagedOutput::new(&a.output, a.force)?;
+    let copies = indexes.iter().map(|p| LocalCopy::of(p)).collect::<Result<Vec<_>>>()?;
+    let local: Vec<_> = copies.iter().map(|c| c.path().to_path_buf()).collect();
     let progress = StderrProgress::for_ctx(ctx);
-    let report = merge::merge_files(&a.indexes, &a.output, &opts, &progress, &ctx.stop)?;
+    let force = a.force || staged.is_remote();
+    let report = merge::merge_files(&local, staged.local(), &MergeOptions { force, ..opts }, &progress, &ctx.stop)?;
+    staged.publish()?;
     note(
         ctx.quiet,
         &format!(
             "merged {} indices into {}{} ({} vectors, ids {}, {})",
-            a.indexes.len(),
+            indexes.len(),
             a.output.display(),
             if a.on_disk { " (lists on disk)" } else { "" },
             report.ntotal,

@@ -29,6 +29,34 @@ struct State {
     done: u64,
     started: Instant,
     last_line: Instant,
+    /// Plain lines printed for this stage.
+    lines: u32,
+}
+
+/// How often a plain progress line is printed when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// A progress line for logs (stderr not a terminal): `stage: done/total (pct), rate/s, ETA`.
+/// Batch systems (Kubernetes Jobs, Slurm) keep stderr as a log, where a bar would be noise.
+fn plain_line(stage: &str, done: u64, total: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let rate = done as f64 / secs;
+    if total == 0 || done > total {
+        return format!("{stage}: {done} ({rate:.0}/s, {secs:.0} s)");
+    }
+    let pct = 100.0 * done as f64 / total as f64;
+    let eta = if rate > 0.0 { format_eta((total - done) as f64 / rate) } else { "?".into() };
+    format!("{stage}: {done}/{total} ({pct:.1} %), {rate:.0}/s, ETA {eta}")
+}
+
+/// Seconds as `42 s`, `3 min 05 s` or `2 h 07 min`.
+fn format_eta(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
 }
 
 impl StderrProgress {
@@ -45,6 +73,7 @@ impl StderrProgress {
                 done: 0,
                 started: Instant::now(),
                 last_line: Instant::now(),
+                lines: 0,
             }),
         }
     }
@@ -71,6 +100,7 @@ impl Progress for StderrProgress {
         s.done = 0;
         s.started = Instant::now();
         s.last_line = Instant::now();
+        s.lines = 0;
         if self.tty {
             let bar = if total > 0 {
                 let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
@@ -103,10 +133,10 @@ impl Progress for StderrProgress {
         s.done += n;
         if let Some(b) = &s.bar {
             b.inc(n);
-        } else if s.last_line.elapsed() >= Duration::from_secs(5) {
+        } else if s.last_line.elapsed() >= LINE_EVERY {
             s.last_line = Instant::now();
-            let rate = s.done as f64 / s.started.elapsed().as_secs_f64().max(1e-9);
-            eprintln!("faissx: {}: {}/{} ({:.0}/s)", s.stage, s.done, s.total, rate);
+            s.lines += 1;
+            eprintln!("faissx: {}", plain_line(&s.stage, s.done, s.total, s.started.elapsed()));
         }
     }
 
@@ -114,6 +144,12 @@ impl Progress for StderrProgress {
         let mut s = self.lock();
         if let Some(b) = s.bar.take() {
             b.finish_and_clear();
+        } else if !self.quiet && s.lines > 0 {
+            // A stage that printed progress lines ends with one, so a batch log shows the end.
+            s.lines = 0;
+            let took = s.started.elapsed().as_secs_f64();
+            let rate = s.done as f64 / took.max(1e-9);
+            eprintln!("faissx: {}: {} done in {took:.1} s ({rate:.0}/s)", s.stage, s.done);
         }
     }
 
@@ -472,4 +508,19 @@ pub fn println_out(s: &str) -> Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{s}").map_err(stdout_err)?;
     o.flush().at(Path::new("<stdout>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_give_rows_rate_and_eta() {
+        let l = plain_line("add", 250, 1000, Duration::from_secs(10));
+        assert_eq!(l, "add: 250/1000 (25.0 %), 25/s, ETA 30 s");
+        let l = plain_line("add", 1, 10_000, Duration::from_secs(2));
+        assert!(l.ends_with("ETA 5 h 33 min"), "{l}");
+        assert_eq!(plain_line("merge", 7, 0, Duration::from_secs(7)), "merge: 7 (1/s, 7 s)");
+        assert_eq!(format_eta(125.0), "2 min 05 s");
+    }
 }

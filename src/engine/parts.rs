@@ -71,10 +71,15 @@ impl InputSet {
         rows.sort_unstable();
         let mut out = Vec::with_capacity(rows.len() * self.dim());
         let mut buf = Vec::new();
-        for r in rows {
-            let (f, local) = self.locate(r);
-            self.files[f].read_rows_into(local, 1, &mut buf)?;
+        let mut rest = rows.as_slice();
+        while let Some(&first) = rest.first() {
+            // The sample's rows in the file of `first`, read in one call per file.
+            let (f, _) = self.locate(first);
+            let here = rest.partition_point(|&r| r < self.starts[f + 1]);
+            let local: Vec<usize> = rest[..here].iter().map(|r| r - self.starts[f]).collect();
+            self.files[f].read_rows_at(&local, &mut buf)?;
             out.extend_from_slice(&buf);
+            rest = &rest[here..];
         }
         Ok(out)
     }

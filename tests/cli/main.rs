@@ -14,6 +14,7 @@ mod index_files;
 mod man_pages;
 mod merge_split;
 mod mmap;
+mod object_store;
 mod python_compat;
 mod serve;
 mod serve_binary;

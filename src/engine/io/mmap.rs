@@ -1,36 +1,92 @@
 //! The one place that memory-maps files. Input vector files are mapped read-only; empty files
 //! and standard input fall back to an owned buffer, because a zero-length file cannot be mapped
-//! (as tantivy notes) and a pipe cannot be mapped at all.
+//! (as tantivy notes) and a pipe cannot be mapped at all. Objects in object storage
+//! (`s3://…`) are read by ranges instead ([`super::object::RangeReader`]).
 
+use super::object::{self, RangeReader};
 use crate::engine::error::{IoContext, Result};
+use bytes::Bytes;
 use memmap2::Mmap;
 use std::fs::File;
 use std::io::Read;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::path::Path;
 
-/// Bytes of an input: a read-only memory map of a file, or an owned buffer.
+/// Bytes of an input: a read-only memory map of a file, an owned buffer, or an object read by
+/// ranges.
 pub enum Source {
     /// A mapped file.
     Mapped(Mmap),
     /// Bytes read into memory (stdin, empty files).
     Owned(Vec<u8>),
+    /// An object in object storage.
+    Remote(RangeReader),
 }
 
-impl Deref for Source {
+/// Bytes read from a [`Source`]: borrowed from a map or buffer, or fetched.
+pub enum Chunk<'a> {
+    /// A slice of a mapped file or buffer.
+    Borrowed(&'a [u8]),
+    /// Bytes fetched from object storage.
+    Fetched(Bytes),
+}
+
+impl Deref for Chunk<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Source::Mapped(m) => m,
-            Source::Owned(v) => v,
+            Chunk::Borrowed(b) => b,
+            Chunk::Fetched(b) => b,
         }
     }
 }
 
-/// Map `path` read-only, or read standard input fully when `path` is `-`.
+impl Source {
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Source::Mapped(m) => m.len(),
+            Source::Owned(v) => v.len(),
+            Source::Remote(r) => r.len(),
+        }
+    }
+
+    /// Whether the source holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes `range` (end exclusive, within [`Source::len`]).
+    ///
+    /// Errors: those of a ranged read for an object; never for a local file.
+    pub fn read(&self, range: Range<usize>) -> Result<Chunk<'_>> {
+        Ok(match self {
+            Source::Mapped(m) => Chunk::Borrowed(&m[range]),
+            Source::Owned(v) => Chunk::Borrowed(&v[range]),
+            Source::Remote(r) => Chunk::Fetched(r.read(range)?),
+        })
+    }
+
+    /// Several ranges, in order; an object fetches them concurrently, coalescing nearby ones.
+    pub fn read_many(&self, ranges: &[Range<usize>]) -> Result<Vec<Chunk<'_>>> {
+        match self {
+            Source::Remote(r) => Ok(r.read_many(ranges)?.into_iter().map(Chunk::Fetched).collect()),
+            _ => ranges.iter().map(|r| self.read(r.clone())).collect(),
+        }
+    }
+}
+
+/// Map `path` read-only, read standard input fully when `path` is `-`, or open the object at
+/// an object-storage URL for ranged reads.
 ///
-/// Errors: [`crate::engine::ErrorKind::NotFound`] / `Io` naming the path.
+/// Errors: [`crate::engine::ErrorKind::NotFound`] / `Io` naming the path or URL; `Auth` for
+/// an object whose credentials are refused.
 pub fn open(path: &Path) -> Result<Source> {
+    if object::is_url(path) {
+        return Ok(Source::Remote(RangeReader::open(path)?));
+    }
+    let local = object::local_path(path)?;
+    let path = local.as_path();
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().lock().read_to_end(&mut buf).at(Path::new("<stdin>"))?;

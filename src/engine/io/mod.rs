@@ -11,11 +11,13 @@ pub mod atomic;
 mod csvfile;
 pub mod mmap;
 mod npy;
+pub mod object;
 mod vecs;
 pub mod write;
 
 use crate::engine::error::{display_path, Error, ErrorKind, Result};
 use mmap::Source;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use csvfile::{CsvOptions, MetaCells};
@@ -189,20 +191,24 @@ impl VectorFile {
         let stdin_unknown = hint.is_none() && path.as_os_str() == "-";
         let (format, src) = if stdin_unknown {
             let src = mmap::open(path)?;
-            (VecFormat::sniff(&src).map_or_else(|| VecFormat::resolve(path, None), Ok)?, src)
+            let head = src.read(0..src.len())?;
+            (VecFormat::sniff(&head).map_or_else(|| VecFormat::resolve(path, None), Ok)?, src)
         } else {
             let format = VecFormat::resolve(path, hint)?;
             (format, mmap::open(path)?)
         };
         let shown = display_path(path);
         let mut meta = None;
+        // The layout is decided from the first bytes and the size: an object is not read whole.
+        let head = src.read(0..src.len().min(HEAD_BYTES))?;
+        let len = src.len();
         let (layout, dim, len, id_cells) = match format {
-            VecFormat::Fvecs => vecs::layout(&shown, &src, Elem::F32).map(|(l, d, n)| (l, d, n, None))?,
-            VecFormat::Bvecs => vecs::layout(&shown, &src, Elem::U8).map(|(l, d, n)| (l, d, n, None))?,
-            VecFormat::Ivecs => vecs::layout(&shown, &src, Elem::I32).map(|(l, d, n)| (l, d, n, None))?,
-            VecFormat::Npy => npy::layout(&shown, &src).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Fvecs => vecs::layout(&shown, &head, len, Elem::F32).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Bvecs => vecs::layout(&shown, &head, len, Elem::U8).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Ivecs => vecs::layout(&shown, &head, len, Elem::I32).map(|(l, d, n)| (l, d, n, None))?,
+            VecFormat::Npy => npy::layout(&shown, &head, len).map(|(l, d, n)| (l, d, n, None))?,
             VecFormat::Csv => {
-                let parsed = csvfile::parse(&shown, &src, csv)?;
+                let parsed = csvfile::parse(&shown, &src.read(0..len)?, csv)?;
                 meta = parsed.meta;
                 (Layout::Decoded(parsed.data), parsed.dim, parsed.rows, parsed.ids)
             }
@@ -216,6 +222,7 @@ impl VectorFile {
             Some(Some(v)) => (Some(v), None),
             Some(None) => (None, id_cells),
         };
+        drop(head);
         Ok(VectorFile { path: shown, format, src, layout, dim, len, ids, keys, meta })
     }
 
@@ -275,41 +282,88 @@ impl VectorFile {
                 }
             }
             Layout::Records { offset, header, elem } => {
-                let (header, elem) = (*header, *elem);
                 let rec = header + self.dim * elem.size();
                 let base = offset + start * rec;
-                let bytes = &self.src[base..base + count * rec];
-                if bytes.is_empty() {
+                if count == 0 {
                     return Ok(count);
                 }
-                if header > 0 {
-                    // Every record's dimension header, in one tight pass before decoding.
-                    let want = (self.dim as i32).to_le_bytes();
-                    if let Some(i) = bytes.chunks_exact(rec).position(|r| r[..4] != want) {
-                        vecs::check_header(&self.path, &bytes[i * rec..(i + 1) * rec], self.dim, start + i)?;
-                    }
-                }
-                // Decode blocks of whole rows (about 16 KiB of f32) and check each block for
-                // NaN/inf while it is still in L1, instead of a second pass over the batch.
-                let block_rows = (DECODE_BLOCK / (4 * self.dim).max(1)).max(1);
-                for (b, block) in bytes.chunks(block_rows * rec).enumerate() {
-                    let from = out.len();
-                    if header == 0 {
-                        elem.extend_f32(block, out);
-                    } else {
-                        for r in block.chunks_exact(rec) {
-                            elem.extend_f32(&r[header..], out);
-                        }
-                    }
-                    if elem.may_be_nonfinite() {
-                        if let Some(pos) = first_out_of_range(&out[from..]) {
-                            return Err(self.out_of_range(start + b * block_rows, pos, out[from + pos]));
-                        }
-                    }
-                }
+                let bytes = self.src.read(base..base + count * rec)?;
+                self.decode_records(start, &bytes, out)?;
             }
         }
         Ok(count)
+    }
+
+    /// Rows `rows` (sorted, distinct) appended to `out` (cleared first) in that order, as
+    /// `rows.len() × d` f32. Runs of consecutive rows are read together, and an object reads
+    /// all runs in one call ([`mmap::Source::read_many`]), so a sample costs a few requests,
+    /// not one per row.
+    pub fn read_rows_at(&self, rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for &r in rows {
+            match runs.last_mut() {
+                Some(run) if run.end == r => run.end += 1,
+                _ => runs.push(r..r + 1),
+            }
+        }
+        let mut buf = Vec::new();
+        match &self.layout {
+            Layout::Decoded(_) => {
+                for run in runs {
+                    self.read_rows_into(run.start, run.len(), &mut buf)?;
+                    out.extend_from_slice(&buf);
+                }
+            }
+            Layout::Records { offset, header, elem } => {
+                let rec = header + self.dim * elem.size();
+                let ranges: Vec<Range<usize>> =
+                    runs.iter().map(|r| offset + r.start * rec..offset + r.end * rec).collect();
+                for (run, bytes) in runs.iter().zip(self.src.read_many(&ranges)?) {
+                    self.decode_records(run.start, &bytes, &mut buf)?;
+                    out.extend_from_slice(&buf);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode whole records `bytes`, the first being row `start`, into `out` (cleared first),
+    /// checking texmex dimension headers and NaN/inf.
+    fn decode_records(&self, start: usize, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
+        let Layout::Records { header, elem, .. } = &self.layout else {
+            return Err(Error::invalid("invariant: decode_records on decoded rows"));
+        };
+        let (header, elem) = (*header, *elem);
+        let rec = header + self.dim * elem.size();
+        out.clear();
+        out.reserve(bytes.len() / rec.max(1) * self.dim);
+        if header > 0 {
+            // Every record's dimension header, in one tight pass before decoding.
+            let want = (self.dim as i32).to_le_bytes();
+            if let Some(i) = bytes.chunks_exact(rec).position(|r| r[..4] != want) {
+                vecs::check_header(&self.path, &bytes[i * rec..(i + 1) * rec], self.dim, start + i)?;
+            }
+        }
+        // Decode blocks of whole rows (about 16 KiB of f32) and check each block for
+        // NaN/inf while it is still in L1, instead of a second pass over the batch.
+        let block_rows = (DECODE_BLOCK / (4 * self.dim).max(1)).max(1);
+        for (b, block) in bytes.chunks(block_rows * rec).enumerate() {
+            let from = out.len();
+            if header == 0 {
+                elem.extend_f32(block, out);
+            } else {
+                for r in block.chunks_exact(rec) {
+                    elem.extend_f32(&r[header..], out);
+                }
+            }
+            if elem.may_be_nonfinite() {
+                if let Some(pos) = first_out_of_range(&out[from..]) {
+                    return Err(self.out_of_range(start + b * block_rows, pos, out[from + pos]));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The error for a NaN/inf or too large `value` at position `pos` of rows decoded from row `first`.
@@ -351,11 +405,7 @@ impl VectorFile {
         let mut rows = sample_indices(self.len, n, seed);
         rows.sort_unstable();
         let mut out = Vec::with_capacity(n * self.dim);
-        let mut buf = Vec::new();
-        for r in rows {
-            self.read_rows_into(r, 1, &mut buf)?;
-            out.extend_from_slice(&buf);
-        }
+        self.read_rows_at(&rows, &mut out)?;
         Ok(out)
     }
 
@@ -366,7 +416,8 @@ impl VectorFile {
             Layout::Records { offset, header, elem } => {
                 let rec = header + self.dim * elem.size();
                 let mut out = Vec::with_capacity(self.len * self.dim);
-                for (i, r) in self.src[*offset..offset + self.len * rec].chunks_exact(rec).enumerate() {
+                let bytes = self.src.read(*offset..offset + self.len * rec)?;
+                for (i, r) in bytes.chunks_exact(rec).enumerate() {
                     if *header > 0 {
                         vecs::check_header(&self.path, r, self.dim, i)?;
                     }
@@ -392,6 +443,9 @@ impl VectorFile {
         }
     }
 }
+
+/// Bytes read to decide a file's layout (the `.npy` header, the first texmex record).
+const HEAD_BYTES: usize = 1 << 20;
 
 /// Bytes of f32 output decoded (and checked for NaN/inf) at a time by `read_rows_into`.
 const DECODE_BLOCK: usize = 16 << 10;

@@ -8,9 +8,10 @@ use std::path::Path;
 /// The first bytes of every `.npy` file.
 pub(super) const MAGIC: &[u8] = b"\x93NUMPY";
 
-/// Validate the header and return the layout, `d` and row count. 1-D arrays are one column
+/// Validate the header of a file of `len` bytes that `bytes` begins (the header at least) and
+/// return the layout, `d` and row count. 1-D arrays are one column
 /// (ids) — callers that need vectors check `d` themselves.
-pub(super) fn layout(path: &Path, bytes: &[u8]) -> Result<(Layout, usize, usize)> {
+pub(super) fn layout(path: &Path, bytes: &[u8], len: usize) -> Result<(Layout, usize, usize)> {
     let header =
         npyz::NpyHeader::from_reader(bytes).map_err(|e| Error::format(path, format!("not a valid .npy file ({e})")))?;
     let descr = match header.dtype() {
@@ -47,14 +48,14 @@ pub(super) fn layout(path: &Path, bytes: &[u8]) -> Result<(Layout, usize, usize)
         .checked_mul(d)
         .and_then(|x| x.checked_mul(elem.size()))
         .ok_or_else(|| Error::format(path, "shape overflows"))?;
-    if data_len > bytes.len() {
+    if data_len > len {
         return Err(Error::format(
             path,
-            format!("truncated: shape {shape:?} needs {data_len} data bytes, file has {}", bytes.len()),
+            format!("truncated: shape {shape:?} needs {data_len} data bytes, file has {len}"),
         ));
     }
     // The data always ends the file; the header (padded to 64 bytes) precedes it.
-    let offset = bytes.len() - data_len;
+    let offset = len - data_len;
     if offset < 10 {
         return Err(Error::format(path, "truncated header"));
     }

@@ -6,13 +6,14 @@ use super::{Elem, Layout};
 use crate::engine::error::{Error, Result};
 use std::path::Path;
 
-/// Validate the file's shape and return its layout, `d` and record count.
-pub(super) fn layout(path: &Path, bytes: &[u8], elem: Elem) -> Result<(Layout, usize, usize)> {
-    if bytes.is_empty() {
+/// Validate the shape of a file of `len` bytes whose first bytes are `bytes` (at least the
+/// first record, or the whole file) and return its layout, `d` and record count.
+pub(super) fn layout(path: &Path, bytes: &[u8], len: usize, elem: Elem) -> Result<(Layout, usize, usize)> {
+    if len == 0 {
         return Err(Error::format(path, "file is empty"));
     }
-    if bytes.len() < 4 {
-        return Err(Error::format(path, format!("truncated: {} bytes, no room for a record header", bytes.len())));
+    if len < 4 || bytes.len() < 4 {
+        return Err(Error::format(path, format!("truncated: {len} bytes, no room for a record header")));
     }
     let d = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if d <= 0 || d > 1 << 20 {
@@ -32,12 +33,11 @@ pub(super) fn layout(path: &Path, bytes: &[u8], elem: Elem) -> Result<(Layout, u
             path,
             format!(
                 "truncated: {} bytes is not a whole number of {}-byte records (d={d}); record {whole} is incomplete",
-                bytes.len(),
-                rec
+                len, rec
             ),
         ));
     }
-    let n = bytes.len() / rec;
+    let n = len / rec;
     Ok((Layout::Records { offset: 0, header: 4, elem }, d, n))
 }
 
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn whole_file_ok() {
         let b = fvecs(&[&[1.0, 2.0], &[3.0, 4.0]]);
-        let (_, d, n) = layout(Path::new("a.fvecs"), &b, Elem::F32).unwrap();
+        let (_, d, n) = layout(Path::new("a.fvecs"), &b, b.len(), Elem::F32).unwrap();
         assert_eq!((d, n), (2, 2));
     }
 
@@ -87,7 +87,7 @@ mod tests {
     fn truncated_file_names_record() {
         let mut b = fvecs(&[&[1.0, 2.0], &[3.0, 4.0]]);
         b.truncate(b.len() - 2);
-        let e = layout(Path::new("a.fvecs"), &b, Elem::F32).unwrap_err();
+        let e = layout(Path::new("a.fvecs"), &b, b.len(), Elem::F32).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
         assert!(e.to_string().contains("record 1"), "{e}");
     }
@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn mixed_dimension_names_record() {
         let b = fvecs(&[&[1.0, 2.0], &[3.0, 4.0, 5.0]]);
-        let e = layout(Path::new("a.fvecs"), &b, Elem::F32).unwrap_err();
+        let e = layout(Path::new("a.fvecs"), &b, b.len(), Elem::F32).unwrap_err();
         assert!(e.to_string().contains("record 1 has dimension 3"), "{e}");
     }
 }

@@ -1,0 +1,613 @@
+//! Object storage: inputs and outputs named by URL instead of path.
+//!
+//! `s3://bucket/key` (also `s3a://`), `gs://bucket/key` and `az://container/key` (also
+//! `abfs://`, `abfss://`, `azure://`, `adl://`) go through the [`object_store`] crate (Apache
+//! Arrow's), which owns the protocols, signing, retries and credentials. Credentials and
+//! endpoints come from the environment variables each cloud's own tools read, via the builders'
+//! `from_env`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+//! `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL` (an S3-compatible server: MinIO, moto, Ceph; with
+//! `AWS_ALLOW_HTTP=true` for plain http), `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, … and, without keys, the platform's instance credentials.
+//! `file:///abs/path` URLs name local files and are read and written as paths (memory-mapped,
+//! renamed into place), which is what a local file system does best.
+//!
+//! How each kind of file travels:
+//! - **Vector inputs** (`.npy`, `.fvecs`, …) are read in place with ranged GETs: the header
+//!   first, then each batch of rows, with the next batch fetched in the background while the
+//!   current one is added ([`RangeReader`]). A task reads only its slice; a training sample
+//!   reads only its rows (coalesced by [`ObjectStore::get_ranges`]).
+//! - **Index inputs** (the trained index of `add --task`, the parts of `merge`) are downloaded,
+//!   with their sidecar and metadata table, to a temporary directory ([`LocalCopy`]): FAISS
+//!   reads indices from files.
+//! - **Outputs** are written to a temporary directory and then uploaded ([`StagedOutput`]):
+//!   each object with a multipart upload that becomes visible only when complete, the sidecar
+//!   (which records the index's CRC-32) last, so no reader ever sees a partial object under the
+//!   final name.
+//!
+//! Temporary files go to `$TMPDIR` (default `/tmp`), which must have room for them.
+//! Globs (`*`, `?`, `[…]`) in the key of an input URL are expanded by listing the prefix before
+//! the first wildcard ([`expand`]); local globs that the shell did not expand (quoted, or in a
+//! Kubernetes `args:` list) are expanded the same way.
+
+use crate::engine::error::{Error, ErrorKind, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// URL schemes served by an object store.
+const SCHEMES: [&str; 8] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl"];
+
+/// Bytes per part of a multipart upload (S3 allows 5 MiB … 5 GiB per part, 10,000 parts).
+const PART_BYTES: usize = 16 << 20;
+
+/// Uploads of parts in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Reads at least this long start a background fetch of the next range of the same length.
+const PREFETCH_MIN: usize = 1 << 20;
+
+/// The runtime that drives the object store's async client from our synchronous code: two
+/// worker threads, so a prefetch makes progress while the calling thread is in FAISS.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("faissx-io")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the object-storage client: {e}")))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(runtime()?.block_on(f))
+}
+
+/// Whether `p` is an object-store URL (`s3://…`, `gs://…`, `az://…`, …), not a local path.
+pub fn is_url(p: &Path) -> bool {
+    p.to_str().and_then(|s| s.split_once("://")).is_some_and(|(scheme, _)| SCHEMES.contains(&scheme))
+}
+
+/// `p` as a local path: a `file://` URL becomes its path; anything else is returned as is.
+///
+/// Errors: `InvalidInput` for a `file://` URL that is not an absolute local path.
+pub fn local_path(p: &Path) -> Result<PathBuf> {
+    match p.to_str() {
+        Some(s) if s.starts_with("file://") => url::Url::parse(s)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .ok_or_else(|| Error::invalid(format!("{s}: not a local file URL (expected file:///absolute/path)"))),
+        _ => Ok(p.to_path_buf()),
+    }
+}
+
+/// One object: a store (shared by every object of one bucket) and a key in it.
+#[derive(Clone)]
+pub struct Object {
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    url: String,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl Object {
+    /// The object named by `url` (see [`is_url`]). Stores are built once per bucket and reused.
+    ///
+    /// Errors: `InvalidInput` for a malformed URL or an unsupported scheme; `Auth`/`Io` when
+    /// the store's client cannot be configured from the environment.
+    pub fn open(url: &Path) -> Result<Object> {
+        let s = url.to_str().ok_or_else(|| Error::invalid(format!("{}: URL is not UTF-8", url.display())))?;
+        let parsed = url::Url::parse(s).map_err(|e| Error::invalid(format!("{s}: not a valid URL ({e})")))?;
+        let (scheme, key) = ObjectStoreScheme::parse(&parsed).map_err(|e| Error::invalid(format!("{s}: {e}")))?;
+        let bucket = &parsed[..url::Position::BeforePath];
+        static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
+        let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        let store = match stores.get(bucket) {
+            Some(s) => s.clone(),
+            None => {
+                let store = build_store(scheme, bucket).map_err(|e| failure(s, e))?;
+                stores.insert(bucket.to_string(), store.clone());
+                store
+            }
+        };
+        Ok(Object { store, key, url: s.to_string() })
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object at `key` in the same store.
+    fn sibling(&self, key: Key) -> Object {
+        let base = self.url.strip_suffix(self.key.as_ref()).unwrap_or(&self.url);
+        Object { store: self.store.clone(), url: format!("{base}{key}"), key }
+    }
+
+    /// The object whose key is this one's plus `suffix` (a sidecar: `.meta.json`).
+    pub fn with_suffix(&self, suffix: &str) -> Object {
+        self.sibling(Key::from(format!("{}{suffix}", self.key)))
+    }
+
+    /// Size in bytes.
+    ///
+    /// Errors: `NotFound` naming the URL; `Auth` for refused or missing credentials; `Io`.
+    pub fn size(&self) -> Result<u64> {
+        let meta = block_on(self.store.head(&self.key))?.map_err(|e| failure(&self.url, e))?;
+        Ok(meta.size)
+    }
+
+    /// Whether the object exists.
+    pub fn exists(&self) -> Result<bool> {
+        match block_on(self.store.head(&self.key))? {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(failure(&self.url, e)),
+        }
+    }
+
+    /// The whole object.
+    pub fn get(&self) -> Result<Bytes> {
+        let store = self.store.clone();
+        let key = self.key.clone();
+        block_on(async move { store.get(&key).await?.bytes().await })?.map_err(|e| failure(&self.url, e))
+    }
+
+    /// Bytes `range` (end exclusive), in one ranged GET.
+    pub fn get_range(&self, range: Range<u64>) -> Result<Bytes> {
+        block_on(self.store.get_range(&self.key, range))?.map_err(|e| failure(&self.url, e))
+    }
+
+    /// Several ranges; nearby ones are coalesced into one request and requests run
+    /// concurrently ([`ObjectStore::get_ranges`]).
+    pub fn get_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        block_on(self.store.get_ranges(&self.key, ranges))?.map_err(|e| failure(&self.url, e))
+    }
+
+    /// Stream the object into the new local file `dest`.
+    ///
+    /// Errors: those of [`Object::size`]; `Io` naming `dest`.
+    pub fn download(&self, dest: &Path) -> Result<u64> {
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let mut file = std::fs::File::create(dest).map_err(|e| Error::io(dest, e))?;
+        let mut written = 0u64;
+        let r: Result<()> = block_on(async {
+            let mut stream = store.get(&key).await.map_err(|e| failure(&self.url, e))?.into_stream();
+            while let Some(chunk) = stream.try_next().await.map_err(|e| failure(&self.url, e))? {
+                file.write_all(&chunk).map_err(|e| Error::io(dest, e))?;
+                written += chunk.len() as u64;
+            }
+            Ok(())
+        })?;
+        r?;
+        file.sync_all().map_err(|e| Error::io(dest, e))?;
+        Ok(written)
+    }
+
+    /// Upload the local file `src` as this object: one PUT for a small file, a multipart
+    /// upload of [`PART_BYTES`] parts otherwise. Either way the object appears (or is replaced)
+    /// only when the whole file has arrived; a failed multipart upload is aborted.
+    ///
+    /// Errors: `Io` naming `src` or the URL; `Auth`.
+    pub fn upload(&self, src: &Path) -> Result<u64> {
+        let mut file = std::fs::File::open(src).map_err(|e| Error::io(src, e))?;
+        let len = file.metadata().map_err(|e| Error::io(src, e))?.len();
+        if len as usize <= PART_BYTES {
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf).map_err(|e| Error::io(src, e))?;
+            block_on(self.store.put(&self.key, buf.into()))?.map_err(|e| failure(&self.url, e))?;
+            return Ok(len);
+        }
+        let r: Result<()> = block_on(async {
+            let upload = self.store.put_multipart(&self.key).await.map_err(|e| failure(&self.url, e))?;
+            let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            let mut buf = vec![0u8; PART_BYTES];
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = w.abort().await;
+                        return Err(Error::io(src, e));
+                    }
+                };
+                w.write(&buf[..n]);
+                if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    return Err(failure(&self.url, e));
+                }
+            }
+            w.finish().await.map(|_| ()).map_err(|e| failure(&self.url, e))
+        })?;
+        r.map(|()| len)
+    }
+
+    /// Delete the object (a missing one is not an error).
+    pub fn delete(&self) -> Result<()> {
+        match block_on(self.store.delete(&self.key))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(failure(&self.url, e)),
+        }
+    }
+
+    /// Keys under `prefix` (a key prefix, not a glob), sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<Key>> {
+        let store = self.store.clone();
+        let prefix = (!prefix.is_empty()).then(|| Key::from(prefix));
+        let mut keys: Vec<Key> =
+            block_on(async move { store.list(prefix.as_ref()).map_ok(|m| m.location).try_collect::<Vec<_>>().await })?
+                .map_err(|e| failure(&self.url, e))?;
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// The client for `scheme` at `bucket` (`s3://name`), configured from the environment.
+fn build_store(scheme: ObjectStoreScheme, bucket: &str) -> object_store::Result<Arc<dyn ObjectStore>> {
+    // A few quick retries: an unreachable endpoint should fail in seconds, not the crate's
+    // default three minutes.
+    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() };
+    Ok(match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            Arc::new(object_store::aws::AmazonS3Builder::from_env().with_url(bucket).with_retry(retry).build()?)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(bucket).with_retry(retry).build()?,
+        ),
+        ObjectStoreScheme::MicrosoftAzure => {
+            Arc::new(object_store::azure::MicrosoftAzureBuilder::from_env().with_url(bucket).with_retry(retry).build()?)
+        }
+        other => {
+            return Err(object_store::Error::NotSupported {
+                source: format!("{other:?} URLs are not object storage here").into(),
+            })
+        }
+    })
+}
+
+/// Our error for a failed object-store call on `url`: one line, naming the URL, with the
+/// credentials' environment variables when access was refused.
+fn failure(url: &str, e: object_store::Error) -> Error {
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        let more = s.to_string();
+        if !detail.contains(&more) {
+            detail = format!("{detail}: {more}");
+        }
+        src = s.source();
+    }
+    let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+    let creds = "credentials come from AWS_*, GOOGLE_* or AZURE_* environment variables";
+    match e {
+        object_store::Error::NotFound { .. } => Error::new(ErrorKind::NotFound, format!("{url}: no such object")),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            Error::new(ErrorKind::Auth, format!("{url}: access refused ({detail}); {creds}"))
+        }
+        _ if detail.to_ascii_lowercase().contains("credential")
+            || METADATA_PATHS.iter().any(|p| detail.contains(p)) =>
+        {
+            Error::new(ErrorKind::Auth, format!("{url}: no usable credentials ({detail}); {creds}"))
+        }
+        _ => Error::new(ErrorKind::Io, format!("{url}: {detail}")),
+    }
+}
+
+/// Paths of the cloud instance-metadata services that hand out credentials when no keys are in
+/// the environment (AWS IMDS, GCP metadata server, Azure IMDS): a failure there means no
+/// credentials, whatever the transport error says.
+const METADATA_PATHS: [&str; 4] =
+    ["/latest/api/token", "/latest/meta-data/", "computeMetadata/", "/metadata/identity/"];
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Expand the input arguments `args` in order: a URL whose key holds `*`, `?` or `[…]` becomes
+/// the matching objects (listed under the prefix before the first wildcard, sorted by key); a
+/// local path with a wildcard that names no file becomes the matching files (sorted); `file://`
+/// URLs become paths; anything else is kept.
+///
+/// Errors: `NotFound` naming a pattern that matches nothing; `InvalidInput` for a bad pattern;
+/// those of listing.
+pub fn expand(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        let Some(s) = a.to_str() else {
+            out.push(a.clone());
+            continue;
+        };
+        let bad = |e: glob::PatternError| Error::invalid(format!("{s}: bad pattern ({e})"));
+        let none = || Error::new(ErrorKind::NotFound, format!("{s}: no file matches"));
+        if is_url(a) {
+            let obj = Object::open(a)?;
+            let key = obj.key.as_ref().to_string();
+            if !has_glob(s) {
+                out.push(a.clone());
+                continue;
+            }
+            // The key as written (Key normalises nothing a glob needs), from the URL text.
+            let written = s.strip_prefix(obj.url.strip_suffix(&key).unwrap_or(&obj.url)).unwrap_or(&key);
+            let pattern = glob::Pattern::new(written).map_err(bad)?;
+            let first = written.find(['*', '?', '[']).unwrap_or(written.len());
+            let prefix = &written[..written[..first].rfind('/').map_or(0, |i| i + 1)];
+            let opts = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+            let found: Vec<PathBuf> = obj
+                .list(prefix.trim_end_matches('/'))?
+                .into_iter()
+                .filter(|k| pattern.matches_with(k.as_ref(), opts))
+                .map(|k| PathBuf::from(obj.sibling(k).url))
+                .collect();
+            if found.is_empty() {
+                return Err(none());
+            }
+            out.extend(found);
+        } else {
+            let p = local_path(a)?;
+            let ps = p.to_string_lossy().into_owned();
+            if has_glob(&ps) && !p.exists() {
+                let mut found = glob::glob(&ps)
+                    .map_err(bad)?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::io(e.path(), std::io::Error::new(e.error().kind(), e.error().to_string())))?;
+                found.sort();
+                if found.is_empty() {
+                    return Err(none());
+                }
+                out.extend(found);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `name` inside the directory `dir`, a local path or a URL prefix (`s3://idx/parts/`).
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    match dir.to_str() {
+        Some(s) if is_url(dir) => PathBuf::from(format!("{}/{name}", s.trim_end_matches('/'))),
+        _ => dir.join(name),
+    }
+}
+
+/// Companion files of an index that travel with it, in upload order (the sidecar, which
+/// records the index's CRC-32, is written last): `<index>.meta.parquet`, then the index, then
+/// `<index>.meta.json`.
+const COMPANIONS: [&str; 1] = [".meta.parquet"];
+const SIDECAR: &str = ".meta.json";
+
+/// A local copy of an index input: the file itself for a local path; for a URL, the object,
+/// its sidecar and metadata table downloaded to a temporary directory (removed on drop).
+pub struct LocalCopy {
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl LocalCopy {
+    /// The copy of `p` (an index path or URL).
+    ///
+    /// Errors: `NotFound` naming the URL; those of [`Object::download`].
+    pub fn of(p: &Path) -> Result<LocalCopy> {
+        if !is_url(p) {
+            return Ok(LocalCopy { path: local_path(p)?, _dir: None });
+        }
+        let obj = Object::open(p)?;
+        let dir = temp_dir()?;
+        let name = obj.key.filename().unwrap_or("index").to_string();
+        let path = dir.path().join(&name);
+        obj.download(&path)?;
+        for suffix in COMPANIONS.iter().chain([&SIDECAR]) {
+            let side = obj.with_suffix(suffix);
+            let dest = dir.path().join(format!("{name}{suffix}"));
+            match side.download(&dest) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(&dest);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LocalCopy { path, _dir: Some(dir) })
+    }
+
+    /// The local path to read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(".faissx-object-").tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))
+}
+
+/// An index output that may be a URL: the command writes the index (and its sidecar and
+/// table) at [`StagedOutput::local`] as usual, then [`StagedOutput::publish`] uploads them.
+/// For a local path, `local` is the path itself and `publish` does nothing.
+pub struct StagedOutput {
+    local: PathBuf,
+    remote: Option<(Object, tempfile::TempDir)>,
+}
+
+impl StagedOutput {
+    /// Stage an output for `p`. An existing object is refused unless `force`, as a local
+    /// output is.
+    ///
+    /// Errors: `AlreadyExists` naming the URL; those of [`Object::exists`].
+    pub fn new(p: &Path, force: bool) -> Result<StagedOutput> {
+        if !is_url(p) {
+            return Ok(StagedOutput { local: local_path(p)?, remote: None });
+        }
+        let obj = Object::open(p)?;
+        if !force && obj.exists()? {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{}: exists (pass --force to replace it)", obj.url),
+            ));
+        }
+        let dir = temp_dir()?;
+        let local = dir.path().join(obj.key.filename().unwrap_or("index"));
+        Ok(StagedOutput { local, remote: Some((obj, dir)) })
+    }
+
+    /// Whether the output goes to object storage.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Where the command writes.
+    pub fn local(&self) -> &Path {
+        &self.local
+    }
+
+    /// Upload what was written: the metadata table (or delete a stale one), the index, and the
+    /// sidecar last. Returns the bytes uploaded.
+    ///
+    /// Errors: those of [`Object::upload`]; an error leaves the earlier version's sidecar,
+    /// whose CRC-32 no longer matches a replaced index, so readers refuse the pair.
+    pub fn publish(self) -> Result<u64> {
+        let Some((obj, _dir)) = self.remote else { return Ok(0) };
+        let mut bytes = 0;
+        let with = |suffix: &str| {
+            let mut s = self.local.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        for suffix in COMPANIONS {
+            let file = with(suffix);
+            if file.exists() {
+                bytes += obj.with_suffix(suffix).upload(&file)?;
+            } else {
+                obj.with_suffix(suffix).delete()?;
+            }
+        }
+        bytes += obj.upload(&self.local)?;
+        let sidecar = with(SIDECAR);
+        if sidecar.exists() {
+            bytes += obj.with_suffix(SIDECAR).upload(&sidecar)?;
+        }
+        Ok(bytes)
+    }
+}
+
+/// Ranged reads of one object for a [`VectorFile`](super::VectorFile): its size is known up
+/// front; a read of at least [`PREFETCH_MIN`] bytes starts fetching the next range of the same
+/// length in the background, so sequential batches overlap the network with the caller's work.
+pub struct RangeReader {
+    obj: Object,
+    len: u64,
+    ahead: Mutex<Option<(Range<u64>, tokio::task::JoinHandle<object_store::Result<Bytes>>)>>,
+}
+
+impl RangeReader {
+    /// A reader of the object at `url`.
+    ///
+    /// Errors: those of [`Object::size`] (`NotFound` naming the URL, `Auth`, `Io`).
+    pub fn open(url: &Path) -> Result<RangeReader> {
+        let obj = Object::open(url)?;
+        let len = obj.size()?;
+        Ok(RangeReader { obj, len, ahead: Mutex::new(None) })
+    }
+
+    /// Object size in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the object is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes `range` (within `len`).
+    pub fn read(&self, range: Range<usize>) -> Result<Bytes> {
+        let r = range.start as u64..range.end as u64;
+        if r.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let got = match ahead.take() {
+            Some((pending, handle)) if pending == r => match block_on(handle)? {
+                Ok(fetched) => fetched,
+                Err(e) => Err(object_store::Error::JoinError { source: e }),
+            },
+            Some((_, handle)) => {
+                handle.abort();
+                block_on(self.obj.store.get_range(&self.obj.key, r.clone()))?
+            }
+            None => block_on(self.obj.store.get_range(&self.obj.key, r.clone()))?,
+        }
+        .map_err(|e| failure(&self.obj.url, e))?;
+        if range.len() >= PREFETCH_MIN && r.end < self.len {
+            let next = r.end..(r.end + (r.end - r.start)).min(self.len);
+            let (store, key) = (self.obj.store.clone(), self.obj.key.clone());
+            let range = next.clone();
+            let handle = runtime()?.spawn(async move { store.get_range(&key, range).await });
+            *ahead = Some((next, handle));
+        }
+        Ok(got)
+    }
+
+    /// Several ranges at once ([`Object::get_ranges`]).
+    pub fn read_many(&self, ranges: &[Range<usize>]) -> Result<Vec<Bytes>> {
+        let rs: Vec<Range<u64>> = ranges.iter().map(|r| r.start as u64..r.end as u64).collect();
+        self.obj.get_ranges(&rs)
+    }
+}
+
+impl Drop for RangeReader {
+    fn drop(&mut self) {
+        if let Some((_, h)) = self.ahead.get_mut().ok().and_then(|a| a.take()) {
+            h.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        assert!(is_url(Path::new("s3://b/k.npy")));
+        assert!(is_url(Path::new("gs://b/k")));
+        assert!(is_url(Path::new("az://c/k")));
+        assert!(!is_url(Path::new("file:///tmp/x")));
+        assert!(!is_url(Path::new("data/s3://x")));
+        assert!(!is_url(Path::new("x.npy")));
+        assert_eq!(local_path(Path::new("file:///tmp/a%20b.npy")).unwrap(), Path::new("/tmp/a b.npy"));
+        assert!(local_path(Path::new("file://host/x")).is_err());
+        assert_eq!(join(Path::new("s3://idx/parts/"), "p.index"), Path::new("s3://idx/parts/p.index"));
+        assert_eq!(join(Path::new("s3://idx/parts"), "p.index"), Path::new("s3://idx/parts/p.index"));
+        assert_eq!(join(Path::new("parts"), "p.index"), Path::new("parts/p.index"));
+    }
+
+    #[test]
+    fn local_globs_expand_sorted_and_fail_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b.npy", "a.npy", "c.txt"] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let pat = dir.path().join("*.npy");
+        let got = expand(&[pat, dir.path().join("c.txt")]).unwrap();
+        assert_eq!(got, [dir.path().join("a.npy"), dir.path().join("b.npy"), dir.path().join("c.txt")]);
+        let e = expand(&[dir.path().join("*.fvecs")]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.to_string().contains("*.fvecs: no file matches"), "{e}");
+    }
+}
