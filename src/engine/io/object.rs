@@ -13,8 +13,8 @@
 //!
 //! How each kind of file travels:
 //! - **Vector inputs** (`.npy`, `.fvecs`, …) are read in place with ranged GETs: the header
-//!   first, then each batch of rows, with the next batch fetched in the background while the
-//!   current one is added ([`RangeReader`]). A task reads only its slice; a training sample
+//!   first, then each batch of rows (in concurrent 32 MiB pieces), with the next batch fetched
+//!   in the background while the current one is added ([`RangeReader`]). A task reads only its slice; a training sample
 //!   reads only its rows (coalesced by [`ObjectStore::get_ranges`]).
 //! - **Index inputs** (the trained index of `add --task`, the parts of `merge`) are downloaded,
 //!   with their sidecar and metadata table, to a temporary directory ([`LocalCopy`]): FAISS
@@ -52,6 +52,25 @@ const PARTS_IN_FLIGHT: usize = 4;
 
 /// Reads at least this long start a background fetch of the next range of the same length.
 const PREFETCH_MIN: usize = 1 << 20;
+
+/// Longer reads are split into concurrent GETs of this many bytes: one connection to S3 (or an
+/// S3-compatible server) carries far less than several, which is why AWS's own clients
+/// download in parallel ranged parts.
+const SPLIT_BYTES: u64 = 32 << 20;
+
+/// `range` of `key`, in concurrent GETs of [`SPLIT_BYTES`] when it is longer.
+async fn fetch(store: Arc<dyn ObjectStore>, key: Key, range: Range<u64>) -> object_store::Result<Bytes> {
+    if range.end - range.start <= SPLIT_BYTES {
+        return store.get_range(&key, range).await;
+    }
+    let pieces = (range.start..range.end).step_by(SPLIT_BYTES as usize).map(|a| a..(a + SPLIT_BYTES).min(range.end));
+    let parts = futures::future::try_join_all(pieces.map(|r| store.get_range(&key, r))).await?;
+    let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Ok(out.freeze())
+}
 
 /// The runtime that drives the object store's async client from our synchronous code: two
 /// worker threads, so a prefetch makes progress while the calling thread is in FAISS.
@@ -201,7 +220,7 @@ impl Object {
     }
 
     /// Upload the local file `src` as this object: one PUT for a small file, a multipart
-    /// upload of [`PART_BYTES`] parts otherwise. Either way the object appears (or is replaced)
+    /// upload of 16 MiB parts otherwise. Either way the object appears (or is replaced)
     /// only when the whole file has arrived; a failed multipart upload is aborted.
     ///
     /// Errors: `Io` naming `src` or the URL; `Auth`.
@@ -506,13 +525,16 @@ impl StagedOutput {
 }
 
 /// Ranged reads of one object for a [`VectorFile`](super::VectorFile): its size is known up
-/// front; a read of at least [`PREFETCH_MIN`] bytes starts fetching the next range of the same
+/// front; a read of at least 1 MiB starts fetching the next range of the same
 /// length in the background, so sequential batches overlap the network with the caller's work.
 pub struct RangeReader {
     obj: Object,
     len: u64,
-    ahead: Mutex<Option<(Range<u64>, tokio::task::JoinHandle<object_store::Result<Bytes>>)>>,
+    ahead: Mutex<Option<Ahead>>,
 }
+
+/// A range being fetched in the background, and its task.
+type Ahead = (Range<u64>, tokio::task::JoinHandle<object_store::Result<Bytes>>);
 
 impl RangeReader {
     /// A reader of the object at `url`.
@@ -548,16 +570,14 @@ impl RangeReader {
             },
             Some((_, handle)) => {
                 handle.abort();
-                block_on(self.obj.store.get_range(&self.obj.key, r.clone()))?
+                block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), r.clone()))?
             }
-            None => block_on(self.obj.store.get_range(&self.obj.key, r.clone()))?,
+            None => block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), r.clone()))?,
         }
         .map_err(|e| failure(&self.obj.url, e))?;
         if range.len() >= PREFETCH_MIN && r.end < self.len {
             let next = r.end..(r.end + (r.end - r.start)).min(self.len);
-            let (store, key) = (self.obj.store.clone(), self.obj.key.clone());
-            let range = next.clone();
-            let handle = runtime()?.spawn(async move { store.get_range(&key, range).await });
+            let handle = runtime()?.spawn(fetch(self.obj.store.clone(), self.obj.key.clone(), next.clone()));
             *ahead = Some((next, handle));
         }
         Ok(got)
