@@ -118,7 +118,12 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
     let local: Vec<_> = copies.iter().map(|c| c.path().to_path_buf()).collect();
     let progress = StderrProgress::for_ctx(ctx);
     let force = a.force || staged.is_remote();
-    let report = merge::merge_files(&local, staged.local(), &MergeOptions { force, ..opts }, &progress, &ctx.stop)?;
+    let report = merge::merge_files(&local, staged.local(), &MergeOptions { force, ..opts }, &progress, &ctx.stop)
+        .map_err(|e| {
+            // Errors name what the user gave, not the copies in $TMPDIR.
+            let named = indexes.iter().zip(&local).filter(|(given, copy)| given != copy);
+            named.fold(e, |e, (given, copy)| e.renaming(&copy.display().to_string(), &given.display().to_string()))
+        })?;
     staged.publish()?;
     note(
         ctx.quiet,

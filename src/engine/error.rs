@@ -102,6 +102,13 @@ impl Error {
         self
     }
 
+    /// The same error with every `from` in its message replaced by `to` (a staged copy's path
+    /// by the URL it was downloaded from).
+    pub fn renaming(mut self, from: &str, to: &str) -> Self {
+        self.msg = self.msg.replace(from, to);
+        self
+    }
+
     /// This error's kind.
     pub fn kind(&self) -> ErrorKind {
         self.kind

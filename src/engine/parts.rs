@@ -215,7 +215,8 @@ pub fn add_task(
         Ok(())
     })?;
     progress.finish();
-    index.meta_mut().parts = Some(PartsInfo { count: task.count, have: vec![task.index] });
+    let trained = index.meta().index_crc32;
+    index.meta_mut().parts = Some(PartsInfo { count: task.count, have: vec![task.index], trained });
     Ok(rows.len())
 }
 
@@ -230,6 +231,7 @@ pub fn check_parts(inputs: &[(PathBuf, Option<PartsInfo>)], partial: bool) -> Re
         return Ok(None);
     }
     let mut count = None;
+    let mut trained: Option<(&Path, u32)> = None;
     let mut seen: Vec<Option<&Path>> = Vec::new();
     for (path, info) in inputs {
         let Some(info) = info else {
@@ -238,6 +240,19 @@ pub fn check_parts(inputs: &[(PathBuf, Option<PartsInfo>)], partial: bool) -> Re
                 path.display()
             )));
         };
+        if let Some(crc) = info.trained {
+            match trained {
+                Some((first, want)) if want != crc => {
+                    return Err(Error::invalid(format!(
+                        "{}: built from another trained index (crc32 {crc:08x}; {} from {want:08x}): merge the parts of one `faissx train` output",
+                        path.display(),
+                        first.display()
+                    )))
+                }
+                Some(_) => {}
+                None => trained = Some((path, crc)),
+            }
+        }
         let n = *count.get_or_insert(info.count);
         if info.count != n {
             return Err(Error::invalid(format!(
@@ -269,7 +284,8 @@ pub fn check_parts(inputs: &[(PathBuf, Option<PartsInfo>)], partial: bool) -> Re
             )));
         }
     }
-    Ok(Some(PartsInfo { count: n, have: (0..n).filter(|&i| seen[i].is_some()).collect() }))
+    let have = (0..n).filter(|&i| seen[i].is_some()).collect();
+    Ok(Some(PartsInfo { count: n, have, trained: trained.map(|(_, crc)| crc) }))
 }
 
 #[cfg(test)]
@@ -297,20 +313,27 @@ mod tests {
     #[test]
     fn parts_are_checked() {
         let part = |name: &str, n: usize, have: &[usize]| {
-            (PathBuf::from(name), Some(PartsInfo { count: n, have: have.to_vec() }))
+            (PathBuf::from(name), Some(PartsInfo { count: n, have: have.to_vec(), trained: Some(7) }))
         };
         let all = [part("a", 3, &[0]), part("b", 3, &[2]), part("c", 3, &[1])];
-        assert_eq!(check_parts(&all, false).unwrap(), Some(PartsInfo { count: 3, have: vec![0, 1, 2] }));
+        assert_eq!(
+            check_parts(&all, false).unwrap(),
+            Some(PartsInfo { count: 3, have: vec![0, 1, 2], trained: Some(7) })
+        );
         assert_eq!(check_parts(&[(PathBuf::from("x"), None)], false).unwrap(), None);
         let e = check_parts(&[part("a", 3, &[0]), part("b", 3, &[2])], false).unwrap_err();
         assert!(e.to_string().contains("part-1-of-3 missing"), "{e}");
         let half = check_parts(&[part("a", 3, &[0]), part("b", 3, &[2])], true).unwrap();
-        assert_eq!(half, Some(PartsInfo { count: 3, have: vec![0, 2] }));
+        assert_eq!(half, Some(PartsInfo { count: 3, have: vec![0, 2], trained: Some(7) }));
         let e = check_parts(&[part("a", 2, &[0]), part("b", 2, &[0, 1])], false).unwrap_err();
         assert!(e.to_string().contains("part-0-of-2 given twice (a and b)"), "{e}");
         let e = check_parts(&[part("a", 2, &[0]), part("b", 3, &[1])], false).unwrap_err();
         assert!(e.to_string().contains("a part of 3 tasks, merged with parts of 2"), "{e}");
         let e = check_parts(&[part("a", 2, &[0]), (PathBuf::from("x"), None)], false).unwrap_err();
         assert!(e.to_string().contains("x: not a part"), "{e}");
+        let mut other = part("b", 2, &[1]);
+        other.1.as_mut().unwrap().trained = Some(8);
+        let e = check_parts(&[part("a", 2, &[0]), other], false).unwrap_err();
+        assert!(e.to_string().contains("b: built from another trained index (crc32 00000008; a from 00000007)"), "{e}");
     }
 }

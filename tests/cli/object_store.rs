@@ -251,9 +251,9 @@ fn object_store_errors_are_one_line_and_leave_nothing() {
     run_fail(mixed, 2, "s3://emb/d8.npy: vectors have d=8");
     // An existing output object is kept without --force.
     s3.ok(&env, &["train", "s3://emb/day/part-0.npy", "-o", "s3://idx/t.index", "--factory", "IVF4,Flat", "-q"]);
-    let before = s3.ls("idx");
     run_fail(train("s3://emb/day/part-0.npy", "s3://idx/t.index"), 2, "s3://idx/t.index: exists");
     // A task that fails on bad data (NaN in its slice) uploads no part.
+    let before = s3.ls("idx");
     s3.fails(
         &env,
         &["add", "s3://idx/t.index", "s3://emb/bad/nan.npy", "--task", "0/2", "-o", "s3://idx/parts/"],
@@ -262,6 +262,20 @@ fn object_store_errors_are_one_line_and_leave_nothing() {
     );
     assert_eq!(s3.ls("idx"), before, "nothing new in the bucket");
     s3.fails(&env, &["add", "s3://idx/t.index", "part-0.npy"], 2, "needs a local file");
+    // Parts of two trained indices (different quantizers) are not merged; the error names the
+    // object, not its copy in TMPDIR.
+    s3.ok(&env, &["train", "s3://emb/day/part-1.npy", "-o", "s3://idx/t2.index", "--factory", "IVF4,Flat", "-q"]);
+    for (i, trained) in ["s3://idx/t.index", "s3://idx/t2.index"].into_iter().enumerate() {
+        let task = format!("{i}/2");
+        s3.ok(&env, &["add", trained, "s3://emb/day/part-0.npy", "--task", &task, "-o", "s3://idx/mix/", "-q"]);
+    }
+    s3.fails(
+        &env,
+        &["merge", "s3://idx/mix/*.index", "-o", "mix.index"],
+        2,
+        "s3://idx/mix/part-1-of-2.index: built from another trained index",
+    );
+    assert!(!env.path("mix.index").exists());
     s3.fails(
         &env,
         &["merge", "s3://idx/t.index", "s3://idx/t.index", "-o", "s3://idx/m.index", "--on-disk"],

@@ -94,6 +94,10 @@ pub struct PartsInfo {
     pub count: usize,
     /// The task numbers whose rows this index holds, ascending.
     pub have: Vec<usize>,
+    /// CRC-32 of the trained index file the tasks copied (from its sidecar), so parts of
+    /// builds from different `faissx train` outputs (different quantizers) are not merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<u32>,
 }
 
 /// What the sidecar records of an index's metadata table (see `engine::filter::table`).
