@@ -21,19 +21,18 @@ pub(super) fn layout(path: &Path, bytes: &[u8], len: usize, elem: Elem) -> Resul
     }
     let d = d as usize;
     let rec = 4 + d * elem.size();
-    if !bytes.len().is_multiple_of(rec) {
-        let whole = bytes.len() / rec;
+    if !len.is_multiple_of(rec) {
+        let whole = len / rec;
         // Tell apart a cut-off last record from records of another width.
         if whole > 0 {
-            for i in 0..whole.min(1024) {
+            for i in 0..whole.min(1024).min(bytes.len() / rec) {
                 check_header(path, &bytes[i * rec..(i + 1) * rec], d, i)?;
             }
         }
         return Err(Error::format(
             path,
             format!(
-                "truncated: {} bytes is not a whole number of {}-byte records (d={d}); record {whole} is incomplete",
-                len, rec
+                "truncated: {len} bytes is not a whole number of {rec}-byte records (d={d}); record {whole} is incomplete"
             ),
         ));
     }
@@ -81,6 +80,16 @@ mod tests {
         let b = fvecs(&[&[1.0, 2.0], &[3.0, 4.0]]);
         let (_, d, n) = layout(Path::new("a.fvecs"), &b, b.len(), Elem::F32).unwrap();
         assert_eq!((d, n), (2, 2));
+    }
+
+    #[test]
+    fn layout_from_the_head_of_a_longer_file() {
+        // An object's first bytes and its size decide the layout, as the whole file would.
+        let b = fvecs(&[&[1.0, 2.0], &[3.0, 4.0], &[5.0, 6.0]]);
+        let (_, d, n) = layout(Path::new("a.fvecs"), &b[..12], b.len(), Elem::F32).unwrap();
+        assert_eq!((d, n), (2, 3));
+        let e = layout(Path::new("a.fvecs"), &b[..12], b.len() - 1, Elem::F32).unwrap_err();
+        assert!(e.to_string().contains("35 bytes is not a whole number of 12-byte records (d=2); record 2"), "{e}");
     }
 
     #[test]
