@@ -122,3 +122,28 @@ fn split_builds_refuse_bad_tasks_and_missing_parts_by_name() {
     env.fails(&["train", files[0].as_str(), "wide.npy", "-o", "t2.index", "--factory", "IVF8,Flat"], 2, "wide.npy");
     env.fails(&["train", files[0].as_str(), "-o", "t3.index", "--factory", "HNSW8"], 2, "needs no training");
 }
+
+#[test]
+fn a_task_killed_mid_way_leaves_no_part_and_its_rerun_writes_the_same_part() {
+    let env = TestEnv::new("split_build_kill");
+    let n = 300_000;
+    write_npy_f32(&env.path("big.npy"), n, D, &lcg_vectors(n, D, 3));
+    env.ok(&["train", "big.npy", "-o", "trained.index", "--factory", "IVF16,Flat", "--train-size", "5000", "-q"]);
+    let task = ["add", "trained.index", "big.npy", "--task", "1/2", "-o", "parts", "--batch", "1000", "-q"];
+    env.ok(&task);
+    let part = env.path("parts/part-1-of-2.index");
+    let want = std::fs::read(&part).unwrap();
+    std::fs::remove_file(&part).unwrap();
+    std::fs::remove_file(env.path("parts/part-1-of-2.index.meta.json")).unwrap();
+    // kill -9 while it adds (or, on a fast machine, later): never a partial part.
+    let mut child = env.cmd().args(task).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    if part.exists() {
+        assert_eq!(std::fs::read(&part).unwrap(), want, "a part under its final name is whole ({status:?})");
+    }
+    // The scheduler runs the task again: the same part.
+    env.ok(&task);
+    assert_eq!(std::fs::read(&part).unwrap(), want);
+}
