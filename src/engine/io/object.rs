@@ -13,8 +13,9 @@
 //!
 //! How each kind of file travels:
 //! - **Vector inputs** (`.npy`, `.fvecs`, …) are read in place with ranged GETs: the header
-//!   first, then each batch of rows (in concurrent 32 MiB pieces), with the next batch fetched
-//!   in the background while the current one is added ([`RangeReader`]). A task reads only its slice; a training sample
+//!   first, then the batches of rows through 64 MiB (or larger) windows fetched in concurrent
+//!   32 MiB pieces, the next window in the background while the current one is added
+//!   ([`RangeReader`]). A task reads only its slice; a training sample
 //!   reads only its rows (coalesced by [`ObjectStore::get_ranges`]).
 //! - **Index inputs** (the trained index of `add --task`, the parts of `merge`) are downloaded,
 //!   with their sidecar and metadata table, to a temporary directory ([`LocalCopy`]): FAISS
@@ -50,13 +51,10 @@ const PART_BYTES: usize = 16 << 20;
 /// Uploads of parts in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// Reads at least this long start a background fetch of the next range of the same length.
-const PREFETCH_MIN: usize = 1 << 20;
-
 /// Longer reads are split into concurrent GETs of this many bytes: one connection to S3 (or an
 /// S3-compatible server) carries far less than several, which is why AWS's own clients
 /// download in parallel ranged parts.
-const SPLIT_BYTES: u64 = 32 << 20;
+const SPLIT_BYTES: u64 = 64 << 20;
 
 /// `range` of `key`, in concurrent GETs of [`SPLIT_BYTES`] when it is longer.
 async fn fetch(store: Arc<dyn ObjectStore>, key: Key, range: Range<u64>) -> object_store::Result<Bytes> {
@@ -524,26 +522,49 @@ impl StagedOutput {
     }
 }
 
-/// Ranged reads of one object for a [`VectorFile`](super::VectorFile): its size is known up
-/// front; a read of at least 1 MiB starts fetching the next range of the same
-/// length in the background, so sequential batches overlap the network with the caller's work.
+/// Ranged reads of one object for a [`VectorFile`](super::VectorFile).
+///
+/// Small reads (a header, a sample's rows) are fetched as asked. Reads of at least
+/// [`WINDOW_MIN`] bytes (batches of rows, read front to back) go through windows: the object is
+/// cut into windows of `max(64 MiB, the first such read rounded up to a power of two)`; a read
+/// is served from the window(s) it overlaps, and using a window starts fetching the next one in
+/// the background, so the network overlaps the caller's work and each GET is large (servers
+/// charge per request: moto, for one, copies the whole object for each). At most two windows
+/// and one read's bytes are held at once.
 pub struct RangeReader {
     obj: Object,
     len: u64,
-    ahead: Mutex<Option<Ahead>>,
+    state: Mutex<Windows>,
 }
 
-/// A range being fetched in the background, and its task.
-type Ahead = (Range<u64>, tokio::task::JoinHandle<object_store::Result<Bytes>>);
+/// Reads below this many bytes bypass the windows.
+const WINDOW_MIN: usize = 2 << 20;
+
+/// The smallest window.
+const WINDOW_BYTES: u64 = 64 << 20;
+
+/// The window in use and the next one, being fetched.
+#[derive(Default)]
+struct Windows {
+    /// Window size, fixed by the first windowed read.
+    size: u64,
+    /// Window number and bytes.
+    current: Option<(u64, Bytes)>,
+    /// Window number and its fetch.
+    ahead: Option<(u64, tokio::task::JoinHandle<object_store::Result<Bytes>>)>,
+}
 
 impl RangeReader {
     /// A reader of the object at `url`.
     ///
     /// Errors: those of [`Object::size`] (`NotFound` naming the URL, `Auth`, `Io`).
     pub fn open(url: &Path) -> Result<RangeReader> {
-        let obj = Object::open(url)?;
+        RangeReader::of(Object::open(url)?)
+    }
+
+    fn of(obj: Object) -> Result<RangeReader> {
         let len = obj.size()?;
-        Ok(RangeReader { obj, len, ahead: Mutex::new(None) })
+        Ok(RangeReader { obj, len, state: Mutex::new(Windows::default()) })
     }
 
     /// Object size in bytes.
@@ -556,31 +577,72 @@ impl RangeReader {
         self.len == 0
     }
 
+    /// The bytes of window `k` of `size` bytes.
+    fn span(&self, k: u64, size: u64) -> Range<u64> {
+        k * size..((k + 1) * size).min(self.len)
+    }
+
     /// Bytes `range` (within `len`).
+    ///
+    /// Errors: those of a ranged GET (`Io`, `Auth`), naming the URL.
     pub fn read(&self, range: Range<usize>) -> Result<Bytes> {
         let r = range.start as u64..range.end as u64;
         if r.is_empty() {
             return Ok(Bytes::new());
         }
-        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
-        let got = match ahead.take() {
-            Some((pending, handle)) if pending == r => match block_on(handle)? {
-                Ok(fetched) => fetched,
-                Err(e) => Err(object_store::Error::JoinError { source: e }),
-            },
-            Some((_, handle)) => {
-                handle.abort();
-                block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), r.clone()))?
+        if range.len() < WINDOW_MIN {
+            return block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), r))?
+                .map_err(|e| failure(&self.obj.url, e));
+        }
+        let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if w.size == 0 {
+            w.size = WINDOW_BYTES.max((range.len() as u64).next_power_of_two());
+        }
+        let size = w.size;
+        let (first, last) = (r.start / size, (r.end - 1) / size);
+        let mut out = (first != last).then(|| bytes::BytesMut::with_capacity(range.len()));
+        let mut single = None;
+        for k in first..=last {
+            let bytes = match w.current.take() {
+                Some((c, b)) if c == k => b,
+                _ => match w.ahead.take() {
+                    Some((a, h)) if a == k => match block_on(h)? {
+                        Ok(fetched) => fetched,
+                        Err(e) => Err(object_store::Error::JoinError { source: e }),
+                    }
+                    .map_err(|e| failure(&self.obj.url, e))?,
+                    other => {
+                        if let Some((_, h)) = other {
+                            h.abort();
+                        }
+                        let span = self.span(k, size);
+                        block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), span))?
+                            .map_err(|e| failure(&self.obj.url, e))?
+                    }
+                },
+            };
+            let span = self.span(k, size);
+            let from = (r.start.max(span.start) - span.start) as usize;
+            let to = (r.end.min(span.end) - span.start) as usize;
+            match &mut out {
+                Some(buf) => buf.extend_from_slice(&bytes[from..to]),
+                None => single = Some(bytes.slice(from..to)),
             }
-            None => block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), r.clone()))?,
+            w.current = Some((k, bytes));
         }
-        .map_err(|e| failure(&self.obj.url, e))?;
-        if range.len() >= PREFETCH_MIN && r.end < self.len {
-            let next = r.end..(r.end + (r.end - r.start)).min(self.len);
-            let handle = runtime()?.spawn(fetch(self.obj.store.clone(), self.obj.key.clone(), next.clone()));
-            *ahead = Some((next, handle));
+        // Read ahead: the window after the last one used.
+        let next = last + 1;
+        if next * size < self.len && w.ahead.as_ref().is_none_or(|(a, _)| *a != next) {
+            if let Some((_, h)) = w.ahead.take() {
+                h.abort();
+            }
+            let handle = runtime()?.spawn(fetch(self.obj.store.clone(), self.obj.key.clone(), self.span(next, size)));
+            w.ahead = Some((next, handle));
         }
-        Ok(got)
+        Ok(match out {
+            Some(buf) => buf.freeze(),
+            None => single.unwrap_or_default(),
+        })
     }
 
     /// Several ranges at once ([`Object::get_ranges`]).
@@ -592,7 +654,7 @@ impl RangeReader {
 
 impl Drop for RangeReader {
     fn drop(&mut self) {
-        if let Some((_, h)) = self.ahead.get_mut().ok().and_then(|a| a.take()) {
+        if let Some((_, h)) = self.state.get_mut().ok().and_then(|w| w.ahead.take()) {
             h.abort();
         }
     }
@@ -615,6 +677,26 @@ mod tests {
         assert_eq!(join(Path::new("s3://idx/parts/"), "p.index"), Path::new("s3://idx/parts/p.index"));
         assert_eq!(join(Path::new("s3://idx/parts"), "p.index"), Path::new("s3://idx/parts/p.index"));
         assert_eq!(join(Path::new("parts"), "p.index"), Path::new("parts/p.index"));
+    }
+
+    #[test]
+    fn windowed_reads_return_the_bytes_asked_for() {
+        // An in-memory store and small windows, so reads straddle windows and skip around.
+        let data: Vec<u8> = (0..10_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let key = Key::from("x.npy");
+        block_on(store.put(&key, data.clone().into())).unwrap().unwrap();
+        let obj = Object { store, key, url: "memory:///x.npy".into() };
+        let reader = RangeReader::of(obj).unwrap();
+        reader.state.lock().unwrap().size = 4 << 20;
+        let mut reads: Vec<Range<usize>> = (0..4).map(|i| 100 + i * 3_000_000..100 + (i + 1) * 3_000_000).collect();
+        reads.retain(|r| r.end <= data.len());
+        reads.extend([9_000_000..10_000_000, 0..3_000_000, 5..6, 4_194_300..4_194_310, 2_500_000..9_999_999]);
+        for r in reads {
+            assert_eq!(&reader.read(r.clone()).unwrap()[..], &data[r.clone()], "{r:?}");
+        }
+        let many = reader.read_many(&[10..20, 5_000_000..5_000_100]).unwrap();
+        assert_eq!(&many[1][..], &data[5_000_000..5_000_100]);
     }
 
     #[test]
