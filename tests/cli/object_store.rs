@@ -276,6 +276,11 @@ fn object_store_errors_are_one_line_and_leave_nothing() {
         "s3://idx/mix/part-1-of-2.index: built from another trained index",
     );
     assert!(!env.path("mix.index").exists());
+    // Any command's vector inputs may be objects: build and search read them by ranges.
+    s3.ok(&env, &["build", "s3://emb/day/part-0.npy", "-o", "b.index", "--factory", "Flat", "-q"]);
+    env.ok(&["build", "part-0.npy", "-o", "l.index", "--factory", "Flat", "-q"]);
+    let found = s3.ok(&env, &["search", "b.index", "s3://emb/day/part-2.fvecs", "-k", "3", "--format", "jsonl"]);
+    assert_eq!(found, env.ok(&["search", "l.index", "part-2.fvecs", "-k", "3", "--format", "jsonl"]));
     s3.fails(
         &env,
         &["merge", "s3://idx/t.index", "s3://idx/t.index", "-o", "s3://idx/m.index", "--on-disk"],
