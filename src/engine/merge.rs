@@ -149,12 +149,79 @@ fn all_explicit(inputs: &[(PathBuf, Index)]) -> Result<bool> {
     Ok(true)
 }
 
+/// Stored ids read per call when scanning an input (256 Ki ids, 2 MiB): the scans below keep
+/// one such chunk in memory, not an input's ids.
+const ID_CHUNK: usize = 1 << 18;
+
+/// The ids of `index` in storage order, in chunks of at most `chunk`.
+fn id_chunks(index: &Index, chunk: usize) -> impl Iterator<Item = Result<Vec<i64>>> + '_ {
+    let n = index.ntotal();
+    (0..n).step_by(chunk.max(1)).map(move |s| index.stored_ids(s, chunk.max(1).min(n - s)))
+}
+
 /// Refuse ids that occur in more than one input (or twice in one).
 fn check_unique_ids(inputs: &[(PathBuf, Index)]) -> Result<()> {
-    let mut seen: HashMap<i64, usize> = HashMap::new();
+    check_unique_ids_chunked(inputs, ID_CHUNK)
+}
+
+/// [`check_unique_ids`] reading `chunk` ids at a time. Memory: when the ids are dense (their
+/// range spans at most 64 × the number of ids, as the global row numbers of a split build
+/// do) one bit per id of the range, at most 8 bytes per id; otherwise every id, sorted
+/// (8 bytes per id). The ids themselves are streamed in chunks, so merging on disk stays
+/// small next to the index (a hash map of every id would take ~36 bytes per vector: more
+/// than an IVF-PQ index itself, BENCHMARKS.md "Split builds").
+fn check_unique_ids_chunked(inputs: &[(PathBuf, Index)], chunk: usize) -> Result<()> {
+    let (mut lo, mut hi, mut total) = (i64::MAX, i64::MIN, 0usize);
+    for (_, idx) in inputs {
+        for ids in id_chunks(idx, chunk) {
+            for id in ids? {
+                lo = lo.min(id);
+                hi = hi.max(id);
+            }
+        }
+        total += idx.ntotal();
+    }
+    if total == 0 {
+        return Ok(());
+    }
+    let span = (hi as i128 - lo as i128 + 1) as u128;
+    let dup = if span <= 64 * total as u128 {
+        let mut seen = vec![0u64; (span as usize).div_ceil(64)];
+        let mut dup = None;
+        'scan: for (_, idx) in inputs {
+            for ids in id_chunks(idx, chunk) {
+                for id in ids? {
+                    let bit = (id - lo) as usize;
+                    let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+                    if seen[word] & mask != 0 {
+                        dup = Some(id);
+                        break 'scan;
+                    }
+                    seen[word] |= mask;
+                }
+            }
+        }
+        dup
+    } else {
+        let mut all = Vec::with_capacity(total);
+        for (_, idx) in inputs {
+            for ids in id_chunks(idx, chunk) {
+                all.extend(ids?);
+            }
+        }
+        all.sort_unstable();
+        all.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+    };
+    let Some(id) = dup else { return Ok(()) };
+    // Name the inputs holding the first two copies of `id` (an error path: scanning again is fine).
+    let mut first = None;
     for (i, (p, idx)) in inputs.iter().enumerate() {
-        for id in idx.stored_ids(0, idx.ntotal())? {
-            if let Some(&j) = seen.get(&id) {
+        for ids in id_chunks(idx, chunk) {
+            for _ in ids?.into_iter().filter(|&x| x == id) {
+                let Some(j) = first else {
+                    first = Some(i);
+                    continue;
+                };
                 let hint = if explicit_ids(idx)? { "" } else { " (this index numbers its vectors from 0)" };
                 return Err(Error::invalid(format!(
                     "{}: id {id} is also in {}{hint}: ids collide, so they cannot be kept; use --ids renumber",
@@ -162,10 +229,9 @@ fn check_unique_ids(inputs: &[(PathBuf, Index)]) -> Result<()> {
                     inputs[j].0.display()
                 )));
             }
-            seen.insert(id, i);
         }
     }
-    Ok(())
+    Err(Error::invalid(format!("id {id} is stored twice: ids collide, so they cannot be kept; use --ids renumber")))
 }
 
 /// Merge `inputs` (at least two; opened, so they can be checked before anything is written)
@@ -471,4 +537,40 @@ fn finish(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::index::{IndexSpec, Metric};
+
+    /// A Flat index of `ids.len()` vectors of d = 2 storing `ids` (IDMap2).
+    fn with_ids(name: &str, ids: &[i64]) -> (PathBuf, Index) {
+        let spec = IndexSpec { factory: "Flat".into(), metric: Metric::L2, dim: 2 };
+        let mut ix = Index::create(&spec, true).unwrap();
+        let x: Vec<f32> = (0..ids.len()).flat_map(|i| [i as f32, 0.0]).collect();
+        ix.add(x.as_slice(), Some(ids)).unwrap();
+        (PathBuf::from(name), ix)
+    }
+
+    #[test]
+    fn unique_ids_are_checked_in_chunks_dense_and_sparse() {
+        // Dense ranges (a split build's parts) and sparse ids, each read 7 ids at a time.
+        let dense = [with_ids("a", &(0..20).collect::<Vec<_>>()), with_ids("b", &(20..45).rev().collect::<Vec<_>>())];
+        check_unique_ids_chunked(&dense, 7).unwrap();
+        let sparse = [with_ids("a", &[5, 1 << 40, 3]), with_ids("b", &[i64::MAX, 0, 6])];
+        check_unique_ids_chunked(&sparse, 2).unwrap();
+        for (a, b, want) in [
+            ((0..20).collect::<Vec<i64>>(), (19..45).collect::<Vec<i64>>(), "b: id 19 is also in a"),
+            (vec![5, 1 << 40, 3], vec![i64::MAX, 1 << 40], "b: id 1099511627776 is also in a"),
+            ((0..30).chain([12]).collect(), (30..40).collect(), "a: id 12 is also in a"),
+            (vec![1, i64::MAX, 7], vec![8, 7, i64::MAX], "b: id 7 is also in a"),
+        ] {
+            let inputs = [with_ids("a", &a), with_ids("b", &b)];
+            for chunk in [1, 7, ID_CHUNK] {
+                let e = check_unique_ids_chunked(&inputs, chunk).unwrap_err().to_string();
+                assert!(e.contains(want) && e.contains("ids collide"), "{chunk}: {e}");
+            }
+        }
+    }
 }
