@@ -736,7 +736,9 @@ fn bench_profile(work: &Path) {
         cmd.arg("--").arg(&file).stdout(Stdio::null());
         let probe = timed(|| assert!(cmd.status().expect("probe").success(), "probe failed"));
         let load = timed(|| {
-            std::hint::black_box(Index::open_with(&file, &OpenOptions { mmap, warm: false }).expect("open"));
+            std::hint::black_box(
+                Index::open_with(&file, &OpenOptions { mmap, warm: false, no_search: false }).expect("open"),
+            );
         });
         println!("probe child ({how}): {probe:.2} s; FAISS read in-process ({how}): {load:.2} s");
     }

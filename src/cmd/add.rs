@@ -5,6 +5,7 @@ use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::filter::rows::plan_add;
 use crate::engine::filter::MetaTable;
+use crate::engine::index::OpenOptions;
 use crate::engine::io::object::{self, LocalCopy, StagedOutput};
 use crate::engine::output::save_with_table;
 use crate::engine::output::IndexOutput;
@@ -95,7 +96,7 @@ pub fn run(ctx: &Ctx, a: AddArgs) -> Result<()> {
     // Held from read to rename: two `add`s to one index would otherwise each write the old
     // index plus their own vectors, and one batch would be lost.
     let _lock = io::atomic::OutputLock::acquire(&a.index)?;
-    let mut index = Index::open_float(&a.index, &Default::default())?;
+    let mut index = Index::open_float(&a.index, &OpenOptions { no_search: true, ..Default::default() })?;
     let table = MetaTable::open_for(&a.index, index.meta())?;
     let input = a.meta.open_input(&a.input_args, input)?;
     let what = a.meta.sources(input.path());
@@ -149,7 +150,7 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
     let path = object::join(dir, &task.part_name());
     let staged = StagedOutput::new(&path, true)?;
     let out = IndexOutput::create(staged.local(), true, false)?;
-    let mut index = Index::open_float(trained.path(), &Default::default())?;
+    let mut index = Index::open_float(trained.path(), &OpenOptions { no_search: true, ..Default::default() })?;
     let progress = StderrProgress::for_ctx(ctx);
     let t = std::time::Instant::now();
     let n = parts::add_task(&mut index, &inputs, task, a.batch.batch as usize, &progress, &ctx.stop)?;

@@ -270,6 +270,6 @@ pub struct OpenArgs {
 impl OpenArgs {
     /// The engine's open options.
     pub fn options(&self) -> crate::engine::index::OpenOptions {
-        crate::engine::index::OpenOptions { mmap: self.mmap, warm: self.warm }
+        crate::engine::index::OpenOptions { mmap: self.mmap, warm: self.warm, no_search: false }
     }
 }

@@ -45,7 +45,7 @@ pub enum InfoFormat {
 /// Run `faissx info`.
 pub fn run(_ctx: &Ctx, a: InfoArgs) -> Result<()> {
     let before = MemStats::current();
-    let index = Index::open_with(&a.index, &OpenOptions { mmap: a.mmap, warm: false })?;
+    let index = Index::open_with(&a.index, &OpenOptions { mmap: a.mmap, warm: false, ..Default::default() })?;
     let after = MemStats::current();
     let info = index.info(Some(&a.index))?;
     // What opening cost this process: anonymous (heap) vs file-backed (mapped) resident bytes.

@@ -214,7 +214,7 @@ fn add_rows_on_disk(
         }
         progress.finish();
         progress.note(&format!("merging {} shard(s) into {}", files.len(), data.display()));
-        let opts = OpenOptions { mmap: true, warm: false };
+        let opts = OpenOptions { mmap: true, warm: false, ..Default::default() };
         let mut shards = files.iter().map(|f| Index::open_with(f, &opts)).collect::<Result<Vec<_>>>()?;
         index.lists_to_disk(data)?;
         let mut refs: Vec<&mut Index> = shards.iter_mut().collect();

@@ -458,13 +458,14 @@ pub fn merge_files(
     let out = IndexOutput::create(output, opts.force, opts.on_disk)?;
     let policy = opts.policy;
     // On-disk merges only read their inputs, so map them (renumbering ids needs them loaded).
-    let open = OpenOptions { mmap: opts.on_disk && policy != IdPolicy::Renumber, warm: false };
+    // Merged inputs are never searched: no IVF-PQ search tables.
+    let open = OpenOptions { mmap: opts.on_disk && policy != IdPolicy::Renumber, warm: false, no_search: true };
     let mut inputs =
         inputs.iter().map(|p| Ok((p.clone(), Index::open_float(p, &open)?))).collect::<Result<Vec<_>>>()?;
     if opts.on_disk && !keeps_ids(&inputs, policy)? {
         for (p, idx) in inputs.iter_mut() {
             if idx.storage() == Storage::Mapped {
-                *idx = Index::open_float(p, &OpenOptions::default())?;
+                *idx = Index::open_float(p, &OpenOptions { no_search: true, ..Default::default() })?;
             }
         }
     }

@@ -303,7 +303,7 @@ fn table_beside(out: &Path) -> Result<Option<PathBuf>> {
     if md.vectors.is_empty() && md.keys.is_empty() {
         return Ok(None);
     }
-    let opts = crate::engine::index::OpenOptions { mmap: true, warm: false };
+    let opts = crate::engine::index::OpenOptions { mmap: true, warm: false, ..Default::default() };
     let Ok(index) = crate::engine::index::Index::open_float(out, &opts) else { return Ok(None) };
     let ids = index.stored_ids(0, index.ntotal())?;
     drop(index);

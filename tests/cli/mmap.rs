@@ -104,7 +104,7 @@ fn mapped_and_on_disk_indices_refuse_mutations() {
     env.ok(&["build", &base, "-o", "x.index", "-q"]);
     let mut idx = faissx::engine::Index::open_with(
         &env.path("x.index"),
-        &faissx::engine::index::OpenOptions { mmap: true, warm: true },
+        &faissx::engine::index::OpenOptions { mmap: true, warm: true, no_search: false },
     )
     .unwrap();
     let v = vec![0.0f32; 784];

@@ -60,6 +60,10 @@ pub struct OpenOptions {
     /// Read the file once sequentially first, so a cold mapped index does not fault page by
     /// page in random order.
     pub warm: bool,
+    /// The index is opened to be added to (or merged) and written, never searched: skip what
+    /// only search uses, IVF-PQ's precomputed table (`nlist × M × 2^nbits` floats: 2 GiB for
+    /// IVF65536,PQ32, built by FAISS on every read).
+    pub no_search: bool,
 }
 
 /// An index and its sidecar facts.
@@ -172,6 +176,11 @@ impl Index {
             return Index::with_sidecar(path, raw, Storage::Loaded, sidecar);
         }
         let (mut flags, mut storage, _) = storage::read_flags(&kind, opts.mmap);
+        if opts.no_search && kind.ivfpq {
+            // Only IndexIVFPQ: for residual quantizers the same flag changes how vectors are
+            // encoded (FAISS sets their beam factor to -1).
+            flags |= storage::IO_FLAG_SKIP_PRECOMPUTE_TABLE;
+        }
         if opts.warm && storage != Storage::Loaded {
             if !verified {
                 storage::warm(path)?;

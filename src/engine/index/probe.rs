@@ -112,7 +112,7 @@ pub fn sanity_pass(path: &Path, mmap: bool) -> Result<String> {
     let limit = memory_limit(path);
     super::ffi::limit_address_space(limit);
     super::check::check_file(path)?;
-    let ix = Index::open_with(path, &OpenOptions { mmap, warm: false }).map_err(|e| {
+    let ix = Index::open_with(path, &OpenOptions { mmap, warm: false, ..Default::default() }).map_err(|e| {
         if e.chain().contains("bad_alloc") {
             Error::format(
                 path,

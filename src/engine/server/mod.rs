@@ -515,7 +515,10 @@ fn restore(l: store::Loaded, mmap: bool) -> std::result::Result<Slot, String> {
         // index cannot change): checkpoint it, then map the new file. If either fails, the
         // loaded copy is served.
         let mapped = write::checkpoint(&mut slot).and_then(|_| match slot.store.as_ref() {
-            Some(st) => Index::open_with(&st.checkpoint_index_path(), &OpenOptions { mmap: true, warm: false }),
+            Some(st) => Index::open_with(
+                &st.checkpoint_index_path(),
+                &OpenOptions { mmap: true, warm: false, ..Default::default() },
+            ),
             None => Err(Error::new(ErrorKind::Io, "no store")),
         });
         match mapped {

@@ -79,7 +79,7 @@ impl Service {
     fn open_served(&self, path: &Path) -> Result<Index> {
         let holds = matches!(IndexMeta::load(path), Ok(Some(m)) if m.ntotal > 0);
         let mmap = self.mmap && holds;
-        let ix = Index::open_with(path, &OpenOptions { mmap, warm: false })?;
+        let ix = Index::open_with(path, &OpenOptions { mmap, warm: false, ..Default::default() })?;
         if ix.storage() == Storage::OnDisk {
             return Err(Error::new(
                 ErrorKind::Unsupported,

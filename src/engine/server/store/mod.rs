@@ -536,7 +536,7 @@ fn load_one(dir: &Path, mmap: bool) -> Result<Folder> {
     verify(&mp, cp.metadata_crc32, None)?;
     let metadata = Metadata::decode(&mp, &std::fs::read(&mp).at(&mp)?)?;
     let index = if mmap && wal.records.is_empty() && holds_vectors(&ipath) {
-        Index::open_with(&ipath, &OpenOptions { mmap: true, warm: false })?
+        Index::open_with(&ipath, &OpenOptions { mmap: true, warm: false, ..Default::default() })?
     } else {
         Index::open(&ipath)?
     };
