@@ -3,8 +3,9 @@
 use super::common::BatchArgs;
 use super::render::{note, StderrProgress};
 use super::Ctx;
-use crate::engine::io::object::{self, LocalCopy, StagedOutput};
+use crate::engine::io::object;
 use crate::engine::merge::{self, IdPolicy, MergeMethod, MergeOptions};
+use crate::engine::output::{LocalCopy, StagedOutput};
 use crate::engine::{Error, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ use crate::engine::filter::table::table_path;
 use crate::engine::filter::MetaTable;
 use crate::engine::index::{sidecar_path, storage, Index};
 use crate::engine::io::atomic::{self, OutputLock};
+use crate::engine::io::object::{self, Object};
 use std::path::{Path, PathBuf};
 use tempfile::TempPath;
 
@@ -185,6 +186,119 @@ impl Drop for OutputSet {
     }
 }
 
+/// What travels with an index between a bucket and a local directory, as suffixes of its
+/// name, in upload order: the metadata table, then (after the index) the sidecar, which records
+/// the index's CRC-32 and so goes last.
+fn companions() -> (String, String) {
+    let suffix = |p: PathBuf| p.to_string_lossy().trim_start_matches('i').to_string();
+    (suffix(table_path(Path::new("i"))), suffix(sidecar_path(Path::new("i"))))
+}
+
+/// A local copy of an index input: the file itself for a local path; for an object-storage
+/// URL, the index, its sidecar and its metadata table downloaded to a temporary directory
+/// (removed on drop).
+pub struct LocalCopy {
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl LocalCopy {
+    /// The copy of `p` (an index path or URL).
+    ///
+    /// Errors: `NotFound` naming the URL; those of downloading (`Io`, `Auth`).
+    pub fn of(p: &Path) -> Result<LocalCopy> {
+        if !object::is_url(p) {
+            return Ok(LocalCopy { path: object::local_path(p)?, _dir: None });
+        }
+        let obj = Object::open(p)?;
+        let dir = object::temp_dir()?;
+        let path = dir.path().join(obj.file_name());
+        obj.download(&path)?;
+        let (table, sidecar) = companions();
+        for suffix in [table, sidecar] {
+            let mut dest = path.as_os_str().to_owned();
+            dest.push(&suffix);
+            let dest = PathBuf::from(dest);
+            match obj.with_suffix(&suffix).download(&dest) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(&dest);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LocalCopy { path, _dir: Some(dir) })
+    }
+
+    /// The local path to read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An index output that may be an object-storage URL: the command writes the index (and its
+/// sidecar and table) at [`StagedOutput::local`] as usual, then [`StagedOutput::publish`]
+/// uploads them. For a local path, `local` is the path itself and `publish` does nothing.
+pub struct StagedOutput {
+    local: PathBuf,
+    remote: Option<(Object, tempfile::TempDir)>,
+}
+
+impl StagedOutput {
+    /// Stage an output for `p`. An existing object is refused unless `force`, as a local
+    /// output is.
+    ///
+    /// Errors: `AlreadyExists` naming the URL; those of checking for the object.
+    pub fn new(p: &Path, force: bool) -> Result<StagedOutput> {
+        if !object::is_url(p) {
+            return Ok(StagedOutput { local: object::local_path(p)?, remote: None });
+        }
+        let obj = Object::open(p)?;
+        if !force && obj.exists()? {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{}: exists (pass --force to replace it)", obj.url()),
+            ));
+        }
+        let dir = object::temp_dir()?;
+        let local = dir.path().join(obj.file_name());
+        Ok(StagedOutput { local, remote: Some((obj, dir)) })
+    }
+
+    /// Whether the output goes to object storage.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Where the command writes.
+    pub fn local(&self) -> &Path {
+        &self.local
+    }
+
+    /// Upload what was written: the metadata table (or delete a stale one), the index, and the
+    /// sidecar last. Returns the bytes uploaded.
+    ///
+    /// Errors: those of uploading; an error leaves the earlier version's sidecar, whose CRC-32
+    /// no longer matches a replaced index, so readers refuse the pair.
+    pub fn publish(self) -> Result<u64> {
+        let Some((obj, _dir)) = self.remote else { return Ok(0) };
+        let (table, sidecar) = companions();
+        let table_file = table_path(&self.local);
+        let mut bytes = 0;
+        if table_file.exists() {
+            bytes += obj.with_suffix(&table).upload(&table_file)?;
+        } else {
+            obj.with_suffix(&table).delete()?;
+        }
+        bytes += obj.upload(&self.local)?;
+        let sidecar_file = sidecar_path(&self.local);
+        if sidecar_file.exists() {
+            bytes += obj.with_suffix(&sidecar).upload(&sidecar_file)?;
+        }
+        Ok(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +318,11 @@ mod tests {
         };
         v.sort();
         v
+    }
+
+    #[test]
+    fn companions_are_the_table_and_the_sidecar() {
+        assert_eq!(companions(), (".meta.parquet".to_string(), ".meta.json".to_string()));
     }
 
     #[test]

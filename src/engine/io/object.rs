@@ -18,12 +18,12 @@
 //!   ([`RangeReader`]). A task reads only its slice; a training sample
 //!   reads only its rows (coalesced by [`ObjectStore::get_ranges`]).
 //! - **Index inputs** (the trained index of `add --task`, the parts of `merge`) are downloaded,
-//!   with their sidecar and metadata table, to a temporary directory ([`LocalCopy`]): FAISS
-//!   reads indices from files.
-//! - **Outputs** are written to a temporary directory and then uploaded ([`StagedOutput`]):
-//!   each object with a multipart upload that becomes visible only when complete, the sidecar
-//!   (which records the index's CRC-32) last, so no reader ever sees a partial object under the
-//!   final name.
+//!   with their sidecar and metadata table, to a temporary directory
+//!   ([`LocalCopy`](crate::engine::output::LocalCopy)): FAISS reads indices from files.
+//! - **Outputs** are written to a temporary directory and then uploaded
+//!   ([`StagedOutput`](crate::engine::output::StagedOutput)): each object with a multipart
+//!   upload that becomes visible only when complete, the sidecar (which records the index's
+//!   CRC-32) last, so no reader ever sees a partial object under the final name.
 //!
 //! Temporary files go to `$TMPDIR` (default `/tmp`), which must have room for them.
 //! Globs (`*`, `?`, `[…]`) in the key of an input URL are expanded by listing the prefix before
@@ -403,129 +403,24 @@ pub fn join(dir: &Path, name: &str) -> PathBuf {
     }
 }
 
-/// Companion files of an index that travel with it, in upload order (the sidecar, which
-/// records the index's CRC-32, is written last): `<index>.meta.parquet`, then the index, then
-/// `<index>.meta.json`.
-const COMPANIONS: [&str; 1] = [".meta.parquet"];
-const SIDECAR: &str = ".meta.json";
-
-/// A local copy of an index input: the file itself for a local path; for a URL, the object,
-/// its sidecar and metadata table downloaded to a temporary directory (removed on drop).
-pub struct LocalCopy {
-    path: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl LocalCopy {
-    /// The copy of `p` (an index path or URL).
-    ///
-    /// Errors: `NotFound` naming the URL; those of [`Object::download`].
-    pub fn of(p: &Path) -> Result<LocalCopy> {
-        if !is_url(p) {
-            return Ok(LocalCopy { path: local_path(p)?, _dir: None });
-        }
-        let obj = Object::open(p)?;
-        let dir = temp_dir()?;
-        let name = obj.key.filename().unwrap_or("index").to_string();
-        let path = dir.path().join(&name);
-        obj.download(&path)?;
-        for suffix in COMPANIONS.iter().chain([&SIDECAR]) {
-            let side = obj.with_suffix(suffix);
-            let dest = dir.path().join(format!("{name}{suffix}"));
-            match side.download(&dest) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    let _ = std::fs::remove_file(&dest);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(LocalCopy { path, _dir: Some(dir) })
-    }
-
-    /// The local path to read.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-fn temp_dir() -> Result<tempfile::TempDir> {
+/// A new temporary directory in `$TMPDIR` for staged downloads and uploads (removed on drop).
+///
+/// Errors: `Io` naming the temp directory.
+pub fn temp_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix(".faissx-object-").tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))
 }
 
-/// An index output that may be a URL: the command writes the index (and its sidecar and
-/// table) at [`StagedOutput::local`] as usual, then [`StagedOutput::publish`] uploads them.
-/// For a local path, `local` is the path itself and `publish` does nothing.
-pub struct StagedOutput {
-    local: PathBuf,
-    remote: Option<(Object, tempfile::TempDir)>,
-}
-
-impl StagedOutput {
-    /// Stage an output for `p`. An existing object is refused unless `force`, as a local
-    /// output is.
-    ///
-    /// Errors: `AlreadyExists` naming the URL; those of [`Object::exists`].
-    pub fn new(p: &Path, force: bool) -> Result<StagedOutput> {
-        if !is_url(p) {
-            return Ok(StagedOutput { local: local_path(p)?, remote: None });
-        }
-        let obj = Object::open(p)?;
-        if !force && obj.exists()? {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{}: exists (pass --force to replace it)", obj.url),
-            ));
-        }
-        let dir = temp_dir()?;
-        let local = dir.path().join(obj.key.filename().unwrap_or("index"));
-        Ok(StagedOutput { local, remote: Some((obj, dir)) })
-    }
-
-    /// Whether the output goes to object storage.
-    pub fn is_remote(&self) -> bool {
-        self.remote.is_some()
-    }
-
-    /// Where the command writes.
-    pub fn local(&self) -> &Path {
-        &self.local
-    }
-
-    /// Upload what was written: the metadata table (or delete a stale one), the index, and the
-    /// sidecar last. Returns the bytes uploaded.
-    ///
-    /// Errors: those of [`Object::upload`]; an error leaves the earlier version's sidecar,
-    /// whose CRC-32 no longer matches a replaced index, so readers refuse the pair.
-    pub fn publish(self) -> Result<u64> {
-        let Some((obj, _dir)) = self.remote else { return Ok(0) };
-        let mut bytes = 0;
-        let with = |suffix: &str| {
-            let mut s = self.local.as_os_str().to_owned();
-            s.push(suffix);
-            PathBuf::from(s)
-        };
-        for suffix in COMPANIONS {
-            let file = with(suffix);
-            if file.exists() {
-                bytes += obj.with_suffix(suffix).upload(&file)?;
-            } else {
-                obj.with_suffix(suffix).delete()?;
-            }
-        }
-        bytes += obj.upload(&self.local)?;
-        let sidecar = with(SIDECAR);
-        if sidecar.exists() {
-            bytes += obj.with_suffix(SIDECAR).upload(&sidecar)?;
-        }
-        Ok(bytes)
+impl Object {
+    /// The last segment of the object's key (its file name).
+    pub fn file_name(&self) -> &str {
+        self.key.filename().unwrap_or("object")
     }
 }
 
 /// Ranged reads of one object for a [`VectorFile`](super::VectorFile).
 ///
 /// Small reads (a header, a sample's rows) are fetched as asked. Reads of at least
-/// [`WINDOW_MIN`] bytes (batches of rows, read front to back) go through windows: the object is
+/// 2 MiB (batches of rows, read front to back) go through windows: the object is
 /// cut into windows of `max(64 MiB, the first such read rounded up to a power of two)`; a read
 /// is served from the window(s) it overlaps, and using a window starts fetching the next one in
 /// the background, so the network overlaps the caller's work and each GET is large (servers
