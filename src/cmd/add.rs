@@ -149,7 +149,8 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
     let path = object::join(dir, &task.part_name());
     let staged = StagedOutput::new(&path, true)?;
     let out = IndexOutput::create(staged.local(), true, false)?;
-    let mut index = Index::open_float(trained.path(), &OpenOptions { no_search: true, ..Default::default() })?;
+    let mut index = Index::open_float(trained.path(), &OpenOptions { no_search: true, ..Default::default() })
+        .map_err(|e| trained.rename(e, &a.index))?;
     let progress = StderrProgress::for_ctx(ctx);
     let t = std::time::Instant::now();
     let n = parts::add_task(&mut index, &inputs, task, a.batch.batch as usize, &progress, &ctx.stop)?;

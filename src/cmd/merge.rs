@@ -122,8 +122,7 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
     let report = merge::merge_files(&local, staged.local(), &MergeOptions { force, ..opts }, &progress, &ctx.stop)
         .map_err(|e| {
             // Errors name what the user gave, not the copies in $TMPDIR.
-            let named = indexes.iter().zip(&local).filter(|(given, copy)| given != copy);
-            named.fold(e, |e, (given, copy)| e.renaming(&copy.display().to_string(), &given.display().to_string()))
+            copies.iter().zip(&indexes).fold(e, |e, (copy, given)| copy.rename(e, given))
         })?;
     staged.publish()?;
     note(

@@ -234,6 +234,14 @@ impl LocalCopy {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// `e` naming the URL this is a copy of instead of the copy (errors of reading it).
+    pub fn rename(&self, e: Error, given: &Path) -> Error {
+        if self._dir.is_none() {
+            return e;
+        }
+        e.renaming(&self.path.display().to_string(), &given.display().to_string())
+    }
 }
 
 /// An index output that may be an object-storage URL: the command writes the index (and its
@@ -251,7 +259,9 @@ impl StagedOutput {
     /// Errors: `AlreadyExists` naming the URL; those of checking for the object.
     pub fn new(p: &Path, force: bool) -> Result<StagedOutput> {
         if !object::is_url(p) {
-            return Ok(StagedOutput { local: object::local_path(p)?, remote: None });
+            let local = object::local_path(p)?;
+            check_new(&local, force)?;
+            return Ok(StagedOutput { local, remote: None });
         }
         let obj = Object::open(p)?;
         if !force && obj.exists()? {
@@ -275,8 +285,8 @@ impl StagedOutput {
         &self.local
     }
 
-    /// Upload what was written: the metadata table (or delete a stale one), the index, and the
-    /// sidecar last. Returns the bytes uploaded.
+    /// Upload what was written: the metadata table, the index, the sidecar, then delete a table
+    /// an earlier index left. Returns the bytes uploaded.
     ///
     /// Errors: those of uploading; an error leaves the earlier version's sidecar, whose CRC-32
     /// no longer matches a replaced index, so readers refuse the pair.
@@ -285,15 +295,20 @@ impl StagedOutput {
         let (table, sidecar) = companions();
         let table_file = table_path(&self.local);
         let mut bytes = 0;
-        if table_file.exists() {
+        let has_table = table_file.exists();
+        if has_table {
             bytes += obj.with_suffix(&table).upload(&table_file)?;
-        } else {
-            obj.with_suffix(&table).delete()?;
         }
         bytes += obj.upload(&self.local)?;
         let sidecar_file = sidecar_path(&self.local);
         if sidecar_file.exists() {
             bytes += obj.with_suffix(&sidecar).upload(&sidecar_file)?;
+        }
+        // A table left by an earlier index goes once the new sidecar no longer names it; only
+        // when there is one, so a role that may not delete can still write plain parts.
+        let stale = obj.with_suffix(&table);
+        if !has_table && stale.exists()? {
+            stale.delete()?;
         }
         Ok(bytes)
     }

@@ -99,6 +99,10 @@ impl InputSet {
             stopped(stop)?;
             let (fi, local) = self.locate(row);
             let in_file = self.starts[fi + 1] - row;
+            if row == range.start || local == 0 {
+                // This task's rows of this file: an object fetches nothing else.
+                self.files[fi].advise_rows(local..local + in_file.min(range.end - row));
+            }
             let n = batch.max(1).min(in_file).min(range.end - row);
             self.files[fi].read_rows_into(local, n, &mut buf)?;
             f(row, &buf)?;

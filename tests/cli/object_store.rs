@@ -14,6 +14,8 @@ const D: usize = 16;
 struct S3 {
     child: Child,
     _stdin: ChildStdin,
+    /// Kept open so the server's later writes to stdout never meet a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
     port: u16,
     /// `TMPDIR` of the commands run against it (staged downloads and uploads).
     tmp: std::path::PathBuf,
@@ -32,7 +34,8 @@ impl S3 {
             .expect("start the S3 server");
         let stdin = child.stdin.take().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let port = line.strip_prefix("READY ").and_then(|p| p.trim().parse().ok());
         let Some(port) = port else {
             let _ = child.kill();
@@ -40,7 +43,7 @@ impl S3 {
         };
         let tmp = env.path("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
-        S3 { child, _stdin: stdin, port, tmp }
+        S3 { child, _stdin: stdin, _stdout: stdout, port, tmp }
     }
 
     /// Point `c` at this server, as a user would with AWS_* variables.
@@ -245,6 +248,11 @@ fn object_store_errors_are_one_line_and_leave_nothing() {
     run_fail(train("s3://emb/nope.npy", "t.index"), 2, "s3://emb/nope.npy: no such object");
     run_fail(train("s3://emb/day/*.bin", "t.index"), 2, "s3://emb/day/*.bin: no file matches");
     run_fail(train("s3://nobucket/x.npy", "t.index"), 2, "s3://nobucket/x.npy");
+    // `?` is a wildcard in the key, not the start of a query: part-0.npy and part-1.npy.
+    let out = s3.env(&mut env.cmd()).args(train("s3://emb/day/part-?.npy", "q.index")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("on 500 of 1900 vectors"), "{err}");
     // Inputs of mixed d: the object is named.
     let mut mixed = train("s3://emb/day/part-0.npy", "t.index");
     mixed.insert(2, "s3://emb/d8.npy".into());
@@ -311,29 +319,28 @@ fn object_store_errors_are_one_line_and_leave_nothing() {
 }
 
 #[test]
-fn large_objects_travel_in_ranges_and_parts() {
-    // 340,000 × 16 f32 (21.8 MB): read in ranged batches with read-ahead, and a part larger
-    // than one upload part (16 MiB), so the multipart upload is used.
+fn large_objects_travel_in_windows_and_parts() {
+    // 1,200,000 × 16 f32 (76.8 MB): more than one 64 MiB read window, so batches straddle
+    // windows and the next window is read ahead; tasks read only their slice; a part larger
+    // than one upload part (16 MiB) goes up as a multipart upload.
     let env = TestEnv::new("object_store_large");
-    let n = 340_000;
+    let n = 1_200_000;
     write_npy_f32(&env.path("big.npy"), n, D, &lcg_vectors(n, D, 7));
-    let s3 = S3::start(
-        &env,
-        &["--put".into(), format!("emb/big.npy={}", env.path("big.npy").display()), "emb".into(), "idx".into()],
-    );
+    let put = format!("emb/big.npy={}", env.path("big.npy").display());
+    let s3 = S3::start(&env, &["--put".into(), put, "emb".into(), "idx".into()]);
     env.ok(&["train", "big.npy", "-o", "trained.index", "--factory", "IVF8,Flat", "--train-size", "5000", "-q"]);
-    env.ok(&["add", "trained.index", "big.npy", "--task", "0/1", "-o", "local", "--batch", "100000", "-q"]);
-    s3.ok(
-        &env,
-        &["add", "trained.index", "s3://emb/big.npy", "--task", "0/1", "-o", "s3://idx/p", "--batch", "100000", "-q"],
-    );
+    for (task, batch) in [("0/1", "300000"), ("1/3", "100000")] {
+        let local = ["add", "trained.index", "big.npy", "--task", task, "-o", "local", "--batch", batch, "-q"];
+        env.ok(&local);
+        let remote = ["add", "trained.index", "s3://emb/big.npy", "--task", task, "-o", "s3://idx/p", "--batch", batch];
+        s3.ok(&env, &[remote.as_slice(), &["-q"]].concat());
+        let name = format!("part-{}-of-{}.index", &task[..1], &task[2..]);
+        s3.get("idx", &format!("p/{name}"), &env.path("remote.index"));
+        let want = std::fs::read(env.path(&format!("local/{name}"))).unwrap();
+        assert_eq!(std::fs::read(env.path("remote.index")).unwrap(), want, "task {task}");
+    }
     let keys = s3.ls("idx");
-    assert_eq!(keys[0].0, "p/part-0-of-1.index");
-    assert!(keys[0].1 > 16 << 20, "{keys:?}");
-    s3.get("idx", "p/part-0-of-1.index", &env.path("remote.index"));
-    assert_eq!(
-        std::fs::read(env.path("remote.index")).unwrap(),
-        std::fs::read(env.path("local/part-0-of-1.index")).unwrap()
-    );
+    let whole = keys.iter().find(|(k, _)| k == "p/part-0-of-1.index").unwrap();
+    assert!(whole.1 > 16 << 20, "{keys:?}");
     assert!(s3.tmp_is_empty(), "staged files left in TMPDIR");
 }

@@ -67,6 +67,19 @@ impl Source {
         })
     }
 
+    /// Whether the bytes come from object storage (each read is a request).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Source::Remote(_))
+    }
+
+    /// The caller will read `span` next, front to back: an object fetches nothing outside it
+    /// ([`RangeReader::advise`]). Nothing to do for local bytes.
+    pub fn advise(&self, span: Range<usize>) {
+        if let Source::Remote(r) = self {
+            r.advise(span);
+        }
+    }
+
     /// Several ranges, in order; an object fetches them concurrently, coalescing nearby ones.
     pub fn read_many(&self, ranges: &[Range<usize>]) -> Result<Vec<Chunk<'_>>> {
         match self {

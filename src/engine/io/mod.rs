@@ -199,9 +199,15 @@ impl VectorFile {
         };
         let shown = display_path(path);
         let mut meta = None;
-        // The layout is decided from the first bytes and the size: an object is not read whole.
-        let head = src.read(0..src.len().min(HEAD_BYTES))?;
+        // The layout is decided from the first bytes and the size: an object is not read whole
+        // (a local file is mapped, so all of it is "read" for free).
         let len = src.len();
+        let mut head = src.read(0..if src.is_remote() { len.min(HEAD_BYTES) } else { len })?;
+        if format == VecFormat::Npy && src.is_remote() {
+            if let Some(need) = npy::header_len(&head).filter(|&n| n > head.len() && n <= len) {
+                head = src.read(0..need)?;
+            }
+        }
         let (layout, dim, len, id_cells) = match format {
             VecFormat::Fvecs => vecs::layout(&shown, &head, len, Elem::F32).map(|(l, d, n)| (l, d, n, None))?,
             VecFormat::Bvecs => vecs::layout(&shown, &head, len, Elem::U8).map(|(l, d, n)| (l, d, n, None))?,
@@ -292,6 +298,16 @@ impl VectorFile {
             }
         }
         Ok(count)
+    }
+
+    /// Rows `rows` are what the caller reads next, front to back (a task's slice): an object
+    /// in object storage fetches nothing outside them. Nothing to do for local files.
+    pub fn advise_rows(&self, rows: Range<usize>) {
+        if let Layout::Records { offset, header, elem } = &self.layout {
+            let rec = header + self.dim * elem.size();
+            let end = rows.end.min(self.len);
+            self.src.advise(offset + rows.start.min(end) * rec..offset + end * rec);
+        }
     }
 
     /// Rows `rows` (sorted, distinct) appended to `out` (cleared first) in that order, as
@@ -444,8 +460,9 @@ impl VectorFile {
     }
 }
 
-/// Bytes read to decide a file's layout (the `.npy` header, the first texmex record).
-const HEAD_BYTES: usize = 1 << 20;
+/// Bytes of an object read to decide its layout: a `.npy` header (longer ones are read in
+/// full, [`npy::header_len`]) or the first texmex record.
+const HEAD_BYTES: usize = 64 << 10;
 
 /// Bytes of f32 output decoded (and checked for NaN/inf) at a time by `read_rows_into`.
 const DECODE_BLOCK: usize = 16 << 10;

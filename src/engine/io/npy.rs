@@ -8,6 +8,20 @@ use std::path::Path;
 /// The first bytes of every `.npy` file.
 pub(super) const MAGIC: &[u8] = b"\x93NUMPY";
 
+/// The length of the header (magic, version, length field, header text) that `head`, the
+/// first bytes of a `.npy` file, announces; `None` when `head` is too short to tell or is not
+/// `.npy`. Format 1.0 has a 2-byte length field, 2.0 and 3.0 a 4-byte one.
+pub(super) fn header_len(head: &[u8]) -> Option<usize> {
+    if !head.starts_with(MAGIC) || head.len() < 12 {
+        return None;
+    }
+    match head[6] {
+        1 => Some(10 + u16::from_le_bytes([head[8], head[9]]) as usize),
+        2 | 3 => Some(12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize),
+        _ => None,
+    }
+}
+
 /// Validate the header of a file of `len` bytes that `bytes` begins (the header at least) and
 /// return the layout, `d` and row count. 1-D arrays are one column
 /// (ids) — callers that need vectors check `d` themselves.

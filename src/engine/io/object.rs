@@ -32,7 +32,7 @@
 
 use crate::engine::error::{Error, ErrorKind, Result};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
 use std::collections::HashMap;
@@ -62,7 +62,8 @@ async fn fetch(store: Arc<dyn ObjectStore>, key: Key, range: Range<u64>) -> obje
         return store.get_range(&key, range).await;
     }
     let pieces = (range.start..range.end).step_by(SPLIT_BYTES as usize).map(|a| a..(a + SPLIT_BYTES).min(range.end));
-    let parts = futures::future::try_join_all(pieces.map(|r| store.get_range(&key, r))).await?;
+    let parts: Vec<Bytes> =
+        futures::stream::iter(pieces.map(|r| store.get_range(&key, r))).buffered(PARTS_IN_FLIGHT).try_collect().await?;
     let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
     for p in parts {
         out.extend_from_slice(&p);
@@ -129,9 +130,13 @@ impl Object {
     /// the store's client cannot be configured from the environment.
     pub fn open(url: &Path) -> Result<Object> {
         let s = url.to_str().ok_or_else(|| Error::invalid(format!("{}: URL is not UTF-8", url.display())))?;
-        let parsed = url::Url::parse(s).map_err(|e| Error::invalid(format!("{s}: not a valid URL ({e})")))?;
-        let (scheme, key) = ObjectStoreScheme::parse(&parsed).map_err(|e| Error::invalid(format!("{s}: {e}")))?;
-        let bucket = &parsed[..url::Position::BeforePath];
+        let (base, raw_key) = split_url(s)?;
+        // The key is the URL's text after the bucket, as written: not URL-decoded, and `?` or
+        // `#` in it are part of the key (a glob's wildcard, a file name), not a query.
+        let key = Key::parse(raw_key).map_err(|e| Error::invalid(format!("{s}: not a valid object key ({e})")))?;
+        let bucket = base.trim_end_matches('/');
+        let parsed = url::Url::parse(bucket).map_err(|e| Error::invalid(format!("{s}: not a valid URL ({e})")))?;
+        let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|e| Error::invalid(format!("{s}: {e}")))?;
         static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
         let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
         let store = match stores.get(bucket) {
@@ -142,10 +147,10 @@ impl Object {
                 store
             }
         };
-        Ok(Object { store, key, url: s.to_string() })
+        Ok(Object { store, url: format!("{base}{key}"), key })
     }
 
-    /// The URL as given.
+    /// The URL (`scheme://bucket/key`).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -158,7 +163,8 @@ impl Object {
 
     /// The object whose key is this one's plus `suffix` (a sidecar: `.meta.json`).
     pub fn with_suffix(&self, suffix: &str) -> Object {
-        self.sibling(Key::from(format!("{}{suffix}", self.key)))
+        let key = format!("{}{suffix}", self.key);
+        self.sibling(Key::parse(&key).unwrap_or_else(|_| Key::from(key)))
     }
 
     /// Size in bytes.
@@ -246,6 +252,7 @@ impl Object {
                 };
                 w.write(&buf[..n]);
                 if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    let _ = w.abort().await;
                     return Err(failure(&self.url, e));
                 }
             }
@@ -265,7 +272,7 @@ impl Object {
     /// Keys under `prefix` (a key prefix, not a glob), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<Key>> {
         let store = self.store.clone();
-        let prefix = (!prefix.is_empty()).then(|| Key::from(prefix));
+        let prefix = (!prefix.is_empty()).then(|| Key::parse(prefix).unwrap_or_else(|_| Key::from(prefix)));
         let mut keys: Vec<Key> =
             block_on(async move { store.list(prefix.as_ref()).map_ok(|m| m.location).try_collect::<Vec<_>>().await })?
                 .map_err(|e| failure(&self.url, e))?;
@@ -325,6 +332,18 @@ fn failure(url: &str, e: object_store::Error) -> Error {
     }
 }
 
+/// `scheme://bucket/key` as (`scheme://bucket/`, `key`), both as written.
+///
+/// Errors: `InvalidInput` for a URL without a bucket.
+fn split_url(s: &str) -> Result<(&str, &str)> {
+    let after = s.find("://").map(|i| i + 3).unwrap_or(0);
+    let slash = s[after..].find('/').map_or(s.len(), |i| after + i + 1);
+    if slash <= after + 1 {
+        return Err(Error::invalid(format!("{s}: no bucket in the URL (expected scheme://bucket/key)")));
+    }
+    Ok((&s[..slash.min(s.len())], s.get(slash..).unwrap_or("")))
+}
+
 /// Paths of the cloud instance-metadata services that hand out credentials when no keys are in
 /// the environment (AWS IMDS, GCP metadata server, Azure IMDS): a failure there means no
 /// credentials, whatever the transport error says.
@@ -352,14 +371,12 @@ pub fn expand(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let bad = |e: glob::PatternError| Error::invalid(format!("{s}: bad pattern ({e})"));
         let none = || Error::new(ErrorKind::NotFound, format!("{s}: no file matches"));
         if is_url(a) {
-            let obj = Object::open(a)?;
-            let key = obj.key.as_ref().to_string();
-            if !has_glob(s) {
+            let (base, written) = split_url(s)?;
+            if !has_glob(written) {
                 out.push(a.clone());
                 continue;
             }
-            // The key as written (Key normalises nothing a glob needs), from the URL text.
-            let written = s.strip_prefix(obj.url.strip_suffix(&key).unwrap_or(&obj.url)).unwrap_or(&key);
+            let obj = Object::open(Path::new(base))?;
             let pattern = glob::Pattern::new(written).map_err(bad)?;
             let first = written.find(['*', '?', '[']).unwrap_or(written.len());
             let prefix = &written[..written[..first].rfind('/').map_or(0, |i| i + 1)];
@@ -419,17 +436,20 @@ impl Object {
 
 /// Ranged reads of one object for a [`VectorFile`](super::VectorFile).
 ///
-/// Small reads (a header, a sample's rows) are fetched as asked. Reads of at least
-/// 2 MiB (batches of rows, read front to back) go through windows: the object is
-/// cut into windows of `max(64 MiB, the first such read rounded up to a power of two)`; a read
-/// is served from the window(s) it overlaps, and using a window starts fetching the next one in
-/// the background, so the network overlaps the caller's work and each GET is large (servers
-/// charge per request: moto, for one, copies the whole object for each). At most two windows
-/// and one read's bytes are held at once.
+/// Small reads (a header) are fetched as asked; scattered ones (a sample's rows) are coalesced
+/// only across small gaps ([`RangeReader::read_many`]). Reads of at least 2 MiB (batches of
+/// rows, read front to back) go through windows of `max(64 MiB, the first such read rounded up
+/// to a power of two)` laid from the first such read (or from the start of the span given to
+/// [`RangeReader::advise`]) and never past the span's end: a read is served from the window(s)
+/// it overlaps, and using a window starts fetching the next one in the background, so the
+/// network overlaps the caller's work and each GET is large (servers charge per request: moto,
+/// for one, copies the whole object for each). At most two windows and one read's bytes are
+/// held at once; a read of the whole object bypasses the windows.
 pub struct RangeReader {
     obj: Object,
     len: u64,
     state: Mutex<Windows>,
+    fetched: std::sync::atomic::AtomicU64,
 }
 
 /// Reads below this many bytes bypass the windows.
@@ -438,11 +458,20 @@ const WINDOW_MIN: usize = 2 << 20;
 /// The smallest window.
 const WINDOW_BYTES: u64 = 64 << 20;
 
+/// Scattered ranges closer than this are fetched in one request (the bytes between them are
+/// read and dropped).
+const COALESCE_GAP: u64 = 64 << 10;
+
+/// The longest request that coalescing builds.
+const COALESCE_MAX: u64 = 16 << 20;
+
 /// The window in use and the next one, being fetched.
 #[derive(Default)]
 struct Windows {
     /// Window size, fixed by the first windowed read.
     size: u64,
+    /// Where window 0 starts and where the last one ends (the span the caller will read).
+    span: Option<Range<u64>>,
     /// Window number and bytes.
     current: Option<(u64, Bytes)>,
     /// Window number and its fetch.
@@ -459,7 +488,8 @@ impl RangeReader {
 
     fn of(obj: Object) -> Result<RangeReader> {
         let len = obj.size()?;
-        Ok(RangeReader { obj, len, state: Mutex::new(Windows::default()) })
+        let fetched = std::sync::atomic::AtomicU64::new(0);
+        Ok(RangeReader { obj, len, state: Mutex::new(Windows::default()), fetched })
     }
 
     /// Object size in bytes.
@@ -472,9 +502,29 @@ impl RangeReader {
         self.len == 0
     }
 
-    /// The bytes of window `k` of `size` bytes.
-    fn span(&self, k: u64, size: u64) -> Range<u64> {
-        k * size..((k + 1) * size).min(self.len)
+    /// Bytes requested from the store so far, read-ahead included (for tests and benchmarks:
+    /// what a task downloads).
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The bytes `span` are what the caller reads next, front to back (a task's slice of the
+    /// file): windows start at its start and stop at its end, so no byte outside it is fetched.
+    pub fn advise(&self, span: Range<usize>) {
+        let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, h)) = w.ahead.take() {
+            h.abort();
+        }
+        w.current = None;
+        w.span = Some(span.start as u64..(span.end as u64).min(self.len));
+    }
+
+    /// Fetch `range` now, counting the bytes.
+    fn get(&self, range: Range<u64>) -> Result<Bytes> {
+        let b = block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), range))?
+            .map_err(|e| failure(&self.obj.url, e))?;
+        self.fetched.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(b)
     }
 
     /// Bytes `range` (within `len`).
@@ -485,53 +535,64 @@ impl RangeReader {
         if r.is_empty() {
             return Ok(Bytes::new());
         }
-        if range.len() < WINDOW_MIN {
-            return block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), r))?
-                .map_err(|e| failure(&self.obj.url, e));
-        }
         let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let span = w.span.clone().unwrap_or(r.start..self.len);
+        let size = w.size;
+        let window = |k: u64| span.start + k * size..(span.start + (k + 1) * size).min(span.end);
+        // Once windows are in use, a short read (the end of a slice) goes through them too.
+        let in_use = w.current.as_ref().is_some_and(|(k, _)| window(*k).start <= r.start);
+        let whole = r.start == 0 && r.end == self.len;
+        if (range.len() < WINDOW_MIN && !in_use) || whole || r.start < span.start || r.end > span.end {
+            drop(w);
+            return self.get(r);
+        }
         if w.size == 0 {
             w.size = WINDOW_BYTES.max((range.len() as u64).next_power_of_two());
         }
+        w.span = Some(span.clone());
         let size = w.size;
-        let (first, last) = (r.start / size, (r.end - 1) / size);
+        let window = |k: u64| span.start + k * size..(span.start + (k + 1) * size).min(span.end);
+        let (first, last) = ((r.start - span.start) / size, (r.end - 1 - span.start) / size);
         let mut out = (first != last).then(|| bytes::BytesMut::with_capacity(range.len()));
         let mut single = None;
         for k in first..=last {
             let bytes = match w.current.take() {
                 Some((c, b)) if c == k => b,
                 _ => match w.ahead.take() {
-                    Some((a, h)) if a == k => match block_on(h)? {
-                        Ok(fetched) => fetched,
-                        Err(e) => Err(object_store::Error::JoinError { source: e }),
+                    Some((a, h)) if a == k => {
+                        let b = match block_on(h)? {
+                            Ok(fetched) => fetched,
+                            Err(e) => Err(object_store::Error::JoinError { source: e }),
+                        }
+                        .map_err(|e| failure(&self.obj.url, e))?;
+                        b
                     }
-                    .map_err(|e| failure(&self.obj.url, e))?,
                     other => {
                         if let Some((_, h)) = other {
                             h.abort();
                         }
-                        let span = self.span(k, size);
-                        block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), span))?
-                            .map_err(|e| failure(&self.obj.url, e))?
+                        self.get(window(k))?
                     }
                 },
             };
-            let span = self.span(k, size);
-            let from = (r.start.max(span.start) - span.start) as usize;
-            let to = (r.end.min(span.end) - span.start) as usize;
+            let span_k = window(k);
+            let from = (r.start.max(span_k.start) - span_k.start) as usize;
+            let to = (r.end.min(span_k.end) - span_k.start) as usize;
             match &mut out {
                 Some(buf) => buf.extend_from_slice(&bytes[from..to]),
                 None => single = Some(bytes.slice(from..to)),
             }
             w.current = Some((k, bytes));
         }
-        // Read ahead: the window after the last one used.
+        // Read ahead: the window after the last one used, if the span goes on.
         let next = last + 1;
-        if next * size < self.len && w.ahead.as_ref().is_none_or(|(a, _)| *a != next) {
+        if window(next).start < span.end && w.ahead.as_ref().is_none_or(|(a, _)| *a != next) {
             if let Some((_, h)) = w.ahead.take() {
                 h.abort();
             }
-            let handle = runtime()?.spawn(fetch(self.obj.store.clone(), self.obj.key.clone(), self.span(next, size)));
+            let ahead = window(next);
+            self.fetched.fetch_add(ahead.end - ahead.start, std::sync::atomic::Ordering::Relaxed);
+            let handle = runtime()?.spawn(fetch(self.obj.store.clone(), self.obj.key.clone(), ahead));
             w.ahead = Some((next, handle));
         }
         Ok(match out {
@@ -540,10 +601,39 @@ impl RangeReader {
         })
     }
 
-    /// Several ranges at once ([`Object::get_ranges`]).
+    /// Several ranges (sorted, not overlapping), e.g. a sample's rows: ranges less than
+    /// 64 KiB apart are fetched together, in requests of at most 16 MiB, several at once.
+    ///
+    /// Errors: those of a ranged GET, naming the URL.
     pub fn read_many(&self, ranges: &[Range<usize>]) -> Result<Vec<Bytes>> {
-        let rs: Vec<Range<u64>> = ranges.iter().map(|r| r.start as u64..r.end as u64).collect();
-        self.obj.get_ranges(&rs)
+        let mut groups: Vec<(Range<u64>, Vec<Range<u64>>)> = Vec::new();
+        for r in ranges.iter().map(|r| r.start as u64..r.end as u64) {
+            match groups.last_mut() {
+                Some((g, members)) if r.start <= g.end + COALESCE_GAP && r.end - g.start <= COALESCE_MAX => {
+                    g.end = g.end.max(r.end);
+                    members.push(r);
+                }
+                _ => groups.push((r.clone(), vec![r])),
+            }
+        }
+        let (store, key) = (self.obj.store.clone(), self.obj.key.clone());
+        let spans: Vec<Range<u64>> = groups.iter().map(|(g, _)| g.clone()).collect();
+        let fetched: Vec<Bytes> = block_on(async move {
+            futures::stream::iter(spans.into_iter().map(|g| {
+                let (store, key) = (store.clone(), key.clone());
+                async move { store.get_range(&key, g).await }
+            }))
+            .buffered(PARTS_IN_FLIGHT * 2)
+            .try_collect::<Vec<_>>()
+            .await
+        })?
+        .map_err(|e| failure(&self.obj.url, e))?;
+        let mut out = Vec::with_capacity(ranges.len());
+        for ((g, members), bytes) in groups.iter().zip(fetched) {
+            self.fetched.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            out.extend(members.iter().map(|m| bytes.slice((m.start - g.start) as usize..(m.end - g.start) as usize)));
+        }
+        Ok(out)
     }
 }
 
@@ -590,8 +680,33 @@ mod tests {
         for r in reads {
             assert_eq!(&reader.read(r.clone()).unwrap()[..], &data[r.clone()], "{r:?}");
         }
-        let many = reader.read_many(&[10..20, 5_000_000..5_000_100]).unwrap();
-        assert_eq!(&many[1][..], &data[5_000_000..5_000_100]);
+        let rs = [10..20, 30..40, 5_000_000..5_000_100, 9_999_990..10_000_000];
+        let many = reader.read_many(&rs).unwrap();
+        for (r, got) in rs.iter().zip(&many) {
+            assert_eq!(&got[..], &data[r.clone()], "{r:?}");
+        }
+        // A task's slice: nothing outside it is fetched, read-ahead included.
+        let before = reader.fetched();
+        reader.advise(3_000_000..7_000_000);
+        for start in (3_000_000..7_000_000).step_by(2_500_000) {
+            let r = start..(start + 2_500_000).min(7_000_000);
+            assert_eq!(&reader.read(r.clone()).unwrap()[..], &data[r.clone()], "{r:?}");
+        }
+        assert_eq!(reader.fetched() - before, 4_000_000, "only the advised span is fetched");
+        // A span of several windows: read-ahead stops at its end, every byte fetched once.
+        let before = reader.fetched();
+        reader.advise(1_000_000..data.len());
+        for start in (1_000_000..data.len()).step_by(2_500_000) {
+            let r = start..(start + 2_500_000).min(data.len());
+            assert_eq!(&reader.read(r.clone()).unwrap()[..], &data[r.clone()], "{r:?}");
+        }
+        assert_eq!(reader.fetched() - before, 9_000_000, "each byte of the span fetched once");
+        // Scattered reads fetch little more than their bytes.
+        let before = reader.fetched();
+        let rows: Vec<Range<usize>> = (0..100).map(|i| i * 100_000..i * 100_000 + 64).collect();
+        let got = reader.read_many(&rows).unwrap();
+        assert_eq!(&got[57][..], &data[5_700_000..5_700_064]);
+        assert_eq!(reader.fetched() - before, 6400, "a sample reads its rows, not the file");
     }
 
     #[test]
