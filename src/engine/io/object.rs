@@ -559,14 +559,11 @@ impl RangeReader {
             let bytes = match w.current.take() {
                 Some((c, b)) if c == k => b,
                 _ => match w.ahead.take() {
-                    Some((a, h)) if a == k => {
-                        let b = match block_on(h)? {
-                            Ok(fetched) => fetched,
-                            Err(e) => Err(object_store::Error::JoinError { source: e }),
-                        }
-                        .map_err(|e| failure(&self.obj.url, e))?;
-                        b
+                    Some((a, h)) if a == k => match block_on(h)? {
+                        Ok(fetched) => fetched,
+                        Err(e) => Err(object_store::Error::JoinError { source: e }),
                     }
+                    .map_err(|e| failure(&self.obj.url, e))?,
                     other => {
                         if let Some((_, h)) = other {
                             h.abort();
