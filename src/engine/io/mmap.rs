@@ -19,8 +19,8 @@ pub enum Source {
     Mapped(Mmap),
     /// Bytes read into memory (stdin, empty files).
     Owned(Vec<u8>),
-    /// An object in object storage.
-    Remote(RangeReader),
+    /// An object in object storage (boxed: its reader is much larger than a map).
+    Remote(Box<RangeReader>),
 }
 
 /// Bytes read from a [`Source`]: borrowed from a map or buffer, or fetched.
@@ -96,7 +96,7 @@ impl Source {
 /// an object whose credentials are refused.
 pub fn open(path: &Path) -> Result<Source> {
     if object::is_url(path) {
-        return Ok(Source::Remote(RangeReader::open(path)?));
+        return Ok(Source::Remote(Box::new(RangeReader::open(path)?)));
     }
     let local = object::local_path(path)?;
     let path = local.as_path();

@@ -56,14 +56,33 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// download in parallel ranged parts.
 const SPLIT_BYTES: u64 = 64 << 20;
 
-/// `range` of `key`, in concurrent GETs of [`SPLIT_BYTES`] when it is longer.
-async fn fetch(store: Arc<dyn ObjectStore>, key: Key, range: Range<u64>) -> object_store::Result<Bytes> {
+/// One version of an object: every read asks for its ETag (`If-Match`), so an object replaced
+/// while a task reads it fails the read instead of mixing two versions' bytes.
+#[derive(Clone)]
+struct Version {
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    etag: Option<String>,
+}
+
+/// `range` of `v`, in one GET.
+async fn get_one(v: &Version, range: Range<u64>) -> object_store::Result<Bytes> {
+    let opts = object_store::GetOptions {
+        range: Some(object_store::GetRange::Bounded(range)),
+        if_match: v.etag.clone(),
+        ..Default::default()
+    };
+    v.store.get_opts(&v.key, opts).await?.bytes().await
+}
+
+/// `range` of `v`, in concurrent GETs of [`SPLIT_BYTES`] when it is longer.
+async fn fetch(v: Version, range: Range<u64>) -> object_store::Result<Bytes> {
     if range.end - range.start <= SPLIT_BYTES {
-        return store.get_range(&key, range).await;
+        return get_one(&v, range).await;
     }
     let pieces = (range.start..range.end).step_by(SPLIT_BYTES as usize).map(|a| a..(a + SPLIT_BYTES).min(range.end));
     let parts: Vec<Bytes> =
-        futures::stream::iter(pieces.map(|r| store.get_range(&key, r))).buffered(PARTS_IN_FLIGHT).try_collect().await?;
+        futures::stream::iter(pieces.map(|r| get_one(&v, r))).buffered(PARTS_IN_FLIGHT).try_collect().await?;
     let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
     for p in parts {
         out.extend_from_slice(&p);
@@ -320,6 +339,10 @@ fn failure(url: &str, e: object_store::Error) -> Error {
     let creds = "credentials come from AWS_*, GOOGLE_* or AZURE_* environment variables";
     match e {
         object_store::Error::NotFound { .. } => Error::new(ErrorKind::NotFound, format!("{url}: no such object")),
+        object_store::Error::Precondition { .. } => Error::new(
+            ErrorKind::Conflict,
+            format!("{url}: the object changed while it was being read (its ETag no longer matches); run again"),
+        ),
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
             Error::new(ErrorKind::Auth, format!("{url}: access refused ({detail}); {creds}"))
         }
@@ -447,6 +470,7 @@ impl Object {
 /// held at once; a read of the whole object bypasses the windows.
 pub struct RangeReader {
     obj: Object,
+    version: Version,
     len: u64,
     state: Mutex<Windows>,
     fetched: std::sync::atomic::AtomicU64,
@@ -487,9 +511,10 @@ impl RangeReader {
     }
 
     fn of(obj: Object) -> Result<RangeReader> {
-        let len = obj.size()?;
+        let meta = block_on(obj.store.head(&obj.key))?.map_err(|e| failure(&obj.url, e))?;
+        let version = Version { store: obj.store.clone(), key: obj.key.clone(), etag: meta.e_tag };
         let fetched = std::sync::atomic::AtomicU64::new(0);
-        Ok(RangeReader { obj, len, state: Mutex::new(Windows::default()), fetched })
+        Ok(RangeReader { obj, version, len: meta.size, state: Mutex::new(Windows::default()), fetched })
     }
 
     /// Object size in bytes.
@@ -521,8 +546,7 @@ impl RangeReader {
 
     /// Fetch `range` now, counting the bytes.
     fn get(&self, range: Range<u64>) -> Result<Bytes> {
-        let b = block_on(fetch(self.obj.store.clone(), self.obj.key.clone(), range))?
-            .map_err(|e| failure(&self.obj.url, e))?;
+        let b = block_on(fetch(self.version.clone(), range))?.map_err(|e| failure(&self.obj.url, e))?;
         self.fetched.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(b)
     }
@@ -589,7 +613,7 @@ impl RangeReader {
             }
             let ahead = window(next);
             self.fetched.fetch_add(ahead.end - ahead.start, std::sync::atomic::Ordering::Relaxed);
-            let handle = runtime()?.spawn(fetch(self.obj.store.clone(), self.obj.key.clone(), ahead));
+            let handle = runtime()?.spawn(fetch(self.version.clone(), ahead));
             w.ahead = Some((next, handle));
         }
         Ok(match out {
@@ -613,12 +637,12 @@ impl RangeReader {
                 _ => groups.push((r.clone(), vec![r])),
             }
         }
-        let (store, key) = (self.obj.store.clone(), self.obj.key.clone());
+        let v = self.version.clone();
         let spans: Vec<Range<u64>> = groups.iter().map(|(g, _)| g.clone()).collect();
         let fetched: Vec<Bytes> = block_on(async move {
             futures::stream::iter(spans.into_iter().map(|g| {
-                let (store, key) = (store.clone(), key.clone());
-                async move { store.get_range(&key, g).await }
+                let v = v.clone();
+                async move { get_one(&v, g).await }
             }))
             .buffered(PARTS_IN_FLIGHT * 2)
             .try_collect::<Vec<_>>()
@@ -704,6 +728,10 @@ mod tests {
         let got = reader.read_many(&rows).unwrap();
         assert_eq!(&got[57][..], &data[5_700_000..5_700_064]);
         assert_eq!(reader.fetched() - before, 6400, "a sample reads its rows, not the file");
+        // The object replaced under the reader: reads fail, naming it, instead of mixing versions.
+        block_on(reader.obj.store.put(&reader.obj.key, vec![0u8; 10_000_000].into())).unwrap().unwrap();
+        let e = reader.read(0..100).unwrap_err();
+        assert!(e.to_string().contains("memory:///x.npy: the object changed while it was being read"), "{e}");
     }
 
     #[test]
