@@ -141,7 +141,7 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
     let paths = object::expand(&a.inputs)?;
     let files = paths.iter().map(|p| a.input_args.open(p)).collect::<Result<Vec<_>>>()?;
     let inputs = InputSet::new(files)?;
-    let trained = LocalCopy::of(&a.index)?;
+    let trained = LocalCopy::of(&a.index, &ctx.stop)?;
     if !object::is_url(dir) {
         let dir = object::local_path(dir)?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -155,7 +155,7 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
     let t = std::time::Instant::now();
     let n = parts::add_task(&mut index, &inputs, task, a.batch.batch as usize, &progress, &ctx.stop)?;
     out.commit(&mut index)?;
-    staged.publish()?;
+    staged.publish(&ctx.stop)?;
     note(
         ctx.quiet,
         &format!(

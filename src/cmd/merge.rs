@@ -115,7 +115,7 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
         )));
     }
     let staged = StagedOutput::new(&a.output, a.force)?;
-    let copies = indexes.iter().map(|p| LocalCopy::of(p)).collect::<Result<Vec<_>>>()?;
+    let copies = indexes.iter().map(|p| LocalCopy::of(p, &ctx.stop)).collect::<Result<Vec<_>>>()?;
     let local: Vec<_> = copies.iter().map(|c| c.path().to_path_buf()).collect();
     let progress = StderrProgress::for_ctx(ctx);
     let force = a.force || staged.is_remote();
@@ -124,7 +124,7 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
             // Errors name what the user gave, not the copies in $TMPDIR.
             copies.iter().zip(&indexes).fold(e, |e, (copy, given)| copy.rename(e, given))
         })?;
-    staged.publish()?;
+    staged.publish(&ctx.stop)?;
     note(
         ctx.quiet,
         &format!(

@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx, a: TrainArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let mut index = parts::train(&inputs, &spec, a.training.train_size(), a.training.seed, &progress, &ctx.stop)?;
     out.commit(&mut index)?;
-    staged.publish()?;
+    staged.publish(&ctx.stop)?;
     note(
         ctx.quiet,
         &format!(

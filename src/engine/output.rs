@@ -21,6 +21,7 @@ use crate::engine::index::{sidecar_path, storage, Index};
 use crate::engine::io::atomic::{self, OutputLock};
 use crate::engine::io::object::{self, Object};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use tempfile::TempPath;
 
 /// Refuse to replace an existing `path` unless `force`.
@@ -203,23 +204,23 @@ pub struct LocalCopy {
 }
 
 impl LocalCopy {
-    /// The copy of `p` (an index path or URL).
+    /// The copy of `p` (an index path or URL); a download stops once `stop` is set.
     ///
-    /// Errors: `NotFound` naming the URL; those of downloading (`Io`, `Auth`).
-    pub fn of(p: &Path) -> Result<LocalCopy> {
+    /// Errors: `NotFound` naming the URL; those of downloading (`Io`, `Auth`, `Interrupted`).
+    pub fn of(p: &Path, stop: &AtomicBool) -> Result<LocalCopy> {
         if !object::is_url(p) {
             return Ok(LocalCopy { path: object::local_path(p)?, _dir: None });
         }
         let obj = Object::open(p)?;
         let dir = object::temp_dir()?;
         let path = dir.path().join(obj.file_name());
-        obj.download(&path)?;
+        obj.download(&path, stop)?;
         let (table, sidecar) = companions();
         for suffix in [table, sidecar] {
             let mut dest = path.as_os_str().to_owned();
             dest.push(&suffix);
             let dest = PathBuf::from(dest);
-            match obj.with_suffix(&suffix).download(&dest) {
+            match obj.with_suffix(&suffix).download(&dest, stop) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     let _ = std::fs::remove_file(&dest);
@@ -288,21 +289,22 @@ impl StagedOutput {
     /// Upload what was written: the metadata table, the index, the sidecar, then delete a table
     /// an earlier index left. Returns the bytes uploaded.
     ///
-    /// Errors: those of uploading; an error leaves the earlier version's sidecar, whose CRC-32
-    /// no longer matches a replaced index, so readers refuse the pair.
-    pub fn publish(self) -> Result<u64> {
+    /// Errors: those of uploading (`Interrupted` once `stop` is set); an error leaves the earlier
+    /// version's sidecar, whose CRC-32 no longer matches a replaced index, so readers refuse the
+    /// pair.
+    pub fn publish(self, stop: &AtomicBool) -> Result<u64> {
         let Some((obj, _dir)) = self.remote else { return Ok(0) };
         let (table, sidecar) = companions();
         let table_file = table_path(&self.local);
         let mut bytes = 0;
         let has_table = table_file.exists();
         if has_table {
-            bytes += obj.with_suffix(&table).upload(&table_file)?;
+            bytes += obj.with_suffix(&table).upload(&table_file, stop)?;
         }
-        bytes += obj.upload(&self.local)?;
+        bytes += obj.upload(&self.local, stop)?;
         let sidecar_file = sidecar_path(&self.local);
         if sidecar_file.exists() {
-            bytes += obj.with_suffix(&sidecar).upload(&sidecar_file)?;
+            bytes += obj.with_suffix(&sidecar).upload(&sidecar_file, stop)?;
         }
         // A table left by an earlier index goes once the new sidecar no longer names it; only
         // when there is one, so a role that may not delete can still write plain parts.

@@ -343,4 +343,22 @@ fn large_objects_travel_in_windows_and_parts() {
     let whole = keys.iter().find(|(k, _)| k == "p/part-0-of-1.index").unwrap();
     assert!(whole.1 > 16 << 20, "{keys:?}");
     assert!(s3.tmp_is_empty(), "staged files left in TMPDIR");
+    // SIGTERM (a deleted Kubernetes pod) at some point of a task reading and uploading: it
+    // stops (or has finished), its staged files are gone, and the bucket holds no part or the
+    // whole one.
+    let want = std::fs::read(env.path("local/part-0-of-1.index")).unwrap();
+    for delay_ms in [300, 600, 900] {
+        let mut c = env.cmd();
+        s3.env(&mut c).args(["add", "trained.index", "s3://emb/big.npy", "--task", "0/1", "-o", "s3://idx/t", "-q"]);
+        let mut child = c.stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let code = child.wait().unwrap().code();
+        assert!(matches!(code, Some(0) | Some(130)), "{code:?}");
+        assert!(s3.tmp_is_empty(), "staged files left in TMPDIR after SIGTERM at {delay_ms} ms");
+        if s3.ls("idx").iter().any(|(k, _)| k == "t/part-0-of-1.index") {
+            s3.get("idx", "t/part-0-of-1.index", &env.path("t.index"));
+            assert_eq!(std::fs::read(env.path("t.index")).unwrap(), want, "a part under its name is whole");
+        }
+    }
 }

@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -221,10 +222,11 @@ impl Object {
         block_on(self.store.get_ranges(&self.key, ranges))?.map_err(|e| failure(&self.url, e))
     }
 
-    /// Stream the object into the new local file `dest`.
+    /// Stream the object into the new local file `dest`, checking `stop` (Ctrl-C, SIGTERM)
+    /// between chunks.
     ///
-    /// Errors: those of [`Object::size`]; `Io` naming `dest`.
-    pub fn download(&self, dest: &Path) -> Result<u64> {
+    /// Errors: those of [`Object::size`]; `Io` naming `dest`; `Interrupted` once `stop` is set.
+    pub fn download(&self, dest: &Path, stop: &AtomicBool) -> Result<u64> {
         let store = self.store.clone();
         let key = self.key.clone();
         let mut file = std::fs::File::create(dest).map_err(|e| Error::io(dest, e))?;
@@ -232,6 +234,7 @@ impl Object {
         let r: Result<()> = block_on(async {
             let mut stream = store.get(&key).await.map_err(|e| failure(&self.url, e))?.into_stream();
             while let Some(chunk) = stream.try_next().await.map_err(|e| failure(&self.url, e))? {
+                interrupted(stop)?;
                 file.write_all(&chunk).map_err(|e| Error::io(dest, e))?;
                 written += chunk.len() as u64;
             }
@@ -244,10 +247,11 @@ impl Object {
 
     /// Upload the local file `src` as this object: one PUT for a small file, a multipart
     /// upload of 16 MiB parts otherwise. Either way the object appears (or is replaced)
-    /// only when the whole file has arrived; a failed multipart upload is aborted.
+    /// only when the whole file has arrived; a failed or interrupted (`stop`, checked between
+    /// parts) multipart upload is aborted.
     ///
-    /// Errors: `Io` naming `src` or the URL; `Auth`.
-    pub fn upload(&self, src: &Path) -> Result<u64> {
+    /// Errors: `Io` naming `src` or the URL; `Auth`; `Interrupted`.
+    pub fn upload(&self, src: &Path, stop: &AtomicBool) -> Result<u64> {
         let mut file = std::fs::File::open(src).map_err(|e| Error::io(src, e))?;
         let len = file.metadata().map_err(|e| Error::io(src, e))?.len();
         if len as usize <= PART_BYTES {
@@ -261,6 +265,10 @@ impl Object {
             let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             let mut buf = vec![0u8; PART_BYTES];
             loop {
+                if let Err(e) = interrupted(stop) {
+                    let _ = w.abort().await;
+                    return Err(e);
+                }
                 let n = match file.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
@@ -372,6 +380,14 @@ fn split_url(s: &str) -> Result<(&str, &str)> {
 /// credentials, whatever the transport error says.
 const METADATA_PATHS: [&str; 4] =
     ["/latest/api/token", "/latest/meta-data/", "computeMetadata/", "/metadata/identity/"];
+
+/// `Err(Interrupted)` once `stop` is set (the commands' Ctrl-C / SIGTERM flag).
+fn interrupted(stop: &AtomicBool) -> Result<()> {
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::new(ErrorKind::Interrupted, "interrupted"));
+    }
+    Ok(())
+}
 
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
