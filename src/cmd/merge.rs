@@ -5,7 +5,8 @@ use super::render::{note, StderrProgress};
 use super::Ctx;
 use crate::engine::io::object;
 use crate::engine::merge::{self, IdPolicy, MergeMethod, MergeOptions};
-use crate::engine::output::{LocalCopy, StagedOutput};
+use crate::engine::output::{sidecar_of, LocalCopy, StagedOutput};
+use crate::engine::parts::check_parts;
 use crate::engine::{Error, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -115,6 +116,11 @@ pub fn run(ctx: &Ctx, a: MergeArgs) -> Result<()> {
         )));
     }
     let staged = StagedOutput::new(&a.output, a.force)?;
+    if indexes.iter().any(|p| object::is_url(p)) {
+        // The parts' sidecars first: a missing part is named before any index is downloaded.
+        let parts = indexes.iter().map(|p| Ok((p.clone(), sidecar_of(p)?.and_then(|m| m.parts))));
+        check_parts(&parts.collect::<Result<Vec<_>>>()?, a.partial)?;
+    }
     let copies = indexes.iter().map(|p| LocalCopy::of(p, &ctx.stop)).collect::<Result<Vec<_>>>()?;
     let local: Vec<_> = copies.iter().map(|c| c.path().to_path_buf()).collect();
     let progress = StderrProgress::for_ctx(ctx);

@@ -17,7 +17,7 @@
 use crate::engine::error::{Error, ErrorKind, Result};
 use crate::engine::filter::table::table_path;
 use crate::engine::filter::MetaTable;
-use crate::engine::index::{sidecar_path, storage, Index};
+use crate::engine::index::{sidecar_path, storage, Index, IndexMeta};
 use crate::engine::io::atomic::{self, OutputLock};
 use crate::engine::io::object::{self, Object};
 use std::path::{Path, PathBuf};
@@ -193,6 +193,22 @@ impl Drop for OutputSet {
 fn companions() -> (String, String) {
     let suffix = |p: PathBuf| p.to_string_lossy().trim_start_matches('i').to_string();
     (suffix(table_path(Path::new("i"))), suffix(sidecar_path(Path::new("i"))))
+}
+
+/// The sidecar of the index at `p`, a local path or an object-storage URL (only the small
+/// `.meta.json` object is fetched); `None` when there is none.
+///
+/// Errors: those of reading or fetching it; a corrupt sidecar, naming it.
+pub fn sidecar_of(p: &Path) -> Result<Option<IndexMeta>> {
+    if !object::is_url(p) {
+        return IndexMeta::load(&object::local_path(p)?);
+    }
+    let side = Object::open(p)?.with_suffix(&companions().1);
+    match side.get() {
+        Ok(bytes) => IndexMeta::parse(Path::new(side.url()), &bytes).map(Some),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// A local copy of an index input: the file itself for a local path; for an object-storage

@@ -249,8 +249,14 @@ impl IndexMeta {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&p, e)),
         };
+        Self::parse(&p, &bytes).map(Some)
+    }
+
+    /// The sidecar in `bytes`, read from `p` (named in errors). Fails on corrupt or
+    /// newer-format sidecars.
+    pub fn parse(p: &Path, bytes: &[u8]) -> Result<IndexMeta> {
         let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::format(&p, format!("invalid JSON ({e})")))?;
+            serde_json::from_slice(bytes).map_err(|e| Error::format(p, format!("invalid JSON ({e})")))?;
         let ver = v.get("format_version").and_then(|x| x.as_u64()).unwrap_or(0);
         if ver > META_FORMAT_VERSION as u64 {
             return Err(Error::new(
@@ -261,9 +267,7 @@ impl IndexMeta {
                 ),
             ));
         }
-        let m: IndexMeta =
-            serde_json::from_value(v).map_err(|e| Error::format(&p, format!("invalid sidecar ({e})")))?;
-        Ok(Some(m))
+        serde_json::from_value(v).map_err(|e| Error::format(p, format!("invalid sidecar ({e})")))
     }
 
     /// Write the sidecar of `index` atomically.
