@@ -39,6 +39,26 @@ fn build_job_manifests_validate_and_agree_on_the_task_count() {
 }
 
 #[test]
+fn bucket_build_manifests_validate_and_agree_on_the_task_count() {
+    let path = repo_root().join("deploy/kubernetes/build-job-s3.yaml");
+    let out = kubernetes_validate(&path);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    for want in ["completionMode: Indexed", "secretRef: {name: faissx-s3}", "s3://idx/trained.index", "s3://idx/parts/"]
+    {
+        assert!(yaml.contains(want), "{want}");
+    }
+    // Each step carries the label the documented `kubectl apply -l step=…` selects.
+    for (job, step) in [("faissx-s3-train", "train"), ("faissx-s3-add", "add"), ("faissx-s3-merge", "merge")] {
+        assert!(yaml.contains(&format!("name: {job}\n  labels: {{step: {step}}}")), "{job}");
+    }
+    let n: usize = yaml.split("completions: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(yaml.contains(&format!("parallelism: {n}")));
+    assert!(yaml.contains(&format!("{{name: TASKS, value: \"{n}\"}}")), "TASKS = completions");
+    assert!(yaml.contains(&format!("s3://idx/parts/part-*-of-{n}.index")), "the merge takes N parts");
+}
+
+#[test]
 fn slurm_array_script_runs_as_local_tasks() {
     let script = repo_root().join("deploy/slurm/build.sbatch");
     let syntax = std::process::Command::new("bash").arg("-n").arg(&script).status().unwrap();
