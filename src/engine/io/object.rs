@@ -187,14 +187,6 @@ impl Object {
         self.sibling(Key::parse(&key).unwrap_or_else(|_| Key::from(key)))
     }
 
-    /// Size in bytes.
-    ///
-    /// Errors: `NotFound` naming the URL; `Auth` for refused or missing credentials; `Io`.
-    pub fn size(&self) -> Result<u64> {
-        let meta = block_on(self.store.head(&self.key))?.map_err(|e| failure(&self.url, e))?;
-        Ok(meta.size)
-    }
-
     /// Whether the object exists.
     pub fn exists(&self) -> Result<bool> {
         match block_on(self.store.head(&self.key))? {
@@ -211,21 +203,11 @@ impl Object {
         block_on(async move { store.get(&key).await?.bytes().await })?.map_err(|e| failure(&self.url, e))
     }
 
-    /// Bytes `range` (end exclusive), in one ranged GET.
-    pub fn get_range(&self, range: Range<u64>) -> Result<Bytes> {
-        block_on(self.store.get_range(&self.key, range))?.map_err(|e| failure(&self.url, e))
-    }
-
-    /// Several ranges; nearby ones are coalesced into one request and requests run
-    /// concurrently ([`ObjectStore::get_ranges`]).
-    pub fn get_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        block_on(self.store.get_ranges(&self.key, ranges))?.map_err(|e| failure(&self.url, e))
-    }
-
     /// Stream the object into the new local file `dest`, checking `stop` (Ctrl-C, SIGTERM)
     /// between chunks.
     ///
-    /// Errors: those of [`Object::size`]; `Io` naming `dest`; `Interrupted` once `stop` is set.
+    /// Errors: `NotFound` naming the URL; `Auth`; `Io` naming the URL or `dest`; `Interrupted`
+    /// once `stop` is set.
     pub fn download(&self, dest: &Path, stop: &AtomicBool) -> Result<u64> {
         let store = self.store.clone();
         let key = self.key.clone();
@@ -521,7 +503,7 @@ struct Windows {
 impl RangeReader {
     /// A reader of the object at `url`.
     ///
-    /// Errors: those of [`Object::size`] (`NotFound` naming the URL, `Auth`, `Io`).
+    /// Errors: `NotFound` naming the URL; `Auth` for refused or missing credentials; `Io`.
     pub fn open(url: &Path) -> Result<RangeReader> {
         RangeReader::of(Object::open(url)?)
     }
