@@ -16,7 +16,7 @@
 //!   first, then the batches of rows through 64 MiB (or larger) windows fetched in concurrent
 //!   32 MiB pieces, the next window in the background while the current one is added
 //!   ([`RangeReader`]). A task reads only its slice; a training sample
-//!   reads only its rows (coalesced by [`ObjectStore::get_ranges`]).
+//!   reads only its rows (coalesced across gaps below 64 KiB, [`RangeReader::read_many`]).
 //! - **Index inputs** (the trained index of `add --task`, the parts of `merge`) are downloaded,
 //!   with their sidecar and metadata table, to a temporary directory
 //!   ([`LocalCopy`](crate::engine::output::LocalCopy)): FAISS reads indices from files.
