@@ -13,10 +13,10 @@
 //!
 //! How each kind of file travels:
 //! - **Vector inputs** (`.npy`, `.fvecs`, …) are read in place with ranged GETs: the header
-//!   first, then the batches of rows through 64 MiB (or larger) windows fetched in concurrent
-//!   32 MiB pieces, the next window in the background while the current one is added
-//!   ([`RangeReader`]). A task reads only its slice; a training sample
-//!   reads only its rows (coalesced across gaps below 64 KiB, [`RangeReader::read_many`]).
+//!   first, then the batches of rows through 64 MiB windows (larger ones in concurrent 64 MiB
+//!   pieces), the next window fetched in the background while the current one is added
+//!   ([`RangeReader`]). A task reads only its slice; a training sample reads only its rows
+//!   (coalesced across gaps below 64 KiB, [`RangeReader::read_many`]).
 //! - **Index inputs** (the trained index of `add --task`, the parts of `merge`) are downloaded,
 //!   with their sidecar and metadata table, to a temporary directory
 //!   ([`LocalCopy`](crate::engine::output::LocalCopy)): FAISS reads indices from files.
