@@ -47,7 +47,8 @@ pub struct AddArgs {
     pub inputs: Vec<PathBuf>,
 
     /// Split build: add this task's slice of the INPUT rows (task i of N, numbered from 0;
-    /// rows ⌊i·T/N⌋..⌊(i+1)·T/N⌋ of all inputs, ids = global row numbers) to a copy of INDEX,
+    /// rows ⌊i·T/N⌋..⌊(i+1)·T/N⌋ of all inputs; ids = global row numbers, or with --ids one
+    /// integer ids file per INPUT, e.g. 'ids-*.npy') to a copy of INDEX,
     /// the trained index from `faissx train`, and write `OUTPUT/part-<i>-of-<N>.index`
     /// (replaced when the task is re-run). INDEX is not changed.
     #[arg(long, value_name = "i/N", requires = "output", conflicts_with = "task_count")]
@@ -133,11 +134,11 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
         (None, Some(n)) => task_from_env(n as usize)?,
         (None, None) => return Err(Error::invalid("-o DIR writes one task's part: give --task i/N or --task-count N")),
     };
-    if a.meta.ids.is_some() || a.meta.metadata.is_some() {
-        return Err(Error::invalid(
-            "--task: ids are the global row numbers; --ids and --metadata are not taken by tasks",
-        ));
+    if a.meta.metadata.is_some() {
+        return Err(Error::invalid("--task: --metadata is not taken by tasks (add it to the merged index)"));
     }
+    // One ids file per input (a glob, expanded like the inputs), or global row numbers.
+    let ids = a.meta.ids.as_ref().map(|p| object::expand(std::slice::from_ref(p))).transpose()?;
     let paths = object::expand(&a.inputs)?;
     let files = paths.iter().map(|p| a.input_args.open(p)).collect::<Result<Vec<_>>>()?;
     let inputs = InputSet::new(files)?;
@@ -153,7 +154,7 @@ fn run_task(ctx: &Ctx, a: &AddArgs, dir: &Path) -> Result<()> {
         .map_err(|e| trained.rename(e, &a.index))?;
     let progress = StderrProgress::for_ctx(ctx);
     let t = std::time::Instant::now();
-    let n = parts::add_task(&mut index, &inputs, task, a.batch.batch as usize, &progress, &ctx.stop)?;
+    let n = parts::add_task(&mut index, &inputs, ids.as_deref(), task, a.batch.batch as usize, &progress, &ctx.stop)?;
     out.commit(&mut index)?;
     staged.publish(&ctx.stop)?;
     note(

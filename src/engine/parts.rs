@@ -6,13 +6,14 @@
 //! of FAISS's own distributed / on-disk demos and of autofaiss's Spark build.
 //!
 //! Slices are global row ranges over the inputs taken in order (task i of N gets rows
-//! `⌊i·T/N⌋ .. ⌊(i+1)·T/N⌋`), and every vector's id is its global row number, so the merged
-//! parts equal one `add` of every input to the same trained index. This module does not know
+//! `⌊i·T/N⌋ .. ⌊(i+1)·T/N⌋`), and every vector's id is its global row number (or, with one ids
+//! file per input, the user's id of that row), so the merged parts equal one `add` of every
+//! input to the same trained index. This module does not know
 //! schedulers or clap: the task number comes in as a [`Task`].
 
 use crate::engine::error::{Error, Result};
-use crate::engine::index::{Index, IndexSpec, PartsInfo};
-use crate::engine::io::{check_dim, sample_indices, VectorFile};
+use crate::engine::index::{IdMode, Index, IndexSpec, PartsInfo};
+use crate::engine::io::{check_dim, read_ids, sample_indices, VectorFile};
 use crate::engine::jobs::{default_train_size, stopped};
 use crate::engine::Progress;
 use std::path::{Path, PathBuf};
@@ -191,14 +192,18 @@ pub fn train(
     Ok(index)
 }
 
-/// Add `task`'s slice of `inputs` to `index` (a copy of the trained index, empty), with each
-/// vector's global row number as its id, in batches of `batch` rows. Returns the rows added.
+/// Add `task`'s slice of `inputs` to `index` (a copy of the trained index, empty), in batches
+/// of `batch` rows. Each vector's id is its global row number, or, with `ids` (one integer ids
+/// file per input, in order: `.npy`, `.ivecs` or text), the id at its row in its input's ids
+/// file; only the ids files of the task's rows are read. Returns the rows added.
 ///
 /// Errors: `DimensionMismatch`; `InvalidInput` when `index` already holds vectors or is not
-/// trained; those of reading and adding (naming file and rows).
+/// trained, for a count of ids files other than the inputs', or an ids file whose length is not
+/// its input's (naming both); those of reading and adding (naming file and rows).
 pub fn add_task(
     index: &mut Index,
     inputs: &InputSet,
+    ids: Option<&[PathBuf]>,
     task: Task,
     batch: usize,
     progress: &dyn Progress,
@@ -208,19 +213,54 @@ pub fn add_task(
     if index.ntotal() != 0 {
         return Err(Error::invalid("the trained index already holds vectors: tasks add to an empty trained index"));
     }
+    if let Some(files) = ids {
+        if files.len() != inputs.files.len() {
+            return Err(Error::invalid(format!(
+                "--ids: {} ids files for {} inputs: give one ids file per input, in the same order",
+                files.len(),
+                inputs.files.len()
+            )));
+        }
+    }
     let rows = task.rows(inputs.len());
     progress.start("add", rows.len() as u64);
     let d = inputs.dim();
+    // The ids of the input file being added (read when the task's rows reach it).
+    let mut loaded: Option<(usize, Vec<i64>)> = None;
     inputs.for_each_batch(rows.clone(), batch, stop, &mut |first, x| {
         let n = x.len() / d;
-        let ids: Vec<i64> = (first as i64..(first + n) as i64).collect();
-        index.add(x, Some(&ids)).map_err(|e| e.context(format!("rows {first}..{}", first + n)))?;
+        let batch_ids: Vec<i64> = match ids {
+            None => (first as i64..(first + n) as i64).collect(),
+            Some(files) => {
+                let (f, local) = inputs.locate(first);
+                if loaded.as_ref().is_none_or(|(lf, _)| *lf != f) {
+                    let v = read_ids(&files[f])?;
+                    if v.len() != inputs.files[f].len() {
+                        return Err(Error::invalid(format!(
+                            "{}: {} ids for the {} vectors of {}",
+                            files[f].display(),
+                            v.len(),
+                            inputs.files[f].len(),
+                            inputs.files[f].path().display()
+                        )));
+                    }
+                    loaded = Some((f, v));
+                }
+                let (_, v) = loaded.as_ref().ok_or_else(|| Error::invalid("invariant: ids loaded"))?;
+                v[local..local + n].to_vec()
+            }
+        };
+        index.add(x, Some(&batch_ids)).map_err(|e| e.context(format!("rows {first}..{}", first + n)))?;
         progress.inc(n as u64);
         Ok(())
     })?;
     progress.finish();
     let trained = index.meta().index_crc32;
-    index.meta_mut().parts = Some(PartsInfo { count: task.count, have: vec![task.index], trained });
+    let meta = index.meta_mut();
+    meta.parts = Some(PartsInfo { count: task.count, have: vec![task.index], trained });
+    if ids.is_some() {
+        meta.ids = IdMode::Explicit;
+    }
     Ok(rows.len())
 }
 

@@ -147,3 +147,61 @@ fn a_task_killed_mid_way_leaves_no_part_and_its_rerun_writes_the_same_part() {
     env.ok(&task);
     assert_eq!(std::fs::read(&part).unwrap(), want);
 }
+
+#[test]
+fn tasks_take_the_users_ids_from_one_ids_file_per_input() {
+    let env = TestEnv::new("split_build_ids");
+    let files = inputs(&env);
+    let id_of = |row: i64| 1_000_000 + 3 * row;
+    let mut first = 0i64;
+    for (i, n) in [1200i64, 700, 1100].into_iter().enumerate() {
+        let ids: Vec<i64> = (first..first + n).map(id_of).collect();
+        write_npy_i64(&env.path(&format!("ids-{i}.npy")), &ids);
+        first += n;
+    }
+    let mut train = vec!["train"];
+    train.extend(files.iter().map(String::as_str));
+    train.extend_from_slice(&["-o", "trained.index", "--factory", "IVF16,Flat", "--train-size", "2000", "-q"]);
+    env.ok(&train);
+    let build = |dir: &str, ids: Option<&str>| {
+        for t in 0..3 {
+            let task = format!("{t}/3");
+            let mut a = vec!["add", "trained.index"];
+            a.extend(files.iter().map(String::as_str));
+            a.extend_from_slice(&["--task", &task, "-o", dir, "-q"]);
+            if let Some(p) = ids {
+                a.extend_from_slice(&["--ids", p]);
+            }
+            env.ok(&a);
+        }
+        let p = parts(&env.path(dir), 3);
+        let out = format!("{dir}.index");
+        env.ok(&["merge", &p[0], &p[1], &p[2], "-o", &out, "-q"]);
+        env.ok(&["search", &out, "q.npy", "-k", "10", "--nprobe", "4", "--format", "jsonl"])
+    };
+    let rows = parse_jsonl(&build("rows", None));
+    let users = parse_jsonl(&build("users", Some("ids-*.npy")));
+    assert_eq!(rows.len(), 50);
+    for ((q, r_ids, r_d), (q2, u_ids, u_d)) in rows.iter().zip(&users) {
+        assert_eq!(q, q2);
+        assert_eq!(u_ids, &r_ids.iter().map(|&r| id_of(r)).collect::<Vec<_>>(), "query {q}");
+        assert_eq!(u_d, r_d, "query {q}");
+    }
+    // One ids file per input, each as long as its input.
+    let task = |ids: &str| {
+        let mut a = vec!["add", "trained.index"];
+        a.extend(files.iter().map(String::as_str));
+        a.extend_from_slice(&["--task", "0/3", "-o", "bad", "--ids", ids]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let fails = |args: Vec<String>, needle: &str| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.fails(&a, 2, needle);
+    };
+    fails(task("ids-[01].npy"), "2 ids files for 3 inputs");
+    write_npy_i64(&env.path("short.npy"), &[1, 2, 3]);
+    fails(task("ids-[0].npy"), "1 ids files for 3 inputs");
+    std::fs::copy(env.path("short.npy"), env.path("ids-0.npy")).unwrap();
+    fails(task("ids-*.npy"), "ids-0.npy: 3 ids for the 1200 vectors of emb-0.npy");
+    assert!(!env.path("bad/part-0-of-3.index").exists());
+}
