@@ -169,6 +169,16 @@ pub fn display_path(p: &Path) -> PathBuf {
     }
 }
 
+/// `Err(Interrupted)` once the stop flag (Ctrl-C, SIGTERM) is set: the one check every long
+/// loop makes between steps.
+pub(crate) fn stopped(stop: &std::sync::atomic::AtomicBool) -> Result<()> {
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,14 @@
 //! to an index type that does not need all vectors at once; training uses a deterministic
 //! sample (`--train-size`, seed `--seed`).
 
-use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::error::{Error, Result};
 use crate::engine::index::{self, Index, IndexSpec, InputInfo, OpenOptions};
 use crate::engine::io::{check_dim, VectorFile};
 #[cfg(doc)]
 use crate::engine::output::IndexOutput;
 use crate::engine::Progress;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// Options for [`build`].
 #[derive(Debug, Clone)]
@@ -64,14 +64,7 @@ pub fn default_train_size(rows: usize, nlist: usize) -> usize {
     rows.min(100_000.max(256 * nlist))
 }
 
-/// `Err(Interrupted)` once the stop flag is set.
-pub(crate) fn stopped(stop: &AtomicBool) -> Result<()> {
-    if stop.load(Ordering::Relaxed) {
-        Err(Error::new(ErrorKind::Interrupted, "interrupted"))
-    } else {
-        Ok(())
-    }
-}
+pub(crate) use crate::engine::error::stopped;
 
 /// Build a new index from `input` per `spec` (whose `dim` must match the file): train on a
 /// sample if the index needs training, then add every row in batches.

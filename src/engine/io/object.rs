@@ -30,7 +30,7 @@
 //! the first wildcard ([`expand`]); local globs that the shell did not expand (quoted, or in a
 //! Kubernetes `args:` list) are expanded the same way.
 
-use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::error::{stopped, Error, ErrorKind, Result};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as Key;
@@ -216,7 +216,7 @@ impl Object {
         let r: Result<()> = block_on(async {
             let mut stream = store.get(&key).await.map_err(|e| failure(&self.url, e))?.into_stream();
             while let Some(chunk) = stream.try_next().await.map_err(|e| failure(&self.url, e))? {
-                interrupted(stop)?;
+                stopped(stop)?;
                 file.write_all(&chunk).map_err(|e| Error::io(dest, e))?;
                 written += chunk.len() as u64;
             }
@@ -247,7 +247,7 @@ impl Object {
             let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
             let mut buf = vec![0u8; PART_BYTES];
             loop {
-                if let Err(e) = interrupted(stop) {
+                if let Err(e) = stopped(stop) {
                     let _ = w.abort().await;
                     return Err(e);
                 }
@@ -362,14 +362,6 @@ fn split_url(s: &str) -> Result<(&str, &str)> {
 /// credentials, whatever the transport error says.
 const METADATA_PATHS: [&str; 4] =
     ["/latest/api/token", "/latest/meta-data/", "computeMetadata/", "/metadata/identity/"];
-
-/// `Err(Interrupted)` once `stop` is set (the commands' Ctrl-C / SIGTERM flag).
-fn interrupted(stop: &AtomicBool) -> Result<()> {
-    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(Error::new(ErrorKind::Interrupted, "interrupted"));
-    }
-    Ok(())
-}
 
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
@@ -559,10 +551,10 @@ impl RangeReader {
         }
         let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let span = w.span.clone().unwrap_or(r.start..self.len);
-        let size = w.size;
-        let window = |k: u64| span.start + k * size..(span.start + (k + 1) * size).min(span.end);
+        // Window `k` of `size` bytes within the span.
+        let span_of = |k: u64, size: u64| span.start + k * size..(span.start + (k + 1) * size).min(span.end);
         // Once windows are in use, a short read (the end of a slice) goes through them too.
-        let in_use = w.current.as_ref().is_some_and(|(k, _)| window(*k).start <= r.start);
+        let in_use = w.current.as_ref().is_some_and(|(k, _)| span_of(*k, w.size).start <= r.start);
         let whole = r.start == 0 && r.end == self.len;
         if (range.len() < WINDOW_MIN && !in_use) || whole || r.start < span.start || r.end > span.end {
             drop(w);
@@ -573,7 +565,7 @@ impl RangeReader {
         }
         w.span = Some(span.clone());
         let size = w.size;
-        let window = |k: u64| span.start + k * size..(span.start + (k + 1) * size).min(span.end);
+        let window = |k: u64| span_of(k, size);
         let (first, last) = ((r.start - span.start) / size, (r.end - 1 - span.start) / size);
         let mut out = (first != last).then(|| bytes::BytesMut::with_capacity(range.len()));
         let mut single = None;
