@@ -177,6 +177,47 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub transfer_timeout: u64,
 
+    /// Run as a replica of a cluster whose write-ahead log is NATS JetStream at these URLs
+    /// (comma-separated; any one reachable is enough, losing one of a NATS cluster is fine).
+    ///
+    /// Every write (create, add, remove, train, delete, parameters, …) received by any
+    /// replica is stored in the log before it is acknowledged and applied by every replica
+    /// in log order; reads answer from local state. Needs --snapshots. --data-dir then only
+    /// holds scratch files: a replica's state comes from the newest snapshot plus the log.
+    #[arg(long, value_name = "URLS", env = "FAISSX_CLUSTER", requires = "snapshots",
+          conflicts_with_all = ["mmap", "indexes"])]
+    pub cluster: Option<String>,
+
+    /// Where the cluster's snapshots live: s3://BUCKET/PREFIX (also gs://, az://; credentials
+    /// from AWS_* / GOOGLE_* / AZURE_* variables), or file:///shared/dir for a directory every
+    /// replica sees.
+    #[arg(long, value_name = "URL", env = "FAISSX_SNAPSHOTS", requires = "cluster")]
+    pub snapshots: Option<String>,
+
+    /// NATS credentials file (JWT and NKey seed, as `nsc` writes it) for --cluster.
+    #[arg(long, value_name = "PATH", env = "FAISSX_CLUSTER_CREDS", requires = "cluster")]
+    pub cluster_creds: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signed the NATS servers' TLS certificates; TLS is then required.
+    #[arg(long, value_name = "PATH", env = "FAISSX_CLUSTER_CA", requires = "cluster")]
+    pub cluster_ca: Option<PathBuf>,
+
+    /// How many NATS servers store the log and the cluster's KV buckets (JetStream
+    /// replication): 1 on a single NATS server, 3 on a 3-node NATS cluster.
+    #[arg(long, value_name = "NUM", default_value_t = 1, env = "FAISSX_CLUSTER_REPLICAS",
+          value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub cluster_replicas: u64,
+
+    /// This replica's name among the cluster's members (default: HOSTNAME-PORT); unique.
+    #[arg(long, value_name = "NAME", env = "FAISSX_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+
+    /// Log records between snapshots (one replica takes each; the log is trimmed below the
+    /// older of the two snapshots kept).
+    #[arg(long, value_name = "NUM", default_value_t = 10_000, env = "FAISSX_SNAPSHOT_EVERY",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
+
     /// Threads that decode requests and run searches (default: max(4, 2 × cores)).
     #[arg(long, value_name = "NUM", env = "FAISSX_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub workers: Option<u64>,
@@ -296,7 +337,35 @@ impl ServeArgs {
                 .as_deref()
                 .map(|p| crate::engine::curve::read_key(p, "--curve-secret-key-file"))
                 .transpose()?,
+            cluster: self.cluster_config()?,
         })
+    }
+
+    /// The `--cluster` part of the configuration (`None` without `--cluster`).
+    fn cluster_config(&self) -> Result<Option<server::cluster::ClusterConfig>> {
+        let Some(urls) = &self.cluster else { return Ok(None) };
+        let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+        if urls.is_empty() {
+            return Err(Error::invalid("--cluster: give at least one NATS URL (nats://HOST:4222)"));
+        }
+        let name = match &self.replica_name {
+            Some(n) => n.clone(),
+            None => {
+                let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+                format!("{}-{}", if host.is_empty() { "faissx" } else { &host }, self.port)
+            }
+        };
+        server::valid_id("--replica-name", &name)?;
+        Ok(Some(server::cluster::ClusterConfig {
+            urls,
+            creds: self.cluster_creds.clone(),
+            ca: self.cluster_ca.clone(),
+            snapshots: self.snapshots.clone().unwrap_or_default(),
+            name,
+            log_replicas: self.cluster_replicas as usize,
+            snapshot_every: self.snapshot_every,
+            scratch: self.data_dir.clone(),
+        }))
     }
 }
 

@@ -51,6 +51,9 @@ pub enum ErrorKind {
     /// A tenant's quota (`serve --max-indices`, `--max-vectors`, `--max-k`, `--max-nq`) would
     /// be exceeded; nothing was changed.
     QuotaExceeded,
+    /// A part the request needs is out of reach (`serve --cluster`: the replicated log):
+    /// nothing was acknowledged; retry later or on another replica.
+    Unavailable,
 }
 
 /// An engine error: a kind plus a one-line message that names the file, field or request at

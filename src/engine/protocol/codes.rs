@@ -33,6 +33,9 @@ pub enum ErrorCode {
     /// A quota of the caller's tenant (`serve --max-indices`, `--max-vectors`, `--max-k`,
     /// `--max-nq`) would be exceeded; nothing was changed.
     QuotaExceeded,
+    /// `serve --cluster`: the replicated log (NATS JetStream) is out of reach, so a write
+    /// could not be stored; nothing was acknowledged. Reads keep answering.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -71,6 +75,7 @@ impl ErrorCode {
             "INTERNAL" => ErrorCode::Internal,
             "CONFLICT" => ErrorCode::Conflict,
             "QUOTA_EXCEEDED" => ErrorCode::QuotaExceeded,
+            "UNAVAILABLE" => ErrorCode::Unavailable,
             _ => return None,
         })
     }
@@ -90,6 +95,7 @@ impl ErrorCode {
             ErrorKind::Busy => ErrorCode::Busy,
             ErrorKind::Conflict => ErrorCode::Conflict,
             ErrorKind::QuotaExceeded => ErrorCode::QuotaExceeded,
+            ErrorKind::Unavailable => ErrorCode::Unavailable,
             ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted | ErrorKind::Internal => {
                 ErrorCode::Internal
             }
@@ -112,6 +118,7 @@ impl ErrorCode {
             ErrorCode::Internal => ErrorKind::Remote,
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::QuotaExceeded => ErrorKind::QuotaExceeded,
+            ErrorCode::Unavailable => ErrorKind::Unavailable,
         }
     }
 }

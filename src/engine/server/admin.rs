@@ -26,7 +26,11 @@ impl Service {
                     .into_iter()
                     .map(|(id, reason)| Msg::default().with("index_id", id).with("reason", reason).into_value())
                     .collect();
-                Ok(Msg::default()
+                let mut out = Msg::default();
+                if let Some(c) = self.cluster.get() {
+                    out = out.with("cluster", c.health().into_value());
+                }
+                Ok(out
                     .with("status", if quarantined.is_empty() { "ok" } else { "degraded" })
                     .with("uptime_s", self.started.elapsed().as_secs_f64())
                     .with("indexes", n)

@@ -21,6 +21,7 @@
 //! | `telemetry.rs` | Prometheus metrics and readiness, for `/metrics` and `/readyz` |
 //! | `http.rs` | the `--http-port` listener: `/metrics`, `/livez`, `/readyz` |
 //! | `store/` | files under `--data-dir`: checkpoints, WAL, quarantine |
+//! | `cluster/` | `--cluster`: the replicated log on NATS JetStream, snapshots, members |
 //! | `net.rs` | sockets, threads, queues |
 //!
 //! Logging goes through `tracing` events (the subscriber is the binary's business): INFO
@@ -43,6 +44,7 @@
 mod action;
 mod admin;
 mod auth;
+pub mod cluster;
 mod clustering;
 mod filtering;
 mod http;
@@ -111,6 +113,9 @@ pub struct ServerConfig {
     /// server (encrypted; only clients that know the matching public key get through);
     /// `None`: plain TCP.
     pub curve_secret_key: Option<crate::engine::curve::CurveKey>,
+    /// `serve --cluster`: a replica on a replicated log (see [`cluster`]); `None`: a single
+    /// node.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -129,6 +134,7 @@ impl ServerConfig {
             import_dirs: Vec::new(),
             transfer_timeout: std::time::Duration::from_secs(60),
             curve_secret_key: None,
+            cluster: None,
         }
     }
 }
@@ -268,6 +274,8 @@ pub struct Service {
     telemetry: Arc<Telemetry>,
     /// Per-tenant quotas.
     quotas: Quotas,
+    /// `serve --cluster`: what this replica knows of the log and its members.
+    cluster: std::sync::OnceLock<Arc<cluster::Status>>,
 }
 
 /// the process when asked to change read-only mapped data).
@@ -353,6 +361,7 @@ impl Service {
             failed_reloads: std::sync::Mutex::new(HashMap::new()),
             telemetry,
             quotas: cfg.quotas,
+            cluster: std::sync::OnceLock::new(),
         };
         if let Some(st) = &svc.store {
             let report = st.load_all(cfg.mmap)?;

@@ -13,6 +13,7 @@
 //! [`MAX_INFLIGHT_BYTES`] bytes of requests in all; past that the I/O thread answers `BUSY`
 //! at once instead of queueing.
 
+use super::cluster::{self, Cluster};
 use super::telemetry::Telemetry;
 use super::{Call, Class, HttpServer, ServerConfig, Service};
 use crate::engine::error::{Error, ErrorKind, Result};
@@ -38,7 +39,7 @@ pub const MAX_INFLIGHT_BYTES: usize = 512 << 20;
 
 /// Run `f`, turning a panic into an `Internal` error so that the thread serving the request
 /// lives on and the client gets a reply.
-fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(super) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
@@ -137,7 +138,7 @@ fn log_failure(e: &Error, tenant: &str, action: &str, peer: &str) {
     let code = protocol::ErrorCode::of(e).as_str();
     match e.kind() {
         ErrorKind::Auth => tracing::warn!(op = %action, peer = %peer, reason = %e, "authentication failed"),
-        ErrorKind::Busy | ErrorKind::TooLarge | ErrorKind::QuotaExceeded => {
+        ErrorKind::Busy | ErrorKind::TooLarge | ErrorKind::QuotaExceeded | ErrorKind::Unavailable => {
             tracing::warn!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request refused: {e}")
         }
         ErrorKind::Internal | ErrorKind::Io => {
@@ -166,6 +167,8 @@ struct Lanes {
     queues: Mutex<HashMap<(String, String), VecDeque<Job>>>,
     svc: Arc<Service>,
     replier: Arc<Replier>,
+    /// `serve --cluster`: writes go through the replicated log instead.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Lanes {
@@ -203,6 +206,17 @@ impl Lanes {
                 }
             };
             if let Payload::Call(call) = job.payload {
+                if let Some(c) = self.cluster.as_ref().filter(|_| cluster::replicated(call.action)) {
+                    // Answered once the log has stored it and this replica has applied it.
+                    let replier = self.replier.clone();
+                    let (env, bytes, started, peer) = (job.env, job.bytes, job.started, job.peer);
+                    let (tenant, action, nq) = (call.tenant.clone(), call.action.name(), nq_k(&call));
+                    c.submit(
+                        &call,
+                        Box::new(move |r| replier.send(env, bytes, &tenant, action, started, &peer, nq, r)),
+                    );
+                    continue;
+                }
                 let r = guarded(|| self.svc.write(&call));
                 self.replier.send(
                     job.env,
@@ -307,8 +321,15 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         None => None,
     };
     let restoring = Instant::now();
-    let svc = Arc::new(Service::open_with(cfg, telemetry.clone())?);
+    // A replica's state comes from the cluster's snapshots and log, not from local files:
+    // its --data-dir only holds scratch files.
+    let svc_cfg = ServerConfig { data_dir: cfg.data_dir.clone().filter(|_| cfg.cluster.is_none()), ..cfg.clone() };
+    let svc = Arc::new(Service::open_with(&svc_cfg, telemetry.clone())?);
     telemetry.attach(&svc);
+    let cluster = match &cfg.cluster {
+        Some(cc) => Some(Cluster::start(cc.clone(), svc.clone(), &cfg.endpoint, stop)?),
+        None => None,
+    };
     let ctx = zmq::Context::new();
     let router = ctx.socket(zmq::ROUTER).map_err(|e| zerr("creating socket", e))?;
     router.set_linger(0).map_err(|e| zerr("socket option", e))?;
@@ -337,7 +358,15 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     let replier = Arc::new(Replier { sock: Mutex::new(push), svc: svc.clone() });
 
     let mut threads = Vec::new();
-    let lanes = Arc::new(Lanes { queues: Mutex::new(HashMap::new()), svc: svc.clone(), replier: replier.clone() });
+    if let Some(c) = &cluster {
+        c.set_endpoint(&endpoint);
+    }
+    let lanes = Arc::new(Lanes {
+        queues: Mutex::new(HashMap::new()),
+        svc: svc.clone(),
+        replier: replier.clone(),
+        cluster: cluster.clone(),
+    });
     let pools = Arc::new(Pools { svc: svc.clone(), replier: replier.clone(), lanes });
     let (job_tx, job_rx) = channel::<Job>();
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -519,6 +548,9 @@ pub fn serve(cfg: &ServerConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     }
     maintenance.1.store(true, Ordering::Relaxed);
     let _ = maintenance.0.join();
+    if let Some(c) = &cluster {
+        c.shutdown();
+    }
     svc.checkpoint_all();
     drop(http);
     tracing::info!(endpoint = %endpoint, "stopped");

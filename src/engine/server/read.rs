@@ -24,6 +24,32 @@ impl Service {
     /// Read actions. With `blocking == false`, returns `Ok(None)` instead of waiting for an
     /// index that a mutation holds.
     pub fn read(&self, call: &Call, blocking: bool) -> Result<Option<Msg>> {
+        let Some(status) = self.cluster.get() else { return self.read_local(call, blocking) };
+        // `serve --cluster`: `min_seq` waits (bounded) for this replica to apply a write.
+        if let Some(seq) = call.msg.uint("min_seq")? {
+            if status.applied() < seq {
+                if !blocking {
+                    return Ok(None);
+                }
+                let secs = call.msg.float("min_seq_timeout")?.unwrap_or(5.0);
+                if !(0.0..=60.0).contains(&secs) {
+                    return Err(Error::invalid(format!("min_seq_timeout={secs} must be within 0..=60 seconds")));
+                }
+                if !status.wait_applied(seq, std::time::Duration::from_secs_f64(secs)) {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "this replica has applied the log up to seq {}, not min_seq={seq}, after {secs} s",
+                            status.applied()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(self.read_local(call, blocking)?.map(|m| status.stamp(m)))
+    }
+
+    fn read_local(&self, call: &Call, blocking: bool) -> Result<Option<Msg>> {
         let m = &call.msg;
         match call.action.class() {
             ActionClass::Read => {}

@@ -1,0 +1,844 @@
+//! `serve --cluster`: replicas that share one replicated, durable write-ahead log on NATS
+//! JetStream and snapshots in object storage — the Milvus way (a log broker plus object
+//! storage), with no consensus of our own: JetStream's replication (its stream's
+//! `num_replicas`, `--cluster-replicas`) decides how many NATS nodes hold a write before it
+//! is acknowledged.
+//!
+//! **Writes.** Every action that changes state, received by any replica, is published to
+//! the stream `FAISSX` (subject `faissx.log`) as a [`record`] (the authenticated request,
+//! without its API key; larger than one NATS message: split into parts). The client gets
+//! its reply only once JetStream has stored the record *and* this replica has applied it;
+//! the reply carries `seq`, the record's log sequence. If the log cannot be reached the
+//! reply is `UNAVAILABLE`: never a silent acknowledgement.
+//!
+//! **Applying.** One thread per replica applies the log in order with the single-node
+//! server's own code ([`Service::write`]), so every replica converges to the same state,
+//! ids of adds without ids included. A record that fails (a FAISS error, a dimension
+//! mismatch) fails the same way on every replica, since every replica holds the same state:
+//! it is logged, counted in `health` (`failed_records`, `last_failure`), and the log goes on.
+//!
+//! **Reads** never touch the log: they answer from local state and say how fresh it is
+//! (`applied_seq`; `stale_s` when the log has been out of reach for a while). A read may
+//! pass `min_seq` (a write's `seq`) to wait, up to `min_seq_timeout` seconds (default 5),
+//! until this replica has applied it: read-your-writes across replicas.
+//!
+//! **Snapshots** ([`snapshot`]): every `--snapshot-every` records one replica (the holder of
+//! a lease in the NATS KV bucket `faissx_lease`) writes every index, at a log sequence, to
+//! `--snapshots`; the pointer to the newest is the key `snapshot` of the KV bucket
+//! `faissx_cluster`. Two snapshots are kept and the log is trimmed below the older one. A
+//! new or wiped replica restores the newest snapshot, replays the log after it, and only
+//! then binds its socket (and `/readyz` turns 200).
+//!
+//! **Membership**: each replica puts `{endpoint, applied, ready}` into the KV bucket
+//! `faissx_members` every second (entries expire after 10 s); `health` lists the members
+//! with their lag behind the log's last sequence.
+
+pub mod record;
+pub mod snapshot;
+
+use super::{Action, Call, Service};
+use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::protocol::{Msg, Value};
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::StreamExt;
+use record::{Assembled, Assembler, PART_HEADER, WRITE_HEADER};
+use serde::{Deserialize, Serialize};
+use snapshot::SnapStore;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The JetStream stream holding the log.
+pub const STREAM: &str = "FAISSX";
+/// Its subject.
+pub const SUBJECT: &str = "faissx.log";
+/// KV bucket of member heartbeats.
+pub const MEMBERS_BUCKET: &str = "faissx_members";
+/// KV bucket of the snapshot pointer (key `snapshot`).
+pub const CLUSTER_BUCKET: &str = "faissx_cluster";
+/// KV bucket of the snapshot lease (key `snapshot`, expires after [`LEASE_TTL`]).
+pub const LEASE_BUCKET: &str = "faissx_lease";
+/// How long a snapshot lease lasts if its holder dies before releasing it.
+pub const LEASE_TTL: Duration = Duration::from_secs(120);
+/// How long a member entry lasts without a heartbeat.
+pub const MEMBER_TTL: Duration = Duration::from_secs(10);
+/// Publish, acknowledgement and KV timeout: a write that JetStream has not stored within
+/// this long is answered `UNAVAILABLE` (the FAISSx client gives up after 5 s).
+pub const LOG_TIMEOUT: Duration = Duration::from_secs(4);
+/// A write stored in the log but not applied by the receiving replica within this long is
+/// answered `TIMEOUT` (it will still be applied, in order).
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Reads say `stale_s` once the log has been out of reach this long.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
+
+/// What `serve --cluster` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`--cluster nats://n1:4222,nats://n2:4222`): any one of them is
+    /// enough to connect; the client follows the cluster's topology.
+    pub urls: Vec<String>,
+    /// NATS credentials file (`--cluster-creds`: a JWT and NKey seed, as `nsc` writes it).
+    pub creds: Option<PathBuf>,
+    /// CA certificate for NATS TLS (`--cluster-ca`; `tls://` URLs require TLS).
+    pub ca: Option<PathBuf>,
+    /// Where snapshots live (`--snapshots`: `s3://…`, `gs://…`, `az://…`, `file://…` or a path).
+    pub snapshots: String,
+    /// This replica's name among the members (`--replica-name`; unique).
+    pub name: String,
+    /// JetStream replication of the log and KV buckets (`--cluster-replicas`: 1, or 3 on a
+    /// 3-node NATS cluster).
+    pub log_replicas: usize,
+    /// Records between snapshots (`--snapshot-every`).
+    pub snapshot_every: u64,
+    /// Scratch directory for snapshot files (the replica's `--data-dir`, or a temp dir).
+    pub scratch: Option<PathBuf>,
+}
+
+/// One replica as it last reported itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Member {
+    /// Its `--replica-name`.
+    pub name: String,
+    /// The endpoint it serves.
+    pub endpoint: String,
+    /// The last log sequence it applied.
+    pub applied: u64,
+    /// Whether it has restored and caught up.
+    pub ready: bool,
+    /// When it reported (seconds since the Unix epoch).
+    pub time: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Pointer {
+    seq: u64,
+    prev: Option<u64>,
+}
+
+/// What this replica knows of the cluster, shared with the service (`health`, reads).
+pub struct Status {
+    name: String,
+    applied: Mutex<u64>,
+    applied_cv: Condvar,
+    log_last: AtomicU64,
+    contact: Mutex<Instant>,
+    reachable: AtomicBool,
+    members: Mutex<Vec<Member>>,
+    failed: Mutex<(u64, Option<String>)>,
+    snapshot: Mutex<Option<(u64, f64)>>,
+    ready: AtomicBool,
+    endpoint: Mutex<String>,
+}
+
+impl Status {
+    fn new(name: &str) -> Status {
+        Status {
+            name: name.to_string(),
+            applied: Mutex::new(0),
+            applied_cv: Condvar::new(),
+            log_last: AtomicU64::new(0),
+            contact: Mutex::new(Instant::now()),
+            reachable: AtomicBool::new(true),
+            members: Mutex::new(Vec::new()),
+            failed: Mutex::new((0, None)),
+            snapshot: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            endpoint: Mutex::new(String::new()),
+        }
+    }
+
+    /// The last log sequence this replica applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_applied(&self, seq: u64) {
+        let mut a = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        *a = seq;
+        self.applied_cv.notify_all();
+        drop(a);
+        self.log_last.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Wait until this replica has applied `seq`, at most `timeout`; whether it has.
+    pub fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut a = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        while *a < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            a = self.applied_cv.wait_timeout(a, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+
+    fn touch(&self) {
+        *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.reachable.store(true, Ordering::Relaxed);
+    }
+
+    /// Seconds since the log last answered, when that is longer than [`STALE_AFTER`].
+    pub fn stale_s(&self) -> Option<f64> {
+        let age = self.contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        (age > STALE_AFTER || !self.reachable.load(Ordering::Relaxed)).then(|| age.as_secs_f64())
+    }
+
+    fn fail(&self, what: String) {
+        let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        f.0 += 1;
+        f.1 = Some(what);
+    }
+
+    /// Stamp a read's reply with how fresh this replica is.
+    pub fn stamp(&self, m: Msg) -> Msg {
+        let m = m.with("applied_seq", self.applied());
+        match self.stale_s() {
+            Some(s) => m.with("stale_s", s),
+            None => m,
+        }
+    }
+
+    /// The `cluster` part of `health`: this replica, the log, the members (with their lag
+    /// behind the log's last sequence), failed records and the newest snapshot.
+    pub fn health(&self) -> Msg {
+        let last = self.log_last.load(Ordering::Relaxed);
+        let applied = self.applied();
+        let members: Vec<Value> = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|m| {
+                Msg::default()
+                    .with("name", m.name.as_str())
+                    .with("endpoint", m.endpoint.as_str())
+                    .with("applied_seq", m.applied)
+                    .with("lag", last.saturating_sub(m.applied))
+                    .with("ready", m.ready)
+                    .with("age_s", (crate::engine::protocol::now_f64() - m.time).max(0.0))
+                    .into_value()
+            })
+            .collect();
+        let (failed, last_failure) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut out = Msg::default()
+            .with("replica", self.name.as_str())
+            .with("ready", self.ready.load(Ordering::Relaxed))
+            .with("log_reachable", self.stale_s().is_none())
+            .with("applied_seq", applied)
+            .with("log_last_seq", last)
+            .with("lag", last.saturating_sub(applied))
+            .with("members", Value::Array(members))
+            .with("failed_records", failed);
+        if let Some(s) = self.stale_s() {
+            out = out.with("stale_s", s);
+        }
+        if let Some(f) = last_failure {
+            out = out.with("last_failure", f);
+        }
+        if let Some((seq, time)) = *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) {
+            out = out
+                .with("snapshot_seq", seq)
+                .with("snapshot_age_s", (crate::engine::protocol::now_f64() - time).max(0.0));
+        }
+        out
+    }
+}
+
+/// Whether `action` goes through the log (every change of state; an export reads, so it
+/// runs locally).
+pub fn replicated(action: Action) -> bool {
+    action.class() == super::ActionClass::Write && action != Action::ExportBegin
+}
+
+/// What answers a write once it is applied (or has failed).
+pub type Done = Box<dyn FnOnce(Result<Msg>) + Send>;
+
+/// One message of the log, as the consumer hands it to the applier.
+struct Delivered {
+    seq: u64,
+    write: Option<String>,
+    part: Option<String>,
+    payload: bytes::Bytes,
+}
+
+/// A replica's connection to the cluster: the NATS client, the log's consumer and applier,
+/// heartbeats, and the writes waiting for their records to be applied.
+pub struct Cluster {
+    rt: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    meta: kv::Store,
+    lease: kv::Store,
+    status: Arc<Status>,
+    waiters: Arc<Mutex<HashMap<String, Done>>>,
+    max_part: usize,
+    counter: AtomicU64,
+    write_prefix: String,
+    svc: Arc<Service>,
+    store: SnapStore,
+    cfg: ClusterConfig,
+    stop: Arc<AtomicBool>,
+    applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn unavailable(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("the cluster's log (NATS JetStream) is unavailable: {what}"))
+}
+
+async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas: usize) -> Result<kv::Store> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        if let Ok(s) = js.get_key_value(name).await {
+            return Ok(s);
+        }
+        let cfg = kv::Config {
+            bucket: name.to_string(),
+            history: 1,
+            max_age,
+            num_replicas: replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        match js.create_key_value(cfg).await {
+            Ok(s) => return Ok(s),
+            // Another replica may have created it meanwhile: look again.
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(unavailable(format!("cannot open or create the KV bucket {name}: {last}")))
+}
+
+impl Cluster {
+    /// Connect to NATS, open (or create) the log and the KV buckets, restore the newest
+    /// snapshot into `svc`, start applying the log after it, and return once this replica
+    /// has applied every record the log held at start (`stop` ends the wait early).
+    ///
+    /// Errors: `Unavailable` when NATS cannot be reached; `Format`/`Io` naming the snapshot
+    /// that cannot be restored; `InvalidInput` for a bad `--snapshots`.
+    pub fn start(
+        cfg: ClusterConfig,
+        svc: Arc<Service>,
+        endpoint: &str,
+        interrupted: &AtomicBool,
+    ) -> Result<Arc<Cluster>> {
+        let store = SnapStore::parse(&cfg.snapshots)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("faissx-cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the cluster client: {e}")))?;
+        let status = Arc::new(Status::new(&cfg.name));
+        *status.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = endpoint.to_string();
+        let urls = cfg.urls.join(",");
+        let (client, js, stream, members, meta, lease) = rt.block_on(async {
+            let mut opts = async_nats::ConnectOptions::new()
+                .name(format!("faissx {}", cfg.name))
+                .connection_timeout(Duration::from_secs(5))
+                .max_reconnects(None)
+                .retry_on_initial_connect();
+            if let Some(c) = &cfg.creds {
+                opts = opts
+                    .credentials_file(c)
+                    .await
+                    .map_err(|e| Error::invalid(format!("{}: cannot read NATS credentials: {e}", c.display())))?;
+            }
+            if let Some(ca) = &cfg.ca {
+                opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+            }
+            let addrs: Vec<async_nats::ServerAddr> = cfg
+                .urls
+                .iter()
+                .map(|u| u.parse().map_err(|e| Error::invalid(format!("--cluster {u:?}: not a NATS URL ({e})"))))
+                .collect::<Result<_>>()?;
+            let client = opts.connect(addrs).await.map_err(|e| unavailable(format!("{urls}: {e}")))?;
+            // retry_on_initial_connect returns at once: wait (bounded) for the connection.
+            let t0 = Instant::now();
+            while client.connection_state() != async_nats::connection::State::Connected {
+                if t0.elapsed() > Duration::from_secs(10) {
+                    return Err(unavailable(format!("cannot connect to {urls} within 10 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let js =
+                jetstream::ContextBuilder::new().timeout(LOG_TIMEOUT).ack_timeout(LOG_TIMEOUT).build(client.clone());
+            let stream = js
+                .get_or_create_stream(stream::Config {
+                    name: STREAM.to_string(),
+                    subjects: vec![SUBJECT.to_string()],
+                    storage: stream::StorageType::File,
+                    num_replicas: cfg.log_replicas,
+                    duplicate_window: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| unavailable(format!("opening the stream {STREAM}: {e}")))?;
+            let members = bucket(&js, MEMBERS_BUCKET, MEMBER_TTL, cfg.log_replicas).await?;
+            let meta = bucket(&js, CLUSTER_BUCKET, Duration::ZERO, cfg.log_replicas).await?;
+            let lease = bucket(&js, LEASE_BUCKET, LEASE_TTL, cfg.log_replicas).await?;
+            Ok::<_, Error>((client, js, stream, members, meta, lease))
+        })?;
+        status.touch();
+        let max_part = (client.server_info().max_payload.max(64 << 10)).saturating_sub(32 << 10);
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let c = Arc::new(Cluster {
+            rt,
+            js,
+            stream,
+            meta,
+            lease,
+            status,
+            waiters: Arc::new(Mutex::new(HashMap::new())),
+            max_part,
+            counter: AtomicU64::new(0),
+            write_prefix: format!("{}-{}-{nonce:x}", cfg.name, std::process::id()),
+            svc,
+            store,
+            cfg,
+            stop: Arc::new(AtomicBool::new(false)),
+            applier: Mutex::new(None),
+        });
+        let restored = c.restore()?;
+        let _ = c.svc.cluster.set(c.status.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Delivered>(4096);
+        let next = Arc::new(AtomicU64::new(restored + 1));
+        c.rt.spawn(consume(c.stream.clone(), next, tx, c.status.clone(), c.stop.clone()));
+        c.rt.spawn(heartbeat(c.clone(), members));
+        let me = c.clone();
+        let handle = std::thread::Builder::new()
+            .name("faissx-applier".into())
+            .spawn(move || me.apply_loop(rx, restored))
+            .map_err(|e| Error::new(ErrorKind::Io, format!("spawning thread: {e}")))?;
+        *c.applier.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        // Ready only once caught up with what the log held at start.
+        let target =
+            c.rt.block_on(async { c.stream.get_info().await }).map_err(|e| unavailable(e))?.state.last_sequence;
+        c.status.log_last.fetch_max(target, Ordering::Relaxed);
+        tracing::info!(replica = %c.cfg.name, from = restored, to = target, "catching up with the log");
+        let t0 = Instant::now();
+        while !c.status.wait_applied(target, Duration::from_millis(200)) {
+            if interrupted.load(Ordering::Relaxed) {
+                c.shutdown();
+                return Err(Error::new(ErrorKind::Interrupted, "stopped while catching up with the log"));
+            }
+        }
+        c.status.ready.store(true, Ordering::Relaxed);
+        tracing::info!(replica = %c.cfg.name, applied = target, took_ms = t0.elapsed().as_millis() as u64, "caught up with the log");
+        Ok(c)
+    }
+
+    /// The status shared with the service.
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// The endpoint members see for this replica (once bound).
+    pub fn set_endpoint(&self, endpoint: &str) {
+        *self.status.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = endpoint.to_string();
+    }
+
+    fn scratch(&self) -> Result<tempfile::TempDir> {
+        match &self.cfg.scratch {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                tempfile::Builder::new().prefix(".cluster-").tempdir_in(d).map_err(|e| Error::io(d, e))
+            }
+            None => tempfile::tempdir().map_err(|e| Error::new(ErrorKind::Io, format!("temp dir: {e}"))),
+        }
+    }
+
+    fn pointer(&self) -> Result<Option<Pointer>> {
+        let v = self
+            .rt
+            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.get("snapshot")).await })
+            .map_err(|_| unavailable("reading the snapshot pointer timed out"))?
+            .map_err(unavailable)?;
+        match v {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::new(ErrorKind::Format, format!("snapshot pointer in KV {CLUSTER_BUCKET}: {e}"))),
+        }
+    }
+
+    /// Restore the newest snapshot (if any); the last log sequence it holds.
+    fn restore(&self) -> Result<u64> {
+        let Some(p) = self.pointer()? else {
+            return Ok(0);
+        };
+        let tmp = self.scratch()?;
+        let m = self.store.manifest(p.seq, tmp.path())?;
+        let t0 = Instant::now();
+        self.svc.restore_snapshot(&self.store, &m, tmp.path())?;
+        *self.status.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((m.seq, m.time));
+        self.status.set_applied(m.seq);
+        tracing::info!(
+            seq = m.seq,
+            indices = m.indices.len(),
+            took_ms = t0.elapsed().as_millis() as u64,
+            "restored snapshot"
+        );
+        Ok(m.seq)
+    }
+
+    /// Publish the write `call` to the log and call `done` with its reply once this replica
+    /// has applied it (or with `UNAVAILABLE` if the log does not store it). Returns once the
+    /// record has been handed to the NATS connection, so writes submitted one after the other
+    /// (one index's queue) keep their order in the log.
+    pub fn submit(&self, call: &Call, done: Done) {
+        if let Err(e) = self.precheck(call) {
+            return done(Err(e));
+        }
+        let bytes = record::encode(call);
+        let parts = record::split(&bytes, self.max_part);
+        let id = format!("{}-{}", self.write_prefix, self.counter.fetch_add(1, Ordering::Relaxed));
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), done);
+        let n = parts.len();
+        let mut acks = Vec::with_capacity(n);
+        for (i, p) in parts.iter().enumerate() {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(WRITE_HEADER, id.as_str());
+            h.insert(PART_HEADER, format!("{i}/{n}"));
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(bytes::Bytes::copy_from_slice(p))
+                .headers(h)
+                .message_id(format!("{id}.{i}"));
+            let sent = self
+                .rt
+                .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.js.send_publish(SUBJECT, publish)).await });
+            match sent {
+                Ok(Ok(ack)) => acks.push(ack),
+                Ok(Err(e)) => return self.fail_waiter(&id, unavailable(e)),
+                Err(_) => return self.fail_waiter(&id, unavailable("publishing timed out")),
+            }
+        }
+        let (waiters, status) = (self.waiters.clone(), self.status.clone());
+        self.rt.spawn(async move {
+            let mut seq = 0;
+            for a in acks {
+                match a.await {
+                    Ok(ack) => seq = ack.sequence,
+                    Err(e) => {
+                        if let Some(d) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                            d(Err(unavailable(format!("the write was not stored: {e}"))));
+                        }
+                        return;
+                    }
+                }
+            }
+            status.touch();
+            status.log_last.fetch_max(seq, Ordering::Relaxed);
+            tokio::time::sleep(APPLY_TIMEOUT).await;
+            if let Some(d) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+                d(Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the write is stored in the log at seq {seq} but this replica has not applied it within {} s (applied: {}); it will be applied in order",
+                        APPLY_TIMEOUT.as_secs(),
+                        status.applied()
+                    ),
+                )));
+            }
+        });
+    }
+
+    fn fail_waiter(&self, id: &str, e: Error) {
+        if let Some(d) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
+            d(Err(e));
+        }
+    }
+
+    /// Refuse what would fail on every replica anyway, before it reaches the log: an index
+    /// that does not exist (but for creating one), a client-set internal field.
+    fn precheck(&self, call: &Call) -> Result<()> {
+        match call.action {
+            Action::CreateIndex | Action::Snapshot => Ok(()),
+            Action::ImportIndex => Err(Error::new(
+                ErrorKind::Unsupported,
+                "import_index is not replicated yet: import into a single-node server, or build the index through the log",
+            )),
+            Action::MergeIndices => self.svc.entry(&call.tenant, call.msg.req_str("target_index_id")?).map(|_| ()),
+            _ => self.svc.entry(&call.tenant, call.msg.req_str("index_id")?).map(|_| ()),
+        }
+    }
+
+    fn apply_loop(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Delivered>, restored: u64) {
+        // As the single-node server's write queues: no OpenMP team of this thread's own, so
+        // that a record applies the same way (one thread, deterministic) on every replica.
+        crate::engine::index::set_threads(1);
+        let mut asm = Assembler::default();
+        let mut since_snapshot = 0u64;
+        let mut applied = restored;
+        while let Some(d) = rx.blocking_recv() {
+            if d.seq <= applied {
+                continue;
+            }
+            if d.seq > applied + 1 {
+                // Records below d.seq were trimmed: they are in a snapshot taken since.
+                tracing::warn!(
+                    applied,
+                    next = d.seq,
+                    "the log was trimmed past this replica: restoring the newest snapshot"
+                );
+                asm.clear();
+                match self.restore() {
+                    Ok(seq) if seq + 1 >= d.seq => applied = seq,
+                    Ok(seq) => {
+                        self.status.fail(format!("log starts at {} but the newest snapshot holds up to {seq}", d.seq));
+                        tracing::error!(
+                            next = d.seq,
+                            snapshot = seq,
+                            "records between the snapshot and the log are gone: this replica skips them"
+                        );
+                        applied = d.seq - 1;
+                    }
+                    Err(e) => {
+                        tracing::error!("restoring the newest snapshot failed: {}", e.chain());
+                        self.status.fail(format!("restore failed: {e}"));
+                        applied = d.seq - 1;
+                    }
+                }
+                if d.seq <= applied {
+                    continue;
+                }
+            }
+            let (r, dropped) = asm.push(d.seq, d.write.as_deref(), d.part.as_deref(), &d.payload);
+            for w in dropped {
+                let what = format!("write {w}: parts missing after {} records, dropped", record::MAX_PART_SPAN);
+                tracing::error!("{what}");
+                self.status.fail(what.clone());
+                self.fail_waiter(&w, Error::new(ErrorKind::Internal, what));
+            }
+            let result = match r {
+                Ok(Assembled::Waiting) => None,
+                Ok(Assembled::Record(bytes)) => Some(self.apply_record(d.seq, d.write.as_deref(), &bytes)),
+                Err(e) => Some(Err(e)),
+            };
+            applied = d.seq;
+            self.status.set_applied(d.seq);
+            if let Some(r) = result {
+                if let Err(e) = &r {
+                    tracing::warn!(seq = d.seq, "log record failed to apply (on every replica alike): {e}");
+                    self.status.fail(format!("seq {}: {e}", d.seq));
+                }
+                if let Some(w) = &d.write {
+                    if let Some(done) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(w) {
+                        done(r.map(|m| m.with("seq", d.seq)));
+                    }
+                }
+                since_snapshot += 1;
+            }
+            if since_snapshot >= self.cfg.snapshot_every && asm.oldest().is_none() {
+                since_snapshot = 0;
+                if let Err(e) = self.snapshot(applied, false) {
+                    tracing::warn!("snapshot at seq {applied} not taken: {}", e.chain());
+                }
+            }
+        }
+    }
+
+    /// Apply one whole record at `seq` (`write`: its id, to know whether this replica
+    /// received it).
+    fn apply_record(&self, seq: u64, write: Option<&str>, bytes: &[u8]) -> Result<Msg> {
+        let call = record::decode(bytes)?;
+        if call.action == Action::Snapshot {
+            // Taken by the replica that received the request, at this very sequence.
+            let mine = write.is_some_and(|w| self.waiters.lock().unwrap_or_else(|p| p.into_inner()).contains_key(w));
+            if !mine {
+                return Ok(Msg::default());
+            }
+            let m = self.snapshot(seq, true)?;
+            return Ok(Msg::default()
+                .with("message", format!("snapshot of {} index(es) at seq {seq}", m.indices.len()))
+                .with("checkpointed", m.indices.len() as u64)
+                .with("snapshot_seq", seq));
+        }
+        super::net::guarded(|| self.svc.write(&call))
+    }
+
+    /// Take a snapshot at `seq` if this replica wins the lease (and, unless `forced`, the
+    /// newest snapshot is at least `--snapshot-every` records old), record it as the newest,
+    /// trim the log below the one before, and delete the one before that.
+    ///
+    /// Errors: `Conflict` when another replica holds the lease; `Unavailable`/`Io` from NATS
+    /// or the snapshot store.
+    fn snapshot(&self, seq: u64, forced: bool) -> Result<snapshot::Manifest> {
+        let old = self.pointer()?;
+        if !forced && old.as_ref().is_some_and(|p| p.seq + self.cfg.snapshot_every > seq) {
+            return Err(Error::new(ErrorKind::Conflict, "another replica took a recent snapshot"));
+        }
+        let name = self.cfg.name.clone();
+        let won = self.rt.block_on(async {
+            tokio::time::timeout(LOG_TIMEOUT, self.lease.create("snapshot", bytes::Bytes::from(name.into_bytes())))
+                .await
+        });
+        match won {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(Error::new(ErrorKind::Conflict, "another replica holds the snapshot lease")),
+            Err(_) => return Err(unavailable("taking the snapshot lease timed out")),
+        }
+        let r = self.snapshot_held(seq, old);
+        let _ = self.rt.block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.lease.purge("snapshot")).await });
+        r
+    }
+
+    fn snapshot_held(&self, seq: u64, old: Option<Pointer>) -> Result<snapshot::Manifest> {
+        let t0 = Instant::now();
+        let tmp = self.scratch()?;
+        let m = self.svc.write_snapshot(&self.store, seq, &self.cfg.name, tmp.path())?;
+        let p = Pointer { seq, prev: old.as_ref().map(|o| o.seq) };
+        let text = serde_json::to_vec(&p).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        self.rt
+            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.put("snapshot", text.into())).await })
+            .map_err(|_| unavailable("recording the snapshot timed out"))?
+            .map_err(unavailable)?;
+        *self.status.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, m.time));
+        tracing::info!(seq, indices = m.indices.len(), took_ms = t0.elapsed().as_millis() as u64, "snapshot written");
+        if let Some(o) = old {
+            // Two snapshots are kept: records up to the older one are in both.
+            if o.seq < seq {
+                let r = self.rt.block_on(async {
+                    tokio::time::timeout(LOG_TIMEOUT, async { self.stream.purge().sequence(o.seq + 1).await }).await
+                });
+                if !matches!(r, Ok(Ok(_))) {
+                    tracing::warn!(below = o.seq + 1, "trimming the log failed; it is trimmed at the next snapshot");
+                }
+            }
+            if let Some(gone) = o.prev.filter(|&g| g != seq && g != o.seq) {
+                match self.store.manifest(gone, tmp.path()) {
+                    Ok(gm) => {
+                        if let Err(e) = self.store.remove(&gm) {
+                            tracing::warn!("deleting the snapshot at seq {gone}: {}", e.chain());
+                        }
+                    }
+                    Err(e) => tracing::debug!("snapshot at seq {gone} already gone: {e}"),
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// Stop the consumer, heartbeats and applier (writes still waiting get no reply).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Forward the log from `next` to the applier, forever: the ordered consumer recreates
+/// itself on gaps and reconnects; if it fails, it is made again from the next sequence.
+async fn consume(
+    stream: stream::Stream,
+    next: Arc<AtomicU64>,
+    tx: tokio::sync::mpsc::Sender<Delivered>,
+    status: Arc<Status>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut warned = false;
+    while !stop.load(Ordering::Relaxed) {
+        let start = next.load(Ordering::Relaxed).max(1);
+        let cfg = consumer::pull::OrderedConfig {
+            filter_subject: SUBJECT.to_string(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ..Default::default()
+        };
+        let messages = match stream.create_consumer(cfg).await {
+            Ok(c) => c.messages().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut messages = match messages {
+            Ok(m) => {
+                warned = false;
+                m
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot read the log (retrying every second): {e}");
+                    warned = true;
+                }
+                status.reachable.store(false, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(m) = messages.next().await {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!("log consumer: {e}");
+                    break;
+                }
+            };
+            let Ok(info) = m.info() else { continue };
+            let seq = info.stream_sequence;
+            let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
+            let d =
+                Delivered { seq, write: header(WRITE_HEADER), part: header(PART_HEADER), payload: m.payload.clone() };
+            status.touch();
+            if tx.send(d).await.is_err() {
+                return;
+            }
+            next.store(seq + 1, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every second: report this replica into the members bucket, read the others and the
+/// log's last sequence.
+async fn heartbeat(c: Arc<Cluster>, members: kv::Store) {
+    let st = c.status.clone();
+    while !c.stop.load(Ordering::Relaxed) {
+        let me = Member {
+            name: st.name.clone(),
+            endpoint: st.endpoint.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            applied: st.applied(),
+            ready: st.ready.load(Ordering::Relaxed),
+            time: crate::engine::protocol::now_f64(),
+        };
+        let round = async {
+            let body = serde_json::to_vec(&me).unwrap_or_default();
+            members.put(&me.name, body.into()).await.map_err(|e| e.to_string())?;
+            let info = c.stream.get_info().await.map_err(|e| e.to_string())?;
+            st.log_last.fetch_max(info.state.last_sequence, Ordering::Relaxed);
+            let mut keys = members.keys().await.map_err(|e| e.to_string())?;
+            let mut seen = Vec::new();
+            while let Some(k) = keys.next().await {
+                let Ok(k) = k else { continue };
+                if let Ok(Some(v)) = members.get(&k).await {
+                    if let Ok(m) = serde_json::from_slice::<Member>(&v) {
+                        seen.push(m);
+                    }
+                }
+            }
+            seen.sort_by(|a, b| a.name.cmp(&b.name));
+            if let Ok(Some(p)) = c.meta.get("snapshot").await {
+                if let Ok(p) = serde_json::from_slice::<Pointer>(&p) {
+                    let mut s = st.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+                    if s.is_none_or(|(seq, _)| seq < p.seq) {
+                        *s = Some((p.seq, crate::engine::protocol::now_f64()));
+                    }
+                }
+            }
+            Ok::<_, String>(seen)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), round).await {
+            Ok(Ok(seen)) => {
+                st.touch();
+                *st.members.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("cluster heartbeat: {e}");
+                st.reachable.store(false, Ordering::Relaxed);
+            }
+            Err(_) => st.reachable.store(false, Ordering::Relaxed),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
