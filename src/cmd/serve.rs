@@ -395,7 +395,13 @@ pub fn init_logging(level: &str, format: LogFormat) {
     };
     let critical_only = level == "CRITICAL";
     let filter = tracing_subscriber::filter::filter_fn(move |m| {
-        max >= *m.level() && (!critical_only || m.target() == "faissx::critical")
+        // The NATS client's connection events are DEBUG here: the cluster logs when its log
+        // becomes unreachable and reachable again.
+        let level = match *m.level() {
+            tracing::Level::INFO if m.target().starts_with("async_nats") => tracing::Level::DEBUG,
+            l => l,
+        };
+        max >= level && (!critical_only || m.target() == "faissx::critical")
     });
     let layer =
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).log_internal_errors(false);

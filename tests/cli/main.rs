@@ -5,6 +5,7 @@ mod util;
 mod bench;
 mod bench_filter;
 mod cli_traps;
+mod cluster;
 mod container;
 mod core;
 mod deploy;

@@ -36,7 +36,7 @@ impl Service {
                     .with("indexes", n)
                     .with("vectors", v)
                     .with("protocol_version", protocol::PROTOCOL_VERSION)
-                    .with("persistent", self.store.is_some())
+                    .with("persistent", self.store.is_some() || self.cluster.get().is_some())
                     .with("transfers", self.transfers.open_sessions(&call.tenant) as u64)
                     .with("quarantined", Value::Array(quarantined)))
             }

@@ -186,12 +186,38 @@ impl Service {
     /// replacement must keep `d`, the metric and float/binary. Reply: `index_id`,
     /// `generation`, `checksum`, `bytes`, `ntotal`, `dimension`, `index_type`, `replaced`.
     pub(super) fn import(&self, tenant: &str, m: &Msg) -> Result<Msg> {
+        self.import_with(tenant, m, None)
+    }
+
+    /// The file an `import_index` request names (its upload, or its `server_path` under
+    /// `--import-dir`), spooled: what `serve --cluster` stages in object storage for every
+    /// replica to fetch.
+    pub(super) fn import_source(&self, tenant: &str, m: &Msg) -> Result<ImportSource> {
+        let (file, sum, md, spool) = match (m.str("upload_id")?, m.str("server_path")?) {
+            (Some(_), Some(_)) => return Err(Error::invalid("give either \"upload_id\" or \"server_path\", not both")),
+            (None, None) => return Err(Error::invalid("missing field \"upload_id\" (or \"server_path\")")),
+            (Some(u), None) => self.spooled_upload(self.transfers.take_upload(tenant, u)?)?,
+            (None, Some(p)) => self.spooled_server_file(Path::new(p))?,
+        };
+        Ok(ImportSource { file, sum, md, _spool: spool })
+    }
+
+    /// A folder of the spool for files an import fetches (removed with the [`ImportSource`]
+    /// made of it).
+    pub(super) fn import_dir(&self) -> Result<(PathBuf, ImportSpool)> {
+        let dir = self.transfers.new_dir()?;
+        Ok((dir.clone(), ImportSpool(Spool::Dir(RemoveOnDrop(dir)))))
+    }
+
+    /// [`Service::import`], with the file already fetched (`staged`: `serve --cluster`, where
+    /// the log names a staged object instead of an upload or a server path).
+    pub(super) fn import_with(&self, tenant: &str, m: &Msg, staged: Option<ImportSource>) -> Result<Msg> {
         let id = m.req_str("index_id")?;
         valid_id("index_id", id)?;
         // Taken first, so any failure below drops the upload with its files.
         let upload = match m.str("upload_id")? {
-            Some(u) => Some(self.transfers.take_upload(tenant, u)?),
-            None => None,
+            Some(u) if staged.is_none() => Some(self.transfers.take_upload(tenant, u)?),
+            _ => None,
         };
         let key = (tenant.to_string(), id.to_string());
         let old = self.indices.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
@@ -228,6 +254,10 @@ impl Service {
         }
         // The file, spooled on the data directory's file system.
         let (file, sum, md, _spool): (PathBuf, Checksum, Metadata, Spool) = match (upload, server_path) {
+            _ if staged.is_some() => {
+                let s = staged.expect("invariant: checked");
+                (s.file, s.sum, s.md, s._spool)
+            }
             (Some(_), Some(_)) => return Err(Error::invalid("give either \"upload_id\" or \"server_path\", not both")),
             (None, None) => return Err(Error::invalid("missing field \"upload_id\" (or \"server_path\")")),
             (Some(up), None) => self.spooled_upload(up)?,
@@ -404,6 +434,27 @@ impl Service {
             .with("metric", info.metric.to_string()))
     }
 }
+
+/// An import's file, spooled, with its checksum and metadata.
+pub(super) struct ImportSource {
+    /// The index file (its sidecar beside it, if any).
+    pub file: PathBuf,
+    /// Its checksum.
+    pub sum: Checksum,
+    /// Its per-vector metadata and string ids.
+    pub md: Metadata,
+    _spool: Spool,
+}
+
+impl ImportSource {
+    /// A fetched file in the spool folder of `spool` ([`Service::import_dir`]).
+    pub fn fetched(file: PathBuf, sum: Checksum, md: Metadata, spool: ImportSpool) -> ImportSource {
+        ImportSource { file, sum, md, _spool: spool.0 }
+    }
+}
+
+/// A spool folder for an import's fetched files.
+pub(super) struct ImportSpool(Spool);
 
 /// What holds an import's spooled files; they are removed when it is dropped, after the
 /// import (the index file itself has been renamed into the data directory by then).

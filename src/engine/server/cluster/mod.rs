@@ -38,6 +38,7 @@ pub mod snapshot;
 
 use super::{Action, Call, Service};
 use crate::engine::error::{Error, ErrorKind, Result};
+use crate::engine::index::IndexMeta;
 use crate::engine::protocol::{Msg, Value};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::StreamExt;
@@ -178,7 +179,15 @@ impl Status {
 
     fn touch(&self) {
         *self.contact.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.reachable.store(true, Ordering::Relaxed);
+        if !self.reachable.swap(true, Ordering::Relaxed) {
+            tracing::info!(replica = %self.name, "the cluster's log is reachable again: writes are taken");
+        }
+    }
+
+    fn unreachable(&self, why: &str) {
+        if self.reachable.swap(false, Ordering::Relaxed) {
+            tracing::warn!(replica = %self.name, "the cluster's log is unreachable ({why}): writes get UNAVAILABLE, reads answer from local state");
+        }
     }
 
     /// Seconds since the log last answered, when that is longer than [`STALE_AFTER`].
@@ -213,11 +222,13 @@ impl Status {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|m| {
+                // This replica's own entry is as of now, not of its last heartbeat.
+                let applied = if m.name == self.name { applied } else { m.applied };
                 Msg::default()
                     .with("name", m.name.as_str())
                     .with("endpoint", m.endpoint.as_str())
-                    .with("applied_seq", m.applied)
-                    .with("lag", last.saturating_sub(m.applied))
+                    .with("applied_seq", applied)
+                    .with("lag", last.saturating_sub(applied))
                     .with("ready", m.ready)
                     .with("age_s", (crate::engine::protocol::now_f64() - m.time).max(0.0))
                     .into_value()
@@ -269,6 +280,7 @@ struct Delivered {
 /// heartbeats, and the writes waiting for their records to be applied.
 pub struct Cluster {
     rt: tokio::runtime::Runtime,
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
     meta: kv::Store,
@@ -283,6 +295,9 @@ pub struct Cluster {
     cfg: ClusterConfig,
     stop: Arc<AtomicBool>,
     applier: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Imports applied since start: (log sequence, staged key), deleted from the snapshot
+    /// store once the log is trimmed past them.
+    imports: Mutex<Vec<(u64, String)>>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> Error {
@@ -387,6 +402,7 @@ impl Cluster {
         let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let c = Arc::new(Cluster {
             rt,
+            client,
             js,
             stream,
             meta,
@@ -401,6 +417,7 @@ impl Cluster {
             cfg,
             stop: Arc::new(AtomicBool::new(false)),
             applier: Mutex::new(None),
+            imports: Mutex::new(Vec::new()),
         });
         let restored = c.restore()?;
         let _ = c.svc.cluster.set(c.status.clone());
@@ -493,9 +510,23 @@ impl Cluster {
         if let Err(e) = self.precheck(call) {
             return done(Err(e));
         }
-        let bytes = record::encode(call);
-        let parts = record::split(&bytes, self.max_part);
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            // Not handed to the client at all: it would send it once reconnected, after the
+            // caller was told the write failed.
+            self.status.unreachable("not connected");
+            return done(Err(unavailable("not connected to NATS; the write was not sent")));
+        }
         let id = format!("{}-{}", self.write_prefix, self.counter.fetch_add(1, Ordering::Relaxed));
+        let bytes = if call.action == Action::ImportIndex {
+            // An index file travels through the snapshot store, not the log.
+            match self.stage_import(call, &id) {
+                Ok(c) => record::encode(&c),
+                Err(e) => return done(Err(e)),
+            }
+        } else {
+            record::encode(call)
+        };
+        let parts = record::split(&bytes, self.max_part);
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), done);
         let n = parts.len();
         let mut acks = Vec::with_capacity(n);
@@ -546,6 +577,52 @@ impl Cluster {
         });
     }
 
+    /// Put the file of an `import_index` request into the snapshot store under
+    /// `imports/<write id>/` and return the request that names it instead of the upload or
+    /// server path.
+    fn stage_import(&self, call: &Call, id: &str) -> Result<Call> {
+        let src = self.svc.import_source(&call.tenant, &call.msg)?;
+        let key = format!("imports/{id}");
+        self.store.put(&format!("{key}/index"), &src.file)?;
+        let sidecar = IndexMeta::path_for(&src.file);
+        if sidecar.is_file() {
+            self.store.put(&format!("{key}/index.meta.json"), &sidecar)?;
+        }
+        let md = src.file.with_extension("cluster-meta");
+        src.md.write(&md)?;
+        let put = self.store.put(&format!("{key}/meta"), &md);
+        let _ = std::fs::remove_file(&md);
+        put?;
+        let mut msg = call.msg.clone();
+        msg.take("upload_id");
+        msg.take("server_path");
+        msg.set("import_object", key);
+        Ok(Call { action: call.action, tenant: call.tenant.clone(), msg })
+    }
+
+    /// Fetch the staged file an import record names and import it.
+    fn apply_import(&self, seq: u64, call: &Call) -> Result<Msg> {
+        let key = call
+            .msg
+            .str("import_object")?
+            .ok_or_else(|| Error::new(ErrorKind::Format, "import record without a staged object"))?
+            .to_string();
+        let (dir, spool) = self.svc.import_dir()?;
+        let file = dir.join("index.faiss");
+        self.store.get(&format!("{key}/index"), &file)?;
+        let sidecar_key = format!("{key}/index.meta.json");
+        if self.store.exists(&sidecar_key)? {
+            self.store.get(&sidecar_key, &IndexMeta::path_for(&file))?;
+        }
+        let md_path = dir.join("metadata.msgpack");
+        self.store.get(&format!("{key}/meta"), &md_path)?;
+        let md = super::store::Metadata::read(&md_path)?;
+        let sum = crate::engine::index::meta::Checksum::read_through(&file, |_| Ok(()))?;
+        self.imports.lock().unwrap_or_else(|p| p.into_inner()).push((seq, key));
+        let src = super::swap::ImportSource::fetched(file, sum, md, spool);
+        super::net::guarded(|| self.svc.import_with(&call.tenant, &call.msg, Some(src)))
+    }
+
     fn fail_waiter(&self, id: &str, e: Error) {
         if let Some(d) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
             d(Err(e));
@@ -557,10 +634,7 @@ impl Cluster {
     fn precheck(&self, call: &Call) -> Result<()> {
         match call.action {
             Action::CreateIndex | Action::Snapshot => Ok(()),
-            Action::ImportIndex => Err(Error::new(
-                ErrorKind::Unsupported,
-                "import_index is not replicated yet: import into a single-node server, or build the index through the log",
-            )),
+            Action::ImportIndex => Ok(()),
             Action::MergeIndices => self.svc.entry(&call.tenant, call.msg.req_str("target_index_id")?).map(|_| ()),
             _ => self.svc.entry(&call.tenant, call.msg.req_str("index_id")?).map(|_| ()),
         }
@@ -657,6 +731,9 @@ impl Cluster {
                 .with("checkpointed", m.indices.len() as u64)
                 .with("snapshot_seq", seq));
         }
+        if call.action == Action::ImportIndex {
+            return self.apply_import(seq, &call);
+        }
         super::net::guarded(|| self.svc.write(&call))
     }
 
@@ -704,7 +781,16 @@ impl Cluster {
                 let r = self.rt.block_on(async {
                     tokio::time::timeout(LOG_TIMEOUT, async { self.stream.purge().sequence(o.seq + 1).await }).await
                 });
-                if !matches!(r, Ok(Ok(_))) {
+                if matches!(r, Ok(Ok(_))) {
+                    // Staged imports whose records are gone from the log are in both snapshots.
+                    let mut imports = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+                    for (_, key) in imports.iter().filter(|(s, _)| *s <= o.seq) {
+                        for f in ["index", "index.meta.json", "meta"] {
+                            let _ = self.store.delete(&format!("{key}/{f}"));
+                        }
+                    }
+                    imports.retain(|(s, _)| *s > o.seq);
+                } else {
                     tracing::warn!(below = o.seq + 1, "trimming the log failed; it is trimmed at the next snapshot");
                 }
             }
@@ -759,7 +845,7 @@ async fn consume(
                     tracing::warn!("cannot read the log (retrying every second): {e}");
                     warned = true;
                 }
-                status.reachable.store(false, Ordering::Relaxed);
+                status.unreachable("cannot read it");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -833,11 +919,8 @@ async fn heartbeat(c: Arc<Cluster>, members: kv::Store) {
                 st.touch();
                 *st.members.lock().unwrap_or_else(|p| p.into_inner()) = seen;
             }
-            Ok(Err(e)) => {
-                tracing::debug!("cluster heartbeat: {e}");
-                st.reachable.store(false, Ordering::Relaxed);
-            }
-            Err(_) => st.reachable.store(false, Ordering::Relaxed),
+            Ok(Err(e)) => st.unreachable(&e),
+            Err(_) => st.unreachable("no answer within 2 s"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
