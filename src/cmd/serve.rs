@@ -41,6 +41,9 @@ Examples:
   faissx keygen -o server.key
   faissx serve --curve-secret-key-file server.key
 
+  # replicas on a NATS JetStream log with snapshots in S3 (README: Cluster)
+  faissx serve --data-dir /var/lib/fx-a --cluster nats://n1:4222,nats://n2:4222,nats://n3:4222 --cluster-replicas 3 --snapshots s3://faissx/snap
+
 From Python (PyPI faissx): from faissx import client as faiss; faiss.configure(server=\"tcp://127.0.0.1:45678\")";
 
 /// Serve indices over ZeroMQ to many clients at once.

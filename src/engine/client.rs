@@ -317,7 +317,7 @@ impl Client {
             f.push(("metadata", Value::Array(md)));
         }
         let r = self.call("add_vectors", f)?;
-        Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0) })
+        Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0), seq: r.uint("seq")? })
     }
 
     /// `add_vectors` with string ids (`keys`, one per vector of `x`, `n × d`): the server
@@ -339,7 +339,7 @@ impl Client {
             f.push(("metadata", Value::Array(md)));
         }
         let r = self.call("add_vectors", f)?;
-        Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0) })
+        Ok(Added { count: r.uint("count")?.unwrap_or(0), ntotal: r.uint("ntotal")?.unwrap_or(0), seq: r.uint("seq")? })
     }
 
     /// `train_index` on `x` (`n × d`) with a binary payload: the reply (`is_trained`,
@@ -461,6 +461,9 @@ pub struct Added {
     pub count: u64,
     /// Vectors in the index afterwards.
     pub ntotal: u64,
+    /// `serve --cluster`: the log sequence of the write (pass it as `min_seq` to read it
+    /// back from any replica); `None` from a single-node server.
+    pub seq: Option<u64>,
 }
 
 /// The reply of [`Client::get_index_status`]: what a client needs to send vectors to an

@@ -82,8 +82,7 @@ impl NatsNode {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().cloned());
-        let node = NatsNode { child: Some(NatsNode::spawn(&args)), args, port, monitor };
-        node
+        NatsNode { child: Some(NatsNode::spawn(&args)), args, port, monitor }
     }
 
     fn url(&self) -> String {
@@ -520,4 +519,45 @@ fn cluster_flags_are_checked_with_one_line_errors() {
     let err = env.fails(&["serve", "-q", "--port", "0", "--cluster", &url, "--snapshots", &snap], 1, "unavailable");
     assert!(err.contains(&url) || err.contains(&port.to_string()), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn query_remote_add_prints_seq_and_min_seq_reads_it_back_from_another_replica() {
+    let env = TestEnv::new("cluster-cli");
+    let n = nats(&env);
+    let snap = format!("file://{}", env.path("snap").display());
+    let a = Replica::start(&env, &n.url(), &snap, "a", &[], &[]);
+    let b = Replica::start(&env, &n.url(), &snap, "b", &[], &[]);
+    let x = lcg_vectors(300, D, 5);
+    write_npy_f32(&env.path("x.npy"), 300, D, &x);
+    write_npy_f32(&env.path("q.npy"), 2, D, &x[..2 * D]);
+    let (ea, eb) = (a.endpoint.as_str(), b.endpoint.as_str());
+    env.ok(&["query-remote", "--server", ea, "create", "docs", "--dimension", "8", "--index-type", "L2"]);
+    let mut seq = 0;
+    for _ in 0..3 {
+        let out = env.ok(&["query-remote", "--server", ea, "-q", "add", "docs", "x.npy", "--batch", "100"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let s = v["seq"].as_u64().unwrap_or_else(|| panic!("add printed no seq: {out}"));
+        assert!(s > seq, "{out}");
+        seq = s;
+        // Right after the write, the other replica answers with it.
+        let s = seq.to_string();
+        let out = env.ok(&["query-remote", "--server", eb, "--min-seq", &s, "info", "docs"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(v["ntotal"].as_u64().unwrap() % 300 == 0 && v["ntotal"].as_u64().unwrap() > 0, "{out}");
+    }
+    let s = seq.to_string();
+    let hits = env.ok(&["query-remote", "--server", eb, "--min-seq", &s, "search", "docs", "q.npy", "-k", "3"]);
+    let rows = parse_jsonl(&hits);
+    assert_eq!(rows[0].1[0], 0, "{hits}");
+    assert_eq!(rows[1].1[0], 1, "{hits}");
+    let out = env.ok(&["query-remote", "--server", eb, "info", "docs"]);
+    assert!(out.contains("\"ntotal\":900"), "{out}");
+    // A sequence the log never reaches: a one-line TIMEOUT error, not a hang.
+    let err = env.fails(
+        &["query-remote", "--server", eb, "--timeout", "1", "--min-seq", "99999", "info", "docs"],
+        1,
+        "min_seq=99999",
+    );
+    assert!(err.contains("applied the log up to seq"), "{err}");
 }

@@ -11,6 +11,7 @@ use crate::engine::filter::{Filter, MetaTable};
 use crate::engine::index::{check_id_count, pack_bits, Rows};
 use crate::engine::io::{self, check_dim};
 use crate::engine::jobs;
+use crate::engine::protocol::Value;
 use crate::engine::{Error, Neighbors, Progress, Result};
 use clap::{Args, Subcommand};
 use std::io::Write;
@@ -75,6 +76,12 @@ pub struct RemoteArgs {
     /// another key never answers: the call times out.
     #[arg(long, value_name = "PATH", env = "FAISSX_SERVER_PUBLIC_KEY", global = true)]
     pub server_public_key: Option<PathBuf>,
+
+    /// `serve --cluster`: before reading an index, wait (up to 80 % of --timeout, at most 60 s) until
+    /// the replica has applied this log sequence, the `seq` a write printed: read your writes
+    /// from any replica.
+    #[arg(long, value_name = "SEQ", env = "FAISSX_MIN_SEQ", global = true)]
+    pub min_seq: Option<u64>,
 }
 
 /// `query-remote` subcommands.
@@ -136,7 +143,8 @@ pub enum RemoteOp {
     /// Delete an index.
     #[command(after_long_help = "Examples:\n  faissx query-remote delete docs")]
     Delete(IndexArg),
-    /// Checkpoint one index (or all of this tenant's) to disk now.
+    /// Checkpoint one index (or all of this tenant's) to disk now; on a `serve --cluster`
+    /// replica, write a snapshot of every index to the cluster's snapshot store.
     #[command(after_long_help = "Examples:\n  faissx query-remote snapshot docs\n  faissx query-remote snapshot")]
     Snapshot(OptIndexArg),
     /// Make an index file the index INDEX: new, or an atomic swap of the served one.
@@ -155,6 +163,21 @@ pub enum RemoteOp {
         after_long_help = "Examples:\n  faissx query-remote export docs -o docs-copy.index\n  faissx query-remote export --all -o backup-2026-12-01/"
     )]
     Export(ExportArgs),
+}
+
+impl RemoteOp {
+    /// The index a reading subcommand reads (what `--min-seq` waits for); `None` for the
+    /// others.
+    pub fn read_index(&self) -> Option<&str> {
+        match self {
+            RemoteOp::Info(x) => Some(&x.index),
+            RemoteOp::Search(x) => Some(&x.index),
+            RemoteOp::RangeSearch(x) => Some(&x.index),
+            RemoteOp::Reconstruct(x) | RemoteOp::Metadata(x) => Some(&x.index),
+            RemoteOp::Export(x) => x.index.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Just an index id.
@@ -340,6 +363,17 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
             .map(|p| crate::engine::curve::read_key(p, "--server-public-key"))
             .transpose()?,
     })?;
+    if let (Some(seq), Some(index)) = (a.conn.min_seq, a.op.read_index()) {
+        c.call(
+            "get_index_status",
+            vec![
+                ("index_id", Value::from(index)),
+                ("min_seq", Value::from(seq)),
+                // The server gives up first, so the error says how far the replica got.
+                ("min_seq_timeout", Value::F64((a.conn.timeout * 0.8).min(60.0))),
+            ],
+        )?;
+    }
     match a.op {
         RemoteOp::Ping => print_reply(c.ping()?),
         RemoteOp::Health => print_reply(c.health()?),
@@ -525,8 +559,13 @@ fn add(ctx: &Ctx, c: &mut Client, x: AddArgs) -> Result<()> {
         progress.inc(b.rows as u64);
     }
     progress.finish();
-    let ntotal = last.map(|a| a.ntotal);
-    println_out(&serde_json::json!({"index_id": x.index, "added": f.len(), "ntotal": ntotal}).to_string())
+    let ntotal = last.as_ref().map(|a| a.ntotal);
+    let mut out = serde_json::json!({"index_id": x.index, "added": f.len(), "ntotal": ntotal});
+    if let Some(seq) = last.and_then(|a| a.seq) {
+        // `serve --cluster`: the last batch's log sequence, for `--min-seq` on any replica.
+        out["seq"] = seq.into();
+    }
+    println_out(&out.to_string())
 }
 
 /// A table of the string ids of `ids` (FAISS ids; -1 and unlabelled hits left out), with no

@@ -193,7 +193,7 @@ impl Status {
     /// Seconds since the log last answered, when that is longer than [`STALE_AFTER`].
     pub fn stale_s(&self) -> Option<f64> {
         let age = self.contact.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-        (age > STALE_AFTER || !self.reachable.load(Ordering::Relaxed)).then(|| age.as_secs_f64())
+        (age > STALE_AFTER || !self.reachable.load(Ordering::Relaxed)).then_some(age.as_secs_f64())
     }
 
     fn fail(&self, what: String) {
@@ -433,7 +433,7 @@ impl Cluster {
         *c.applier.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         // Ready only once caught up with what the log held at start.
         let target =
-            c.rt.block_on(async { c.stream.get_info().await }).map_err(|e| unavailable(e))?.state.last_sequence;
+            c.rt.block_on(async { c.stream.get_info().await }).map_err(unavailable)?.state.last_sequence;
         c.status.log_last.fetch_max(target, Ordering::Relaxed);
         tracing::info!(replica = %c.cfg.name, from = restored, to = target, "catching up with the log");
         let t0 = Instant::now();

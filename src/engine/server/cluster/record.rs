@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(back.tenant, "acme");
         assert_eq!(back.msg.str("index_id").unwrap(), Some("docs"));
         assert!(back.msg.get("api_key").is_none());
-        assert_eq!(decode(b"\x93\x01\x02\x03").unwrap_err().kind(), ErrorKind::Format);
+        assert_eq!(decode(b"\x93\x01\x02\x03").err().map(|e| e.kind()), Some(ErrorKind::Format));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub fn folder(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-const NO_STOP: AtomicBool = AtomicBool::new(false);
+static NO_STOP: AtomicBool = AtomicBool::new(false);
 
 impl SnapStore {
     /// Parse `--snapshots`: an object-store URL, a `file://` URL or a path.
@@ -230,7 +230,7 @@ impl Service {
                 store.get(&sidecar_key, &IndexMeta::path_for(&ix_path))?;
             }
             store.get(&format!("{f}/{}.meta", ix.file), &md_path)?;
-            let index = Index::open(&ix_path).map_err(|e| e.context(&store.show(&format!("{f}/{}.index", ix.file))))?;
+            let index = Index::open(&ix_path).map_err(|e| e.context(store.show(&format!("{f}/{}.index", ix.file))))?;
             let md = Metadata::read(&md_path)?;
             for p in [&ix_path, &md_path, &IndexMeta::path_for(&ix_path)] {
                 let _ = std::fs::remove_file(p);
