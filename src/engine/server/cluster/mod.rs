@@ -689,7 +689,9 @@ impl Cluster {
             }
             let result = match r {
                 Ok(Assembled::Waiting) => None,
-                Ok(Assembled::Record(bytes)) => Some(self.apply_record(d.seq, d.write.as_deref(), &bytes)),
+                Ok(Assembled::Record(bytes)) => {
+                    Some(self.apply_record(d.seq, d.write.as_deref(), &bytes, asm.oldest().is_some()))
+                }
                 Err(e) => Some(Err(e)),
             };
             applied = d.seq;
@@ -708,22 +710,31 @@ impl Cluster {
             }
             if since_snapshot >= self.cfg.snapshot_every && asm.oldest().is_none() {
                 since_snapshot = 0;
-                if let Err(e) = self.snapshot(applied, false) {
-                    tracing::warn!("snapshot at seq {applied} not taken: {}", e.chain());
+                match self.snapshot(applied, false) {
+                    Err(e) if e.kind() == ErrorKind::Conflict => tracing::debug!("snapshot at seq {applied}: {e}"),
+                    Err(e) => tracing::warn!("snapshot at seq {applied} not taken: {}", e.chain()),
+                    Ok(_) => {}
                 }
             }
         }
     }
 
     /// Apply one whole record at `seq` (`write`: its id, to know whether this replica
-    /// received it).
-    fn apply_record(&self, seq: u64, write: Option<&str>, bytes: &[u8]) -> Result<Msg> {
+    /// received it; `parts_pending`: another write's parts are still arriving).
+    fn apply_record(&self, seq: u64, write: Option<&str>, bytes: &[u8], parts_pending: bool) -> Result<Msg> {
         let call = record::decode(bytes)?;
         if call.action == Action::Snapshot {
             // Taken by the replica that received the request, at this very sequence.
             let mine = write.is_some_and(|w| self.waiters.lock().unwrap_or_else(|p| p.into_inner()).contains_key(w));
             if !mine {
                 return Ok(Msg::default());
+            }
+            if parts_pending {
+                // A snapshot here would hold neither that write nor its first parts.
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    "a write larger than one log message is still arriving: retry the snapshot",
+                ));
             }
             let m = self.snapshot(seq, true)?;
             return Ok(Msg::default()
