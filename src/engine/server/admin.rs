@@ -28,7 +28,7 @@ impl Service {
                     .collect();
                 let mut out = Msg::default();
                 if let Some(c) = self.cluster.get() {
-                    out = out.with("cluster", c.health().into_value());
+                    out = out.with("cluster", c.health(&call.tenant).into_value());
                 }
                 Ok(out
                     .with("status", if quarantined.is_empty() { "ok" } else { "degraded" })

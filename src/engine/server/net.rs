@@ -211,10 +211,14 @@ impl Lanes {
                     let replier = self.replier.clone();
                     let (env, bytes, started, peer) = (job.env, job.bytes, job.started, job.peer);
                     let (tenant, action, nq) = (call.tenant.clone(), call.action.name(), nq_k(&call));
-                    c.submit(
-                        &call,
-                        Box::new(move |r| replier.send(env, bytes, &tenant, action, started, &peer, nq, r)),
-                    );
+                    let done: cluster::Done =
+                        Box::new(move |r| replier.send(env, bytes, &tenant, action, started, &peer, nq, r));
+                    // A panic answers the client (the write's responder does, when dropped)
+                    // and leaves this queue's thread alive.
+                    let _ = guarded(|| {
+                        c.submit(&call, done);
+                        Ok(())
+                    });
                     continue;
                 }
                 let r = guarded(|| self.svc.write(&call));

@@ -67,7 +67,69 @@ struct TenantOnly {
     tenant: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberOnly {
+    member: String,
+}
+
 type GaugeF = Gauge<f64, AtomicU64>;
+
+/// `serve --cluster` gauges (empty on a single node).
+#[derive(Default)]
+struct ClusterGauges {
+    applied: Family<MemberOnly, Gauge>,
+    lag: Family<MemberOnly, Gauge>,
+    log_last: Family<MemberOnly, Gauge>,
+    reachable: Family<MemberOnly, Gauge>,
+    failed: Family<MemberOnly, Gauge>,
+    snapshot_age: Family<MemberOnly, GaugeF>,
+}
+
+impl ClusterGauges {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "faissx_cluster_applied_seq",
+            "serve --cluster: last log sequence applied, by member (from heartbeats; this replica as of now)",
+            self.applied.clone(),
+        );
+        r.register("faissx_cluster_lag", "serve --cluster: log records not yet applied, by member", self.lag.clone());
+        r.register(
+            "faissx_cluster_log_last_seq",
+            "serve --cluster: the log's last sequence as this replica last saw it (member: this replica)",
+            self.log_last.clone(),
+        );
+        r.register(
+            "faissx_cluster_log_reachable",
+            "serve --cluster: 1 while the log (NATS JetStream) answers, 0 while writes get UNAVAILABLE",
+            self.reachable.clone(),
+        );
+        r.register(
+            "faissx_cluster_failed_records",
+            "serve --cluster: log records that failed to apply (alike on every replica) since start",
+            self.failed.clone(),
+        );
+        r.register(
+            "faissx_cluster_snapshot_age_seconds",
+            "serve --cluster: age of the newest snapshot",
+            self.snapshot_age.clone(),
+        );
+    }
+
+    fn fill(&self, v: &super::cluster::ClusterView) {
+        for (name, applied) in &v.members {
+            let l = MemberOnly { member: name.clone() };
+            self.applied.get_or_create(&l).set(*applied as i64);
+            self.lag.get_or_create(&l).set(v.log_last.saturating_sub(*applied) as i64);
+        }
+        let me = MemberOnly { member: v.replica.clone() };
+        self.log_last.get_or_create(&me).set(v.log_last as i64);
+        self.reachable.get_or_create(&me).set(i64::from(v.reachable));
+        self.failed.get_or_create(&me).set(v.failed as i64);
+        if let Some(a) = v.snapshot_age_s {
+            self.snapshot_age.get_or_create(&me).set(a);
+        }
+    }
+}
 
 /// The metrics registry of one server, with its readiness.
 pub struct Telemetry {
@@ -83,6 +145,7 @@ pub struct Telemetry {
     vector_bytes: Family<TenantOnly, Gauge>,
     wal_bytes: Family<TenantOnly, Gauge>,
     checkpoint_age: Family<TenantOnly, GaugeF>,
+    cluster: ClusterGauges,
     rss: Gauge,
     uptime: GaugeF,
     ready: AtomicBool,
@@ -175,6 +238,8 @@ impl Telemetry {
             "Age of the oldest checkpoint whose write-ahead log holds newer records (0: all checkpoints current), by tenant",
             checkpoint_age.clone(),
         );
+        let cluster = ClusterGauges::default();
+        cluster.register(&mut registry);
         registry.register("faissx_uptime_seconds", "Seconds since the server started", uptime.clone());
         registry.register("process_resident_memory_bytes", "Resident memory of the server process", rss.clone());
         Telemetry {
@@ -190,6 +255,7 @@ impl Telemetry {
             vector_bytes,
             wal_bytes,
             checkpoint_age,
+            cluster,
             rss,
             uptime,
             ready: AtomicBool::new(false),
@@ -265,6 +331,12 @@ impl Telemetry {
             f.clear();
         }
         self.checkpoint_age.clear();
+        // Members come and go: their gauges are refilled from the newest heartbeats.
+        let c = &self.cluster;
+        for f in [&c.applied, &c.lag, &c.log_last, &c.reachable, &c.failed] {
+            f.clear();
+        }
+        c.snapshot_age.clear();
         if let Some(svc) = self.service.get().and_then(Weak::upgrade) {
             self.fill_gauges(&svc);
         }
@@ -324,6 +396,9 @@ impl Telemetry {
             svc.quarantined.read().unwrap_or_else(|p| p.into_inner()).keys().map(|(t, _)| t.clone()).collect();
         for t in quarantined {
             self.quarantined.get_or_create(&TenantOnly { tenant: self.tenant_label(&t) }).inc();
+        }
+        if let Some(c) = svc.cluster.get() {
+            self.cluster.fill(&c.view());
         }
     }
 }

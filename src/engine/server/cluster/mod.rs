@@ -45,7 +45,7 @@ use futures::StreamExt;
 use record::{Assembled, Assembler, PART_HEADER, WRITE_HEADER};
 use serde::{Deserialize, Serialize};
 use snapshot::SnapStore;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -127,7 +127,9 @@ pub struct Status {
     contact: Mutex<Instant>,
     reachable: AtomicBool,
     members: Mutex<Vec<Member>>,
-    failed: Mutex<(u64, Option<String>)>,
+    /// Records that failed to apply, and the last failure with its tenant (shown to that
+    /// tenant only).
+    failed: Mutex<(u64, Option<(Option<String>, String)>)>,
     snapshot: Mutex<Option<(u64, f64)>>,
     ready: AtomicBool,
     endpoint: Mutex<String>,
@@ -196,10 +198,39 @@ impl Status {
         (age > STALE_AFTER || !self.reachable.load(Ordering::Relaxed)).then_some(age.as_secs_f64())
     }
 
-    fn fail(&self, what: String) {
+    fn fail(&self, tenant: Option<&str>, what: String) {
         let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
         f.0 += 1;
-        f.1 = Some(what);
+        f.1 = Some((tenant.map(str::to_string), what));
+    }
+
+    /// The numbers `/metrics` exports: this replica's name, `(name, applied sequence)` of
+    /// every member (this one as of now), the log's last sequence, whether the log answers,
+    /// records that failed to apply, and the newest snapshot's age in seconds.
+    pub fn view(&self) -> ClusterView {
+        let applied = self.applied();
+        let mut members: Vec<(String, u64)> = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|m| (m.name.clone(), if m.name == self.name { applied } else { m.applied }))
+            .collect();
+        if !members.iter().any(|(n, _)| *n == self.name) {
+            members.push((self.name.clone(), applied));
+        }
+        ClusterView {
+            replica: self.name.clone(),
+            members,
+            log_last: self.log_last.load(Ordering::Relaxed).max(applied),
+            reachable: self.stale_s().is_none(),
+            failed: self.failed.lock().unwrap_or_else(|p| p.into_inner()).0,
+            snapshot_age_s: self
+                .snapshot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|(_, t)| (crate::engine::protocol::now_f64() - t).max(0.0)),
+        }
     }
 
     /// Stamp a read's reply with how fresh this replica is.
@@ -211,9 +242,10 @@ impl Status {
         }
     }
 
-    /// The `cluster` part of `health`: this replica, the log, the members (with their lag
-    /// behind the log's last sequence), failed records and the newest snapshot.
-    pub fn health(&self) -> Msg {
+    /// The `cluster` part of `health` for `tenant`: this replica, the log, the members (with
+    /// their lag behind the log's last sequence), failed records (the last one's message
+    /// only if it was `tenant`'s) and the newest snapshot.
+    pub fn health(&self, tenant: &str) -> Msg {
         let last = self.log_last.load(Ordering::Relaxed);
         let applied = self.applied();
         let members: Vec<Value> = self
@@ -247,8 +279,10 @@ impl Status {
         if let Some(s) = self.stale_s() {
             out = out.with("stale_s", s);
         }
-        if let Some(f) = last_failure {
-            out = out.with("last_failure", f);
+        if let Some((Some(t), f)) = last_failure {
+            if t == tenant {
+                out = out.with("last_failure", f);
+            }
         }
         if let Some((seq, time)) = *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) {
             out = out
@@ -257,6 +291,23 @@ impl Status {
         }
         out
     }
+}
+
+/// What [`Status::view`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    /// This replica's name.
+    pub replica: String,
+    /// `(name, applied log sequence)` per member.
+    pub members: Vec<(String, u64)>,
+    /// The log's last sequence, as last seen.
+    pub log_last: u64,
+    /// Whether the log answered within the last few seconds.
+    pub reachable: bool,
+    /// Log records that failed to apply.
+    pub failed: u64,
+    /// Age of the newest snapshot in seconds (`None`: none yet).
+    pub snapshot_age_s: Option<f64>,
 }
 
 /// Whether `action` goes through the log (every change of state; an export reads, so it
@@ -268,12 +319,82 @@ pub fn replicated(action: Action) -> bool {
 /// What answers a write once it is applied (or has failed).
 pub type Done = Box<dyn FnOnce(Result<Msg>) + Send>;
 
+/// A write's answer, given exactly once: if it is dropped unanswered (a panic, a shutdown),
+/// the client gets `INTERNAL` instead of no reply (which would hold the connection's
+/// in-flight slot forever).
+struct Responder(Option<Done>);
+
+impl Responder {
+    fn answer(mut self, r: Result<Msg>) {
+        if let Some(d) = self.0.take() {
+            d(r);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            d(Err(Error::new(
+                ErrorKind::Internal,
+                "the write was dropped before it was answered; its outcome is unknown",
+            )));
+        }
+    }
+}
+
+/// Writes waiting for their record to be applied, by write id.
+#[derive(Clone, Default)]
+struct Waiters(Arc<Mutex<HashMap<String, Responder>>>);
+
+impl Waiters {
+    fn insert(&self, id: &str, r: Responder) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), r);
+    }
+
+    /// Take the waiter of `id` out (the lock is released before it is answered).
+    fn take(&self, id: &str) -> Option<Responder> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+    }
+
+    fn answer(&self, id: &str, r: Result<Msg>) {
+        if let Some(w) = self.take(id) {
+            w.answer(r);
+        }
+    }
+}
+
+/// Header: the latest time (Unix seconds) at which JetStream may store the write. A record
+/// stored later was answered `UNAVAILABLE` (its acknowledgement did not come in time), so
+/// every replica refuses it, alike, instead of applying a write its client was told failed.
+pub const DEADLINE_HEADER: &str = "Faissx-Deadline";
+/// How long JetStream has to store a write (by its own clock) before [`LOG_TIMEOUT`] tells
+/// the client `UNAVAILABLE`; the second between them covers clock skew and the ack's trip.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(3);
+
 /// One message of the log, as the consumer hands it to the applier.
 struct Delivered {
     seq: u64,
     write: Option<String>,
     part: Option<String>,
+    /// [`DEADLINE_HEADER`], if any.
+    deadline: Option<f64>,
+    /// When JetStream stored it (Unix seconds, its clock: the same on every replica).
+    stored: f64,
     payload: bytes::Bytes,
+}
+
+/// The applier's own state.
+struct Applier {
+    asm: Assembler,
+    /// Writes with a part stored after their deadline: refused when complete.
+    late: HashSet<String>,
+    since_snapshot: u64,
+    applied: u64,
 }
 
 /// A replica's connection to the cluster: the NATS client, the log's consumer and applier,
@@ -286,7 +407,7 @@ pub struct Cluster {
     meta: kv::Store,
     lease: kv::Store,
     status: Arc<Status>,
-    waiters: Arc<Mutex<HashMap<String, Done>>>,
+    waiters: Waiters,
     max_part: usize,
     counter: AtomicU64,
     write_prefix: String,
@@ -296,7 +417,7 @@ pub struct Cluster {
     stop: Arc<AtomicBool>,
     applier: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Imports applied since start: (log sequence, staged key), deleted from the snapshot
-    /// store once the log is trimmed past them.
+    /// store once the log is trimmed past them and every member has applied them.
     imports: Mutex<Vec<(u64, String)>>,
 }
 
@@ -408,7 +529,7 @@ impl Cluster {
             meta,
             lease,
             status,
-            waiters: Arc::new(Mutex::new(HashMap::new())),
+            waiters: Waiters::default(),
             max_part,
             counter: AtomicU64::new(0),
             write_prefix: format!("{}-{}-{nonce:x}", cfg.name, std::process::id()),
@@ -419,6 +540,7 @@ impl Cluster {
             applier: Mutex::new(None),
             imports: Mutex::new(Vec::new()),
         });
+        c.check_shared_config()?;
         let restored = c.restore()?;
         let _ = c.svc.cluster.set(c.status.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Delivered>(4096);
@@ -432,8 +554,7 @@ impl Cluster {
             .map_err(|e| Error::new(ErrorKind::Io, format!("spawning thread: {e}")))?;
         *c.applier.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         // Ready only once caught up with what the log held at start.
-        let target =
-            c.rt.block_on(async { c.stream.get_info().await }).map_err(unavailable)?.state.last_sequence;
+        let target = c.rt.block_on(async { c.stream.get_info().await }).map_err(unavailable)?.state.last_sequence;
         c.status.log_last.fetch_max(target, Ordering::Relaxed);
         tracing::info!(replica = %c.cfg.name, from = restored, to = target, "catching up with the log");
         let t0 = Instant::now();
@@ -446,6 +567,45 @@ impl Cluster {
         c.status.ready.store(true, Ordering::Relaxed);
         tracing::info!(replica = %c.cfg.name, applied = target, took_ms = t0.elapsed().as_millis() as u64, "caught up with the log");
         Ok(c)
+    }
+
+    /// Settings that change what a record does (quotas are checked when a record applies)
+    /// must be the same on every replica, or replicas would apply the log differently: the
+    /// first replica records them in the KV bucket `faissx_cluster` (key `config`), the others
+    /// must match.
+    ///
+    /// Errors: `InvalidInput` naming both values when they differ.
+    fn check_shared_config(&self) -> Result<()> {
+        let q = &self.svc.quotas;
+        let mine = serde_json::json!({"max_indices": q.max_indices, "max_vectors": q.max_vectors});
+        let text = serde_json::to_vec(&mine).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+        for _ in 0..3 {
+            let got = self
+                .rt
+                .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.get("config")).await })
+                .map_err(|_| unavailable("reading the cluster's settings timed out"))?
+                .map_err(unavailable)?;
+            match got {
+                Some(v) => {
+                    let theirs: serde_json::Value = serde_json::from_slice(&v).unwrap_or_default();
+                    if theirs != mine {
+                        return Err(Error::invalid(format!(
+                            "this replica's quotas {mine} differ from the cluster's {theirs} (KV {CLUSTER_BUCKET}/config): start every replica with the same --max-indices and --max-vectors"
+                        )));
+                    }
+                    return Ok(());
+                }
+                None => {
+                    let made = self.rt.block_on(async {
+                        tokio::time::timeout(LOG_TIMEOUT, self.meta.create("config", text.clone().into())).await
+                    });
+                    if let Ok(Ok(_)) = made {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(unavailable("cannot record the cluster's settings"))
     }
 
     /// The status shared with the service.
@@ -503,37 +663,39 @@ impl Cluster {
     }
 
     /// Publish the write `call` to the log and call `done` with its reply once this replica
-    /// has applied it (or with `UNAVAILABLE` if the log does not store it). Returns once the
-    /// record has been handed to the NATS connection, so writes submitted one after the other
-    /// (one index's queue) keep their order in the log.
+    /// has applied it (or with `UNAVAILABLE` if the log does not store it in time). Returns
+    /// once the record has been handed to the NATS connection, so writes submitted one after
+    /// the other (one index's queue) keep their order in the log.
     pub fn submit(&self, call: &Call, done: Done) {
-        if let Err(e) = self.precheck(call) {
-            return done(Err(e));
-        }
+        let responder = Responder(Some(done));
         if self.client.connection_state() != async_nats::connection::State::Connected {
             // Not handed to the client at all: it would send it once reconnected, after the
             // caller was told the write failed.
             self.status.unreachable("not connected");
-            return done(Err(unavailable("not connected to NATS; the write was not sent")));
+            return responder.answer(Err(unavailable("not connected to NATS; the write was not sent")));
         }
         let id = format!("{}-{}", self.write_prefix, self.counter.fetch_add(1, Ordering::Relaxed));
         let bytes = if call.action == Action::ImportIndex {
             // An index file travels through the snapshot store, not the log.
             match self.stage_import(call, &id) {
                 Ok(c) => record::encode(&c),
-                Err(e) => return done(Err(e)),
+                Err(e) => return responder.answer(Err(e)),
             }
         } else {
             record::encode(call)
         };
+        // JetStream stores ~50 MB/s here at worst: a large write gets longer.
+        let allowance = Duration::from_secs_f64(bytes.len() as f64 / 50e6);
+        let deadline = crate::engine::protocol::now_f64() + (STORE_DEADLINE + allowance).as_secs_f64();
         let parts = record::split(&bytes, self.max_part);
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), done);
+        self.waiters.insert(&id, responder);
         let n = parts.len();
         let mut acks = Vec::with_capacity(n);
         for (i, p) in parts.iter().enumerate() {
             let mut h = async_nats::HeaderMap::new();
             h.insert(WRITE_HEADER, id.as_str());
             h.insert(PART_HEADER, format!("{i}/{n}"));
+            h.insert(DEADLINE_HEADER, format!("{deadline:.3}"));
             let publish = jetstream::message::PublishMessage::build()
                 .payload(bytes::Bytes::copy_from_slice(p))
                 .headers(h)
@@ -543,37 +705,45 @@ impl Cluster {
                 .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.js.send_publish(SUBJECT, publish)).await });
             match sent {
                 Ok(Ok(ack)) => acks.push(ack),
-                Ok(Err(e)) => return self.fail_waiter(&id, unavailable(e)),
-                Err(_) => return self.fail_waiter(&id, unavailable("publishing timed out")),
+                Ok(Err(e)) => return self.waiters.answer(&id, Err(unavailable(e))),
+                Err(_) => return self.waiters.answer(&id, Err(unavailable("publishing timed out"))),
             }
         }
         let (waiters, status) = (self.waiters.clone(), self.status.clone());
         self.rt.spawn(async move {
-            let mut seq = 0;
-            for a in acks {
-                match a.await {
-                    Ok(ack) => seq = ack.sequence,
-                    Err(e) => {
-                        if let Some(d) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-                            d(Err(unavailable(format!("the write was not stored: {e}"))));
-                        }
-                        return;
-                    }
+            let stored = tokio::time::timeout(LOG_TIMEOUT + allowance, async {
+                let mut seq = 0;
+                for a in acks {
+                    seq = a.await.map_err(|e| e.to_string())?.sequence;
                 }
-            }
+                Ok::<u64, String>(seq)
+            })
+            .await;
+            let seq = match stored {
+                Ok(Ok(seq)) => seq,
+                // Stored later than its deadline, the record is refused by every replica.
+                Ok(Err(e)) => return waiters.answer(&id, Err(unavailable(format!("the write was not stored: {e}")))),
+                Err(_) => {
+                    return waiters.answer(
+                        &id,
+                        Err(unavailable("the log did not acknowledge the write in time; it was not applied")),
+                    )
+                }
+            };
             status.touch();
             status.log_last.fetch_max(seq, Ordering::Relaxed);
             tokio::time::sleep(APPLY_TIMEOUT).await;
-            if let Some(d) = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-                d(Err(Error::new(
+            waiters.answer(
+                &id,
+                Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
                         "the write is stored in the log at seq {seq} but this replica has not applied it within {} s (applied: {}); it will be applied in order",
                         APPLY_TIMEOUT.as_secs(),
                         status.applied()
                     ),
-                )));
-            }
+                )),
+            );
         });
     }
 
@@ -600,13 +770,48 @@ impl Cluster {
         Ok(Call { action: call.action, tenant: call.tenant.clone(), msg })
     }
 
-    /// Fetch the staged file an import record names and import it.
+    /// Fetch the staged file an import record names and import it. Fetching is not part of
+    /// the replicated state, so a failed fetch (an object store down, a full spool) is retried
+    /// until it succeeds: the applier waits rather than apply the log differently from the
+    /// other replicas. Only the import itself may fail, alike everywhere.
     fn apply_import(&self, seq: u64, call: &Call) -> Result<Msg> {
         let key = call
             .msg
             .str("import_object")?
             .ok_or_else(|| Error::new(ErrorKind::Format, "import record without a staged object"))?
             .to_string();
+        let mut wait = Duration::from_millis(200);
+        let (file, sum, md, spool) = loop {
+            match self.fetch_import(&key) {
+                Ok(f) => break f,
+                Err(e) if !self.stop.load(Ordering::Relaxed) => {
+                    tracing::error!(
+                        seq,
+                        "fetching the staged import {} failed (retrying): {}",
+                        self.store.show(&key),
+                        e.chain()
+                    );
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.imports.lock().unwrap_or_else(|p| p.into_inner()).push((seq, key));
+        let src = super::swap::ImportSource::fetched(file, sum, md, spool);
+        super::net::guarded(|| self.svc.import_with(&call.tenant, &call.msg, Some(src)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn fetch_import(
+        &self,
+        key: &str,
+    ) -> Result<(
+        std::path::PathBuf,
+        crate::engine::index::meta::Checksum,
+        super::store::Metadata,
+        super::swap::ImportSpool,
+    )> {
         let (dir, spool) = self.svc.import_dir()?;
         let file = dir.join("index.faiss");
         self.store.get(&format!("{key}/index"), &file)?;
@@ -618,194 +823,271 @@ impl Cluster {
         self.store.get(&format!("{key}/meta"), &md_path)?;
         let md = super::store::Metadata::read(&md_path)?;
         let sum = crate::engine::index::meta::Checksum::read_through(&file, |_| Ok(()))?;
-        self.imports.lock().unwrap_or_else(|p| p.into_inner()).push((seq, key));
-        let src = super::swap::ImportSource::fetched(file, sum, md, spool);
-        super::net::guarded(|| self.svc.import_with(&call.tenant, &call.msg, Some(src)))
-    }
-
-    fn fail_waiter(&self, id: &str, e: Error) {
-        if let Some(d) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
-            d(Err(e));
-        }
-    }
-
-    /// Refuse what would fail on every replica anyway, before it reaches the log: an index
-    /// that does not exist (but for creating one), a client-set internal field.
-    fn precheck(&self, call: &Call) -> Result<()> {
-        match call.action {
-            Action::CreateIndex | Action::Snapshot => Ok(()),
-            Action::ImportIndex => Ok(()),
-            Action::MergeIndices => self.svc.entry(&call.tenant, call.msg.req_str("target_index_id")?).map(|_| ()),
-            _ => self.svc.entry(&call.tenant, call.msg.req_str("index_id")?).map(|_| ()),
-        }
+        Ok((file, sum, md, spool))
     }
 
     fn apply_loop(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Delivered>, restored: u64) {
         // As the single-node server's write queues: no OpenMP team of this thread's own, so
         // that a record applies the same way (one thread, deterministic) on every replica.
         crate::engine::index::set_threads(1);
-        let mut asm = Assembler::default();
-        let mut since_snapshot = 0u64;
-        let mut applied = restored;
+        let mut a = Applier { asm: Assembler::default(), late: HashSet::new(), since_snapshot: 0, applied: restored };
         while let Some(d) = rx.blocking_recv() {
-            if d.seq <= applied {
-                continue;
+            // Nothing a record holds may end this thread: a panic is an error of that record.
+            let seq = d.seq;
+            if let Err(e) = super::net::guarded(|| {
+                self.apply_delivered(&mut a, d);
+                Ok(())
+            }) {
+                tracing::error!(seq, "applying the log: {e}");
+                self.status.fail(None, format!("seq {seq}: {e}"));
+                a.applied = a.applied.max(seq);
+                self.status.set_applied(a.applied);
             }
-            if d.seq > applied + 1 {
-                // Records below d.seq were trimmed: they are in a snapshot taken since.
-                tracing::warn!(
-                    applied,
-                    next = d.seq,
-                    "the log was trimmed past this replica: restoring the newest snapshot"
-                );
-                asm.clear();
-                match self.restore() {
-                    Ok(seq) if seq + 1 >= d.seq => applied = seq,
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+    }
+
+    /// Wait until a snapshot holds every record below `next` (the log was trimmed past this
+    /// replica), restore it, and return its sequence. Never rolls back: a snapshot older than
+    /// what this replica applied is not restored. Meanwhile the replica reports not ready.
+    fn recover_gap(&self, applied: u64, next: u64) -> u64 {
+        self.status.ready.store(false, Ordering::Relaxed);
+        let mut warned = false;
+        loop {
+            match self.pointer() {
+                Ok(Some(p)) if p.seq + 1 >= next && p.seq > applied => match self.restore() {
                     Ok(seq) => {
-                        self.status.fail(format!("log starts at {} but the newest snapshot holds up to {seq}", d.seq));
-                        tracing::error!(
-                            next = d.seq,
-                            snapshot = seq,
-                            "records between the snapshot and the log are gone: this replica skips them"
-                        );
-                        applied = d.seq - 1;
+                        self.status.ready.store(true, Ordering::Relaxed);
+                        return seq;
                     }
-                    Err(e) => {
-                        tracing::error!("restoring the newest snapshot failed: {}", e.chain());
-                        self.status.fail(format!("restore failed: {e}"));
-                        applied = d.seq - 1;
-                    }
+                    Err(e) => tracing::error!("restoring the newest snapshot failed (retrying): {}", e.chain()),
+                },
+                Ok(p) if !warned => {
+                    warned = true;
+                    tracing::error!(
+                        applied,
+                        next,
+                        snapshot = p.map_or(0, |p| p.seq),
+                        "the log lost records this replica has not applied and no snapshot holds them: waiting for one (the replica is not ready)"
+                    );
                 }
-                if d.seq <= applied {
-                    continue;
-                }
+                _ => {}
             }
-            let (r, dropped) = asm.push(d.seq, d.write.as_deref(), d.part.as_deref(), &d.payload);
-            for w in dropped {
-                let what = format!("write {w}: parts missing after {} records, dropped", record::MAX_PART_SPAN);
-                tracing::error!("{what}");
-                self.status.fail(what.clone());
-                self.fail_waiter(&w, Error::new(ErrorKind::Internal, what));
+            if self.stop.load(Ordering::Relaxed) {
+                return applied;
             }
-            let result = match r {
-                Ok(Assembled::Waiting) => None,
-                Ok(Assembled::Record(bytes)) => {
-                    Some(self.apply_record(d.seq, d.write.as_deref(), &bytes, asm.oldest().is_some()))
-                }
-                Err(e) => Some(Err(e)),
-            };
-            applied = d.seq;
-            self.status.set_applied(d.seq);
-            if let Some(r) = result {
-                if let Err(e) = &r {
-                    tracing::warn!(seq = d.seq, "log record failed to apply (on every replica alike): {e}");
-                    self.status.fail(format!("seq {}: {e}", d.seq));
-                }
-                if let Some(w) = &d.write {
-                    if let Some(done) = self.waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(w) {
-                        done(r.map(|m| m.with("seq", d.seq)));
-                    }
-                }
-                since_snapshot += 1;
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    fn apply_delivered(&self, a: &mut Applier, d: Delivered) {
+        if d.seq <= a.applied {
+            return;
+        }
+        if d.seq > a.applied + 1 {
+            // Records below d.seq were trimmed: a snapshot taken since holds them.
+            tracing::warn!(
+                applied = a.applied,
+                next = d.seq,
+                "the log was trimmed past this replica: restoring the newest snapshot"
+            );
+            a.asm.clear();
+            a.late.clear();
+            a.applied = self.recover_gap(a.applied, d.seq);
+            if d.seq <= a.applied {
+                return;
             }
-            if since_snapshot >= self.cfg.snapshot_every && asm.oldest().is_none() {
-                since_snapshot = 0;
-                match self.snapshot(applied, false) {
-                    Err(e) if e.kind() == ErrorKind::Conflict => tracing::debug!("snapshot at seq {applied}: {e}"),
-                    Err(e) => tracing::warn!("snapshot at seq {applied} not taken: {}", e.chain()),
-                    Ok(_) => {}
-                }
+        }
+        if d.deadline.is_some_and(|dl| d.stored > dl) {
+            if let Some(w) = &d.write {
+                a.late.insert(w.clone());
+            }
+        }
+        let (r, dropped) = a.asm.push(d.seq, d.write.as_deref(), d.part.as_deref(), &d.payload);
+        for w in dropped {
+            let what = format!("write {w}: parts missing after {} records, dropped", record::MAX_PART_SPAN);
+            tracing::error!("{what}");
+            self.status.fail(None, what.clone());
+            a.late.remove(&w);
+            self.waiters.answer(&w, Err(Error::new(ErrorKind::Internal, what)));
+        }
+        let result = match r {
+            Ok(Assembled::Waiting) => None,
+            Ok(Assembled::Record(_)) if d.write.as_ref().is_some_and(|w| a.late.remove(w)) => Some((
+                None,
+                Err(unavailable(format!(
+                    "the log stored the write at seq {} after its deadline; it was refused on every replica",
+                    d.seq
+                ))),
+            )),
+            Ok(Assembled::Record(bytes)) => {
+                Some(self.apply_record(d.seq, d.write.as_deref(), &bytes, a.asm.oldest().is_some()))
+            }
+            Err(e) => Some((None, Err(e))),
+        };
+        a.applied = d.seq;
+        self.status.set_applied(d.seq);
+        if let Some((tenant, r)) = result {
+            if let Err(e) = &r {
+                tracing::warn!(seq = d.seq, "log record failed to apply (on every replica alike): {e}");
+                self.status.fail(tenant.as_deref(), format!("seq {}: {e}", d.seq));
+            }
+            if let Some(w) = &d.write {
+                self.waiters.answer(w, r.map(|m| m.with("seq", d.seq)));
+            }
+            a.since_snapshot += 1;
+        }
+        if a.since_snapshot >= self.cfg.snapshot_every && a.asm.oldest().is_none() {
+            a.since_snapshot = 0;
+            match self.snapshot(a.applied, false) {
+                Err(e) if e.kind() == ErrorKind::Conflict => tracing::debug!("snapshot at seq {}: {e}", a.applied),
+                Err(e) => tracing::warn!("snapshot at seq {} not taken: {}", a.applied, e.chain()),
+                Ok(_) => {}
             }
         }
     }
 
     /// Apply one whole record at `seq` (`write`: its id, to know whether this replica
-    /// received it; `parts_pending`: another write's parts are still arriving).
-    fn apply_record(&self, seq: u64, write: Option<&str>, bytes: &[u8], parts_pending: bool) -> Result<Msg> {
-        let call = record::decode(bytes)?;
+    /// received it; `parts_pending`: another write's parts are still arriving). Returns the
+    /// record's tenant (if it decodes) with the result.
+    fn apply_record(
+        &self,
+        seq: u64,
+        write: Option<&str>,
+        bytes: &[u8],
+        parts_pending: bool,
+    ) -> (Option<String>, Result<Msg>) {
+        let call = match record::decode(bytes) {
+            Ok(c) => c,
+            Err(e) => return (None, Err(e)),
+        };
+        let tenant = Some(call.tenant.clone());
         if call.action == Action::Snapshot {
             // Taken by the replica that received the request, at this very sequence.
-            let mine = write.is_some_and(|w| self.waiters.lock().unwrap_or_else(|p| p.into_inner()).contains_key(w));
-            if !mine {
-                return Ok(Msg::default());
+            if !write.is_some_and(|w| self.waiters.contains(w)) {
+                return (tenant, Ok(Msg::default()));
             }
             if parts_pending {
                 // A snapshot here would hold neither that write nor its first parts.
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    "a write larger than one log message is still arriving: retry the snapshot",
-                ));
+                return (
+                    tenant,
+                    Err(Error::new(
+                        ErrorKind::Busy,
+                        "a write larger than one log message is still arriving: retry the snapshot",
+                    )),
+                );
             }
-            let m = self.snapshot(seq, true)?;
-            return Ok(Msg::default()
-                .with("message", format!("snapshot of {} index(es) at seq {seq}", m.indices.len()))
-                .with("checkpointed", m.indices.len() as u64)
-                .with("snapshot_seq", seq));
+            let r = self.snapshot(seq, true).map(|m| {
+                // The caller learns about its own indices only.
+                let mine = m.indices.iter().filter(|i| i.tenant == call.tenant).count() as u64;
+                Msg::default()
+                    .with("message", format!("cluster snapshot at seq {seq}"))
+                    .with("checkpointed", mine)
+                    .with("snapshot_seq", seq)
+            });
+            return (tenant, r);
         }
         if call.action == Action::ImportIndex {
-            return self.apply_import(seq, &call);
+            return (tenant, self.apply_import(seq, &call));
         }
-        super::net::guarded(|| self.svc.write(&call))
+        (tenant, super::net::guarded(|| self.svc.write(&call)))
     }
 
-    /// Take a snapshot at `seq` if this replica wins the lease (and, unless `forced`, the
-    /// newest snapshot is at least `--snapshot-every` records old), record it as the newest,
-    /// trim the log below the one before, and delete the one before that.
+    /// Take a snapshot at `seq` if this replica wins the lease and the newest snapshot is
+    /// older (and, unless `forced`, at least `--snapshot-every` records old); record it as
+    /// the newest with a compare-and-set on the pointer (so the pointer only ever moves
+    /// forward, even if the lease expired meanwhile), trim the log below the one before, and
+    /// delete the one before that.
     ///
-    /// Errors: `Conflict` when another replica holds the lease; `Unavailable`/`Io` from NATS
-    /// or the snapshot store.
+    /// Errors: `Conflict` when another replica holds the lease or has a snapshot as new;
+    /// `Unavailable`/`Io` from NATS or the snapshot store.
     fn snapshot(&self, seq: u64, forced: bool) -> Result<snapshot::Manifest> {
-        let old = self.pointer()?;
-        if !forced && old.as_ref().is_some_and(|p| p.seq + self.cfg.snapshot_every > seq) {
-            return Err(Error::new(ErrorKind::Conflict, "another replica took a recent snapshot"));
-        }
         let name = self.cfg.name.clone();
         let won = self.rt.block_on(async {
             tokio::time::timeout(LOG_TIMEOUT, self.lease.create("snapshot", bytes::Bytes::from(name.into_bytes())))
                 .await
         });
-        match won {
-            Ok(Ok(_)) => {}
+        let lease = match won {
+            Ok(Ok(rev)) => rev,
             Ok(Err(_)) => return Err(Error::new(ErrorKind::Conflict, "another replica holds the snapshot lease")),
             Err(_) => return Err(unavailable("taking the snapshot lease timed out")),
-        }
-        let r = self.snapshot_held(seq, old);
-        let _ = self.rt.block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.lease.purge("snapshot")).await });
+        };
+        let r = self.snapshot_held(seq, forced);
+        // Released only if still ours (it may have expired and been taken by another).
+        let _ = self.rt.block_on(async {
+            tokio::time::timeout(LOG_TIMEOUT, self.lease.purge_expect_revision("snapshot", Some(lease))).await
+        });
         r
     }
 
-    fn snapshot_held(&self, seq: u64, old: Option<Pointer>) -> Result<snapshot::Manifest> {
+    fn snapshot_held(&self, seq: u64, forced: bool) -> Result<snapshot::Manifest> {
+        let entry = self
+            .rt
+            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.entry("snapshot")).await })
+            .map_err(|_| unavailable("reading the snapshot pointer timed out"))?
+            .map_err(unavailable)?;
+        let (old, revision): (Option<Pointer>, Option<u64>) = match entry {
+            Some(e) if !e.value.is_empty() => (serde_json::from_slice(&e.value).ok(), Some(e.revision)),
+            Some(e) => (None, Some(e.revision)),
+            None => (None, None),
+        };
+        if let Some(o) = &old {
+            if o.seq >= seq || (!forced && o.seq + self.cfg.snapshot_every > seq) {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!("the newest snapshot (seq {}) is recent enough", o.seq),
+                ));
+            }
+        }
         let t0 = Instant::now();
         let tmp = self.scratch()?;
         let m = self.svc.write_snapshot(&self.store, seq, &self.cfg.name, tmp.path())?;
         let p = Pointer { seq, prev: old.as_ref().map(|o| o.seq) };
         let text = serde_json::to_vec(&p).map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
-        self.rt
-            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.put("snapshot", text.into())).await })
-            .map_err(|_| unavailable("recording the snapshot timed out"))?
-            .map_err(unavailable)?;
+        let set = self.rt.block_on(async {
+            tokio::time::timeout(LOG_TIMEOUT, async {
+                match revision {
+                    Some(rev) => self.meta.update("snapshot", text.into(), rev).await.map_err(|e| e.to_string()),
+                    None => self.meta.create("snapshot", text.into()).await.map_err(|e| e.to_string()),
+                }
+            })
+            .await
+        });
+        match set {
+            Ok(Ok(_)) => {}
+            other => {
+                // Someone else moved the pointer meanwhile: this snapshot is not the newest.
+                let _ = self.store.remove(&m);
+                let why = match other {
+                    Ok(Err(e)) => e,
+                    _ => "timed out".to_string(),
+                };
+                return Err(Error::new(ErrorKind::Conflict, format!("recording the snapshot at seq {seq}: {why}")));
+            }
+        }
         *self.status.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, m.time));
         tracing::info!(seq, indices = m.indices.len(), took_ms = t0.elapsed().as_millis() as u64, "snapshot written");
         if let Some(o) = old {
             // Two snapshots are kept: records up to the older one are in both.
-            if o.seq < seq {
-                let r = self.rt.block_on(async {
-                    tokio::time::timeout(LOG_TIMEOUT, async { self.stream.purge().sequence(o.seq + 1).await }).await
-                });
-                if matches!(r, Ok(Ok(_))) {
-                    // Staged imports whose records are gone from the log are in both snapshots.
-                    let mut imports = self.imports.lock().unwrap_or_else(|p| p.into_inner());
-                    for (_, key) in imports.iter().filter(|(s, _)| *s <= o.seq) {
-                        for f in ["index", "index.meta.json", "meta"] {
-                            let _ = self.store.delete(&format!("{key}/{f}"));
-                        }
+            let r = self.rt.block_on(async {
+                tokio::time::timeout(LOG_TIMEOUT, async { self.stream.purge().sequence(o.seq + 1).await }).await
+            });
+            if matches!(r, Ok(Ok(_))) {
+                // Staged imports the trimmed log no longer names, applied by every member.
+                let floor = self.status.view().members.iter().map(|(_, a)| *a).min().unwrap_or(0).min(o.seq);
+                let mut imports = self.imports.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, key) in imports.iter().filter(|(s, _)| *s <= floor) {
+                    for f in ["index", "index.meta.json", "meta"] {
+                        let _ = self.store.delete(&format!("{key}/{f}"));
                     }
-                    imports.retain(|(s, _)| *s > o.seq);
-                } else {
-                    tracing::warn!(below = o.seq + 1, "trimming the log failed; it is trimmed at the next snapshot");
                 }
+                imports.retain(|(s, _)| *s > floor);
+            } else {
+                tracing::warn!(below = o.seq + 1, "trimming the log failed; it is trimmed at the next snapshot");
             }
-            if let Some(gone) = o.prev.filter(|&g| g != seq && g != o.seq) {
+            if let Some(gone) = o.prev.filter(|&g| g < o.seq) {
                 match self.store.manifest(gone, tmp.path()) {
                     Ok(gm) => {
                         if let Err(e) = self.store.remove(&gm) {
@@ -872,11 +1154,25 @@ async fn consume(
                     break;
                 }
             };
-            let Ok(info) = m.info() else { continue };
+            let info = match m.info() {
+                Ok(i) => i,
+                Err(e) => {
+                    // Never skipped: the consumer is made again from this sequence.
+                    tracing::warn!("log message without stream info: {e}");
+                    break;
+                }
+            };
             let seq = info.stream_sequence;
+            let stored = info.published.unix_timestamp_nanos() as f64 / 1e9;
             let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_string());
-            let d =
-                Delivered { seq, write: header(WRITE_HEADER), part: header(PART_HEADER), payload: m.payload.clone() };
+            let d = Delivered {
+                seq,
+                write: header(WRITE_HEADER),
+                part: header(PART_HEADER),
+                deadline: header(DEADLINE_HEADER).and_then(|v| v.parse().ok()),
+                stored,
+                payload: m.payload.clone(),
+            };
             status.touch();
             if tx.send(d).await.is_err() {
                 return;

@@ -23,7 +23,7 @@ pub const PART_HEADER: &str = "Faissx-Part";
 /// Parts of a write that are still missing this many log records after its first part
 /// (its publisher died between parts) are dropped. The rule depends only on the log, so
 /// every replica drops the same writes.
-pub const MAX_PART_SPAN: u64 = 100_000;
+pub const MAX_PART_SPAN: u64 = 10_000;
 
 /// The log record of `call` (its API key is never part of it).
 pub fn encode(call: &Call) -> Vec<u8> {

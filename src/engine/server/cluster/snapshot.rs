@@ -41,6 +41,9 @@ pub struct SnapIndex {
     pub generation: u64,
     /// Its files: `<file>.index` and `<file>.meta` beside the manifest.
     pub file: String,
+    /// Size in bytes and CRC-32 of the file its last import brought (`None`: created).
+    #[serde(default)]
+    pub imported: Option<(u64, u32)>,
 }
 
 /// `manifest.json`: what a snapshot holds.
@@ -204,7 +207,15 @@ impl Service {
             for p in [&ix_path, &md_path, &sidecar] {
                 let _ = std::fs::remove_file(p);
             }
-            indices.push(SnapIndex { tenant, id, kind: e.kind.clone(), generation: e.origin.generation, file });
+            let imported = e.origin.imported.map(|c| (c.bytes, c.crc32));
+            indices.push(SnapIndex {
+                tenant,
+                id,
+                kind: e.kind.clone(),
+                generation: e.origin.generation,
+                file,
+                imported,
+            });
         }
         let m = Manifest { seq, time: crate::engine::protocol::now_f64(), replica: replica.to_string(), indices };
         let local = tmp.join("manifest.json");
@@ -235,7 +246,8 @@ impl Service {
             for p in [&ix_path, &md_path, &IndexMeta::path_for(&ix_path)] {
                 let _ = std::fs::remove_file(p);
             }
-            let origin = Origin { generation: ix.generation, imported: None };
+            let imported = ix.imported.map(|(bytes, crc32)| crate::engine::index::meta::Checksum { bytes, crc32 });
+            let origin = Origin { generation: ix.generation, imported };
             map.insert(
                 (ix.tenant.clone(), ix.id.clone()),
                 Entry::with(ix.kind.clone(), Slot::new(index, md, None), origin, None),
@@ -273,6 +285,7 @@ mod tests {
                 kind: "L2".into(),
                 generation: 1,
                 file: "0".into(),
+                imported: None,
             }],
         };
         store.remove(&m).unwrap();
