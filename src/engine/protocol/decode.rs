@@ -49,8 +49,9 @@ enum Tok<'a> {
     Bin(&'a [u8]),
     Array(usize),
     Map(usize),
-    /// An extension value (refused; its bytes are skipped).
-    Ext,
+    /// An extension value: its type and data (refused, but for [`PACKED_F32`] in frames
+    /// this program encoded itself).
+    Ext(i8, &'a [u8]),
 }
 
 struct Reader<'a> {
@@ -58,6 +59,8 @@ struct Reader<'a> {
     pos: usize,
     /// Bytes the decoded values may still take.
     budget: usize,
+    /// Whether [`PACKED_F32`] values are accepted (frames this program encoded itself).
+    own: bool,
 }
 
 fn truncated() -> Error {
@@ -109,8 +112,8 @@ impl<'a> Reader<'a> {
             }
             0xc7..=0xc9 => {
                 let len = n(self, 1 << (m - 0xc7))?;
-                self.take(1 + len)?;
-                Tok::Ext
+                let t = self.take(1)?[0] as i8;
+                Tok::Ext(t, self.take(len)?)
             }
             0xca => Tok::F32(f32::from_bits(self.be(4)? as u32)),
             0xcb => Tok::F64(f64::from_bits(self.be(8)?)),
@@ -123,8 +126,8 @@ impl<'a> Reader<'a> {
             0xd2 => Tok::Int(rmpv::Integer::from(self.be(4)? as u32 as i32)),
             0xd3 => Tok::Int(rmpv::Integer::from(self.be(8)? as i64)),
             0xd4..=0xd8 => {
-                self.take(1 + (1 << (m - 0xd4)))?;
-                Tok::Ext
+                let t = self.take(1)?[0] as i8;
+                Tok::Ext(t, self.take(1 << (m - 0xd4))?)
             }
             0xd9..=0xdb => {
                 let len = n(self, 1 << (m - 0xd9))?;
@@ -188,7 +191,14 @@ impl<'a> Reader<'a> {
                 }
                 Value::Map(m)
             }
-            Tok::Ext => return Err(bad("MessagePack extension types are not accepted")),
+            Tok::Ext(PACKED_F32, b) if self.own => {
+                if !packed_ok(b) {
+                    return Err(bad("a packed vector field is malformed"));
+                }
+                self.charge(b.len())?;
+                Value::Ext(PACKED_F32, b.to_vec())
+            }
+            Tok::Ext(..) => return Err(bad("MessagePack extension types are not accepted")),
         })
     }
 
@@ -289,7 +299,7 @@ fn top_map<'a>(r: &mut Reader<'a>) -> Result<usize> {
 /// Errors: `Protocol` for a frame that is not one msgpack map, or a field of these three that
 /// is not a string.
 pub fn peek_head(bytes: &[u8]) -> Result<Head<'_>> {
-    let mut r = Reader { buf: bytes, pos: 0, budget: 0 };
+    let mut r = Reader { buf: bytes, pos: 0, budget: 0, own: false };
     let n = top_map(&mut r)?;
     let mut head = Head::default();
     for _ in 0..n {
@@ -322,7 +332,35 @@ pub fn peek_head(bytes: &[u8]) -> Result<Head<'_>> {
 /// take at most `budget` bytes of memory once decoded (`TooLarge` otherwise). With `pack`
 /// (requests), vector fields and `ids` are packed as described in the module docs.
 pub fn decode_map(bytes: &[u8], budget: usize, pack: bool) -> Result<Vec<(Value, Value)>> {
-    let mut r = Reader { buf: bytes, pos: 0, budget };
+    map_of(Reader { buf: bytes, pos: 0, budget, own: false }, pack)
+}
+
+/// Decode a frame this program encoded itself from a decoded request (a `serve --cluster`
+/// log record): one msgpack map, like [`decode_map`] without a budget, in which the packed
+/// vector fields of the request (the private [`PACKED_F32`] extension type) are accepted
+/// back as they were.
+///
+/// Errors: `Protocol` for a frame that is not one map, another extension type, or a packed
+/// field whose length does not fit its row width.
+pub fn decode_own(bytes: &[u8]) -> Result<Vec<(Value, Value)>> {
+    map_of(Reader { buf: bytes, pos: 0, budget: usize::MAX, own: true }, false)
+}
+
+/// Whether `b` is a packed vector field: the u32 width, then a whole number of rows of f32.
+fn packed_ok(b: &[u8]) -> bool {
+    if b.len() < 4 || !(b.len() - 4).is_multiple_of(4) {
+        return false;
+    }
+    let w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let n = (b.len() - 4) / 4;
+    if w == 0 {
+        n == 0
+    } else {
+        n.is_multiple_of(w)
+    }
+}
+
+fn map_of(mut r: Reader<'_>, pack: bool) -> Result<Vec<(Value, Value)>> {
     let n = top_map(&mut r)?;
     let mut map = Vec::with_capacity(n.min(r.left() / 2));
     for _ in 0..n {
@@ -357,7 +395,7 @@ pub fn decode_map(bytes: &[u8], budget: usize, pack: bool) -> Result<Vec<(Value,
 /// Decode one msgpack value from the front of `rd` (advancing it), with the depth limit and
 /// no memory budget beyond the input's own bounds (files the server wrote itself).
 pub fn decode_one(rd: &mut &[u8]) -> Result<Value> {
-    let mut r = Reader { buf: rd, pos: 0, budget: usize::MAX };
+    let mut r = Reader { buf: rd, pos: 0, budget: usize::MAX, own: false };
     let v = r.value(0)?;
     *rd = &rd[r.pos..];
     Ok(v)

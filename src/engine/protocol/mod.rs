@@ -73,6 +73,13 @@ impl Msg {
         Ok(Msg { map: decode::decode_map(bytes, usize::MAX, false)? })
     }
 
+    /// Decode a frame this program encoded from a request it decoded (a `serve --cluster` log
+    /// record): as [`Msg::decode`], but packed vector fields ([`Msg::decode_request`]'s) are
+    /// accepted back as they were, so the record applies exactly as the request would have.
+    pub fn decode_own(bytes: &[u8]) -> Result<Msg> {
+        Ok(Msg { map: decode::decode_own(bytes)? })
+    }
+
     /// Decode a request frame from a peer: one msgpack map, nested at most [`MAX_DEPTH`]
     /// levels, whose decoded values take at most [`request_budget`] bytes (`TooLarge`
     /// otherwise). Vector fields and `ids` are packed (4 or 8 bytes per number); the accessors

@@ -36,7 +36,9 @@ pub fn encode(call: &Call) -> Vec<u8> {
 ///
 /// Errors: `Format` when the bytes are not a record.
 pub fn decode(bytes: &[u8]) -> Result<Call> {
-    let m = Msg::decode(bytes).map_err(|e| Error::new(ErrorKind::Format, format!("log record: {e}")))?;
+    // Vectors a client sent as nested arrays were packed when its request was decoded, and
+    // travel packed: a record holds what the receiving replica held.
+    let m = Msg::decode_own(bytes).map_err(|e| Error::new(ErrorKind::Format, format!("log record: {e}")))?;
     let tenant = m.req_str("t")?.to_string();
     let action = Action::from_name(m.req_str("a")?)?;
     let msg = match m.get("m") {
@@ -173,6 +175,30 @@ mod tests {
         assert_eq!(back.msg.str("index_id").unwrap(), Some("docs"));
         assert!(back.msg.get("api_key").is_none());
         assert_eq!(decode(b"\x93\x01\x02\x03").err().map(|e| e.kind()), Some(ErrorKind::Format));
+    }
+
+    #[test]
+    fn nested_vectors_travel_packed_and_apply_as_received() {
+        use crate::engine::protocol::{encode_request, vectors_value, Encoding};
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let req = encode_request(
+            "add_vectors",
+            vec![("index_id", Value::from("a")), ("vectors", vectors_value(&x, 3, Encoding::Nested))],
+        );
+        let msg = Msg::decode_request(&req).unwrap();
+        let call = Call { action: Action::AddVectors, tenant: "t".into(), msg };
+        let back = decode(&encode(&call)).unwrap();
+        assert_eq!(back.msg.vectors("vectors", 3).unwrap(), x.to_vec());
+        assert_eq!(back.msg.vectors("vectors", 2).unwrap_err().kind(), ErrorKind::DimensionMismatch);
+        // Another extension type, or a packed field whose length does not fit its width, is
+        // still refused.
+        for (t, data) in [(7i8, vec![0u8; 8]), (100, vec![3, 0, 0, 0, 0, 0, 0, 0]), (100, vec![1, 0])] {
+            let m = Msg::default()
+                .with("t", "t")
+                .with("a", "add_vectors")
+                .with("m", Msg::default().with("index_id", "a").with("vectors", Value::Ext(t, data)).into_value());
+            assert_eq!(decode(&m.encode()).err().map(|e| e.kind()), Some(ErrorKind::Format));
+        }
     }
 
     #[test]
