@@ -85,7 +85,8 @@ impl NatsNode {
         NatsNode { child: Some(NatsNode::spawn(&args)), args, port, monitor }
     }
 
-    fn url(&self) -> String {
+    /// The client URL `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -169,6 +170,8 @@ pub struct Replica {
     pub endpoint: String,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Where its stderr goes (appended), if not to the test's.
+    log: Option<PathBuf>,
 }
 
 impl Replica {
@@ -182,6 +185,33 @@ impl Replica {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> Replica {
+        let (args, envs) = Replica::command(env, urls, snapshots, name, extra, envs);
+        Replica::spawn(env, args, envs, None)
+    }
+
+    /// [`Replica::start`] with the replica's stderr appended to the file `log` instead of
+    /// the test's (pass `--log-level LEVEL` in `extra`: replicas run with `-q`).
+    pub fn start_logged(
+        env: &TestEnv,
+        urls: &str,
+        snapshots: &str,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Replica {
+        let (args, envs) = Replica::command(env, urls, snapshots, name, extra, envs);
+        Replica::spawn(env, args, envs, Some(log.to_path_buf()))
+    }
+
+    fn command(
+        env: &TestEnv,
+        urls: &str,
+        snapshots: &str,
+        name: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Vec<String>, Vec<(String, String)>) {
         let data = env.path(&format!("replica-{name}"));
         let mut args: Vec<String> = [
             "serve",
@@ -204,18 +234,27 @@ impl Replica {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Replica::spawn(env, args, envs)
+        (args, envs)
     }
 
-    fn spawn(env: &TestEnv, args: Vec<String>, envs: Vec<(String, String)>) -> Replica {
+    fn spawn(env: &TestEnv, args: Vec<String>, envs: Vec<(String, String)>, log: Option<PathBuf>) -> Replica {
         let mut cmd = env.cmd();
         cmd.args(&args).envs(envs.iter().map(|(k, v)| (k, v)));
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let stderr = match &log {
+            Some(p) => Stdio::from(std::fs::File::options().create(true).append(true).open(p).unwrap()),
+            None => Stdio::inherit(),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let endpoint = line.trim().to_string();
-        assert!(endpoint.starts_with("tcp://127.0.0.1:"), "replica did not start: first stdout line {line:?}");
-        Replica { child, endpoint, args, envs }
+        let logged = || log.as_ref().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default();
+        assert!(
+            endpoint.starts_with("tcp://127.0.0.1:"),
+            "replica did not start: first stdout line {line:?}\n{}",
+            logged()
+        );
+        Replica { child, endpoint, args, envs, log }
     }
 
     /// A client of this replica (default tenant, no key).
@@ -235,7 +274,7 @@ impl Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let (args, envs) = (std::mem::take(&mut self.args), std::mem::take(&mut self.envs));
-        Replica::spawn(env, args, envs)
+        Replica::spawn(env, args, envs, self.log.take())
     }
 }
 

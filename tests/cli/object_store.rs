@@ -10,20 +10,20 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 
 const D: usize = 16;
 
-/// A running local S3 server; killed on drop.
-struct S3 {
+/// A running local S3 server; killed on drop (also used by the cluster tests).
+pub struct S3 {
     child: Child,
     _stdin: ChildStdin,
     /// Kept open so the server's later writes to stdout never meet a closed pipe.
     _stdout: BufReader<std::process::ChildStdout>,
-    port: u16,
+    pub port: u16,
     /// `TMPDIR` of the commands run against it (staged downloads and uploads).
     tmp: std::path::PathBuf,
 }
 
 impl S3 {
     /// Start the server with `args` (`BUCKET...`, `--put BUCKET/KEY=FILE`).
-    fn start(env: &TestEnv, args: &[String]) -> S3 {
+    pub fn start(env: &TestEnv, args: &[String]) -> S3 {
         let mut child = Command::new(python())
             .arg(repo_root().join("tests/python/s3_server.py"))
             .arg("serve")
@@ -46,14 +46,25 @@ impl S3 {
         S3 { child, _stdin: stdin, _stdout: stdout, port, tmp }
     }
 
-    /// Point `c` at this server, as a user would with AWS_* variables.
+    /// The variables that point a process at this server, as a user would set them for
+    /// MinIO or Ceph: endpoint, plain http, (dummy) keys, region, and `TMPDIR`.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_string()),
+            ("TMPDIR", self.tmp.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Point `c` at this server ([`S3::vars`]).
     fn env<'a>(&self, c: &'a mut Command) -> &'a mut Command {
-        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("TMPDIR", &self.tmp)
+        c.envs(self.vars())
     }
 
     /// Whether every staged file was removed.
@@ -79,7 +90,7 @@ impl S3 {
     }
 
     /// Keys (and sizes) in `bucket`, sorted.
-    fn ls(&self, bucket: &str) -> Vec<(String, u64)> {
+    pub fn ls(&self, bucket: &str) -> Vec<(String, u64)> {
         let out = Command::new(python())
             .arg(repo_root().join("tests/python/s3_server.py"))
             .args(["ls", &self.port.to_string(), bucket])
@@ -97,7 +108,7 @@ impl S3 {
     }
 
     /// Download `bucket/key` to `dest`.
-    fn get(&self, bucket: &str, key: &str, dest: &Path) {
+    pub fn get(&self, bucket: &str, key: &str, dest: &Path) {
         let out = Command::new(python())
             .arg(repo_root().join("tests/python/s3_server.py"))
             .args(["get", &self.port.to_string(), bucket, key])

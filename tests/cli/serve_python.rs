@@ -16,8 +16,15 @@ use std::process::Command;
 fn official_python_client_matches_local_faiss() {
     let env = TestEnv::new("serve-python");
     let srv = Server::start(&env, &[]);
+    check_official_client(&srv.endpoint);
+}
+
+/// Run tests/python/faissx_client_compat.py against the server at `endpoint` and assert
+/// what it reports: remote and local faiss agree per index class, and every scenario of
+/// FAISSx's suite passes.
+pub fn check_official_client(endpoint: &str) {
     let script = repo_root().join("tests/python/faissx_client_compat.py");
-    let out = Command::new(python()).arg(&script).arg(&srv.endpoint).env("OMP_NUM_THREADS", "1").output().unwrap();
+    let out = Command::new(python()).arg(&script).arg(endpoint).env("OMP_NUM_THREADS", "1").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "python client failed:\n{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
