@@ -187,7 +187,7 @@ pub struct ServeArgs {
     /// replica is stored in the log before it is acknowledged and applied by every replica
     /// in log order; reads answer from local state. Needs --snapshots. --data-dir then only
     /// holds scratch files: a replica's state comes from the newest snapshot plus the log.
-    #[arg(long, value_name = "URLS", env = "FAISSX_CLUSTER", requires = "snapshots",
+    #[arg(long, value_name = "URLS", env = "FAISSX_CLUSTER",
           conflicts_with_all = ["mmap", "indexes"])]
     pub cluster: Option<String>,
 
@@ -220,6 +220,23 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NUM", default_value_t = 10_000, env = "FAISSX_SNAPSHOT_EVERY",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+
+    /// Replica (with --cluster): serve shard NAME, with a log and snapshots of its own.
+    /// Router (with --router): a shard NAME and its replicas' endpoints, NAME=URL,URL;
+    /// repeatable (without it, a router learns the shards from --cluster).
+    #[arg(long = "shard", value_name = "NAME[=URL,URL]", env = "FAISSX_SHARDS", value_delimiter = ' ')]
+    pub shards: Vec<String>,
+
+    /// Run a router, not a server: spread every index over the shards (--shard NAME=URL,URL
+    /// lists, or the cluster's members with --cluster), send writes to the owning shard and
+    /// searches to every shard, and merge their results. Stateless: run as many as needed.
+    #[arg(long, env = "FAISSX_ROUTER", conflicts_with_all = ["mmap", "indexes", "snapshots"])]
+    pub router: bool,
+
+    /// Router: seconds one replica may take to answer before the router marks it down (for
+    /// 10 s) and asks another replica of its shard.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, env = "FAISSX_SHARD_TIMEOUT")]
+    pub shard_timeout: f64,
 
     /// Threads that decode requests and run searches (default: max(4, 2 × cores)).
     #[arg(long, value_name = "NUM", env = "FAISSX_WORKERS", value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -344,9 +361,56 @@ impl ServeArgs {
         })
     }
 
+    /// The router's configuration (`--router`), from the server's.
+    ///
+    /// Errors: `InvalidInput` for a bad `--shard` list or `--shard-timeout`, or no shards
+    /// at all.
+    pub fn router_config(&self, cfg: &ServerConfig) -> Result<crate::engine::router::RouterConfig> {
+        if !(self.shard_timeout > 0.0 && self.shard_timeout <= 600.0) {
+            return Err(Error::invalid("--shard-timeout must be within (0, 600] seconds"));
+        }
+        let shards =
+            self.shards.iter().map(|s| crate::engine::router::shards::parse_static(s)).collect::<Result<Vec<_>>>()?;
+        if shards.is_empty() && cfg.cluster.is_none() {
+            return Err(Error::invalid(
+                "--router needs its shards: --shard NAME=URL,URL (repeat), or --cluster NATS_URLS",
+            ));
+        }
+        Ok(crate::engine::router::RouterConfig {
+            endpoint: cfg.endpoint.clone(),
+            shards,
+            cluster: cfg.cluster.clone(),
+            shard_timeout: std::time::Duration::from_secs_f64(self.shard_timeout),
+            workers: cfg.workers.max(8),
+            max_request_bytes: cfg.max_request_bytes,
+        })
+    }
+
     /// The `--cluster` part of the configuration (`None` without `--cluster`).
     fn cluster_config(&self) -> Result<Option<server::cluster::ClusterConfig>> {
         let Some(urls) = &self.cluster else { return Ok(None) };
+        if self.snapshots.is_none() && !self.router {
+            return Err(Error::invalid(
+                "--cluster needs --snapshots (s3://BUCKET/PREFIX or file:///shared/dir): replicas restore from them",
+            ));
+        }
+        let shard = match (self.router, self.shards.as_slice()) {
+            (true, _) | (false, []) => None,
+            (false, [one]) if !one.contains('=') => {
+                let ok = !one.is_empty()
+                    && one.len() <= 64
+                    && one.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(Error::invalid(format!("--shard {one:?}: use 1-64 characters from [A-Za-z0-9_-]")));
+                }
+                Some(one.clone())
+            }
+            (false, _) => {
+                return Err(Error::invalid(
+                    "a replica serves one shard: --shard NAME (NAME=URL lists are for --router)",
+                ))
+            }
+        };
         let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
         if urls.is_empty() {
             return Err(Error::invalid("--cluster: give at least one NATS URL (nats://HOST:4222)"));
@@ -368,6 +432,7 @@ impl ServeArgs {
             log_replicas: self.cluster_replicas as usize,
             snapshot_every: self.snapshot_every,
             scratch: self.data_dir.clone(),
+            shard,
         }))
     }
 }
@@ -423,6 +488,14 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     // poll loop checks it every 100 ms.
     // The start itself is logged at INFO by the engine (endpoint, data directory, indices).
     let mut ready = |ep: &str| -> Result<()> { println_out(ep) };
+    if a.router {
+        return crate::engine::router::serve(&a.router_config(&cfg)?, &mut ready, &ctx.stop);
+    }
+    if !a.shards.is_empty() && cfg.cluster.is_none() {
+        return Err(Error::invalid(
+            "--shard NAME needs --cluster (a shard's replicas share its log); NAME=URL lists need --router",
+        ));
+    }
     server::serve(&cfg, &mut ready, &ctx.stop)
 }
 

@@ -54,6 +54,8 @@ pub enum ErrorKind {
     /// A part the request needs is out of reach (`serve --cluster`: the replicated log):
     /// nothing was acknowledged; retry later or on another replica.
     Unavailable,
+    /// `serve --router`: no replica of a shard answered (the message names the shard).
+    ShardUnavailable,
 }
 
 /// An engine error: a kind plus a one-line message that names the file, field or request at

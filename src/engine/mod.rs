@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod parts;
 pub mod protocol;
+pub mod router;
 pub mod server;
 pub mod shards;
 pub mod split;

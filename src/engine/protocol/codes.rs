@@ -36,6 +36,9 @@ pub enum ErrorCode {
     /// `serve --cluster`: the replicated log (NATS JetStream) is out of reach, so a write
     /// could not be stored; nothing was acknowledged. Reads keep answering.
     Unavailable,
+    /// `serve --router`: no replica of a shard answered in time; the message names the shard.
+    /// A search may ask for the other shards' results instead (`allow_partial`).
+    ShardUnavailable,
 }
 
 impl ErrorCode {
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::ShardUnavailable => "SHARD_UNAVAILABLE",
         }
     }
 
@@ -76,6 +80,7 @@ impl ErrorCode {
             "CONFLICT" => ErrorCode::Conflict,
             "QUOTA_EXCEEDED" => ErrorCode::QuotaExceeded,
             "UNAVAILABLE" => ErrorCode::Unavailable,
+            "SHARD_UNAVAILABLE" => ErrorCode::ShardUnavailable,
             _ => return None,
         })
     }
@@ -96,6 +101,7 @@ impl ErrorCode {
             ErrorKind::Conflict => ErrorCode::Conflict,
             ErrorKind::QuotaExceeded => ErrorCode::QuotaExceeded,
             ErrorKind::Unavailable => ErrorCode::Unavailable,
+            ErrorKind::ShardUnavailable => ErrorCode::ShardUnavailable,
             ErrorKind::Io | ErrorKind::Faiss | ErrorKind::Remote | ErrorKind::Interrupted | ErrorKind::Internal => {
                 ErrorCode::Internal
             }
@@ -119,6 +125,7 @@ impl ErrorCode {
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::QuotaExceeded => ErrorKind::QuotaExceeded,
             ErrorCode::Unavailable => ErrorKind::Unavailable,
+            ErrorCode::ShardUnavailable => ErrorKind::ShardUnavailable,
         }
     }
 }

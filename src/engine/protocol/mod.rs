@@ -114,7 +114,12 @@ impl Msg {
         }
     }
 
-    /// A map from key/value pairs.
+    /// The fields with string keys, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.map.iter().filter_map(|(k, v)| k.as_str().map(|k| (k, v)))
+    }
+
+    /// A message of these fields, in this order.
     pub fn from_pairs(pairs: Vec<(&str, Value)>) -> Msg {
         Msg { map: pairs.into_iter().map(|(k, v)| (Value::from(k), v)).collect() }
     }

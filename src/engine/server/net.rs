@@ -138,7 +138,11 @@ fn log_failure(e: &Error, tenant: &str, action: &str, peer: &str) {
     let code = protocol::ErrorCode::of(e).as_str();
     match e.kind() {
         ErrorKind::Auth => tracing::warn!(op = %action, peer = %peer, reason = %e, "authentication failed"),
-        ErrorKind::Busy | ErrorKind::TooLarge | ErrorKind::QuotaExceeded | ErrorKind::Unavailable => {
+        ErrorKind::Busy
+        | ErrorKind::TooLarge
+        | ErrorKind::QuotaExceeded
+        | ErrorKind::Unavailable
+        | ErrorKind::ShardUnavailable => {
             tracing::warn!(op = %action, tenant = %tenant, peer = %peer, code = %code, "request refused: {e}")
         }
         ErrorKind::Internal | ErrorKind::Io => {

@@ -95,6 +95,36 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// Scratch directory for snapshot files (the replica's `--data-dir`, or a temp dir).
     pub scratch: Option<PathBuf>,
+    /// `--shard NAME`: this replica serves shard NAME, whose log is the stream
+    /// `FAISSX_<NAME>` (subject `faissx.<NAME>.log`), whose snapshots live under
+    /// `<--snapshots>/<NAME>/` and whose snapshot pointer and lease are the keys
+    /// `snapshot.<NAME>`; `None`: one unsharded set of replicas (stream `FAISSX`).
+    pub shard: Option<String>,
+}
+
+impl ClusterConfig {
+    /// The stream holding this replica's log.
+    pub fn stream(&self) -> String {
+        self.shard.as_ref().map_or_else(|| STREAM.to_string(), |s| format!("{STREAM}_{s}"))
+    }
+
+    /// Its subject.
+    pub fn subject(&self) -> String {
+        self.shard.as_ref().map_or_else(|| SUBJECT.to_string(), |s| format!("faissx.{s}.log"))
+    }
+
+    /// The key of the snapshot pointer (and of the snapshot lease).
+    pub fn snapshot_key(&self) -> String {
+        self.shard.as_ref().map_or_else(|| "snapshot".to_string(), |s| format!("snapshot.{s}"))
+    }
+
+    /// `--snapshots`, with the shard's folder.
+    pub fn snapshots_url(&self) -> String {
+        match &self.shard {
+            Some(s) => format!("{}/{s}", self.snapshots.trim_end_matches('/')),
+            None => self.snapshots.clone(),
+        }
+    }
 }
 
 /// One replica as it last reported itself.
@@ -108,6 +138,9 @@ pub struct Member {
     pub applied: u64,
     /// Whether it has restored and caught up.
     pub ready: bool,
+    /// The shard it serves (`serve --shard`), if any.
+    #[serde(default)]
+    pub shard: Option<String>,
     /// When it reported (seconds since the Unix epoch).
     pub time: f64,
 }
@@ -448,6 +481,44 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     Err(unavailable(format!("cannot open or create the KV bucket {name}: {last}")))
 }
 
+/// Connect to the NATS servers of `cfg` (credentials, TLS) and wait, at most 10 s, for the
+/// connection; the JetStream context with the log's timeouts.
+///
+/// Errors: `Unavailable` naming the URLs; `InvalidInput` for a bad URL or credentials file.
+async fn connect(cfg: &ClusterConfig) -> Result<(async_nats::Client, jetstream::Context)> {
+    let urls = cfg.urls.join(",");
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(format!("faissx {}", cfg.name))
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .retry_on_initial_connect();
+    if let Some(c) = &cfg.creds {
+        opts = opts
+            .credentials_file(c)
+            .await
+            .map_err(|e| Error::invalid(format!("{}: cannot read NATS credentials: {e}", c.display())))?;
+    }
+    if let Some(ca) = &cfg.ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let addrs: Vec<async_nats::ServerAddr> = cfg
+        .urls
+        .iter()
+        .map(|u| u.parse().map_err(|e| Error::invalid(format!("--cluster {u:?}: not a NATS URL ({e})"))))
+        .collect::<Result<_>>()?;
+    let client = opts.connect(addrs).await.map_err(|e| unavailable(format!("{urls}: {e}")))?;
+    // retry_on_initial_connect returns at once: wait (bounded) for the connection.
+    let t0 = Instant::now();
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(unavailable(format!("cannot connect to {urls} within 10 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let js = jetstream::ContextBuilder::new().timeout(LOG_TIMEOUT).ack_timeout(LOG_TIMEOUT).build(client.clone());
+    Ok((client, js))
+}
+
 impl Cluster {
     /// Connect to NATS, open (or create) the log and the KV buckets, restore the newest
     /// snapshot into `svc`, start applying the log after it, and return once this replica
@@ -461,7 +532,7 @@ impl Cluster {
         endpoint: &str,
         interrupted: &AtomicBool,
     ) -> Result<Arc<Cluster>> {
-        let store = SnapStore::parse(&cfg.snapshots)?;
+        let store = SnapStore::parse(&cfg.snapshots_url())?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("faissx-cluster")
@@ -470,49 +541,19 @@ impl Cluster {
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the cluster client: {e}")))?;
         let status = Arc::new(Status::new(&cfg.name));
         *status.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = endpoint.to_string();
-        let urls = cfg.urls.join(",");
         let (client, js, stream, members, meta, lease) = rt.block_on(async {
-            let mut opts = async_nats::ConnectOptions::new()
-                .name(format!("faissx {}", cfg.name))
-                .connection_timeout(Duration::from_secs(5))
-                .max_reconnects(None)
-                .retry_on_initial_connect();
-            if let Some(c) = &cfg.creds {
-                opts = opts
-                    .credentials_file(c)
-                    .await
-                    .map_err(|e| Error::invalid(format!("{}: cannot read NATS credentials: {e}", c.display())))?;
-            }
-            if let Some(ca) = &cfg.ca {
-                opts = opts.add_root_certificates(ca.clone()).require_tls(true);
-            }
-            let addrs: Vec<async_nats::ServerAddr> = cfg
-                .urls
-                .iter()
-                .map(|u| u.parse().map_err(|e| Error::invalid(format!("--cluster {u:?}: not a NATS URL ({e})"))))
-                .collect::<Result<_>>()?;
-            let client = opts.connect(addrs).await.map_err(|e| unavailable(format!("{urls}: {e}")))?;
-            // retry_on_initial_connect returns at once: wait (bounded) for the connection.
-            let t0 = Instant::now();
-            while client.connection_state() != async_nats::connection::State::Connected {
-                if t0.elapsed() > Duration::from_secs(10) {
-                    return Err(unavailable(format!("cannot connect to {urls} within 10 s")));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let js =
-                jetstream::ContextBuilder::new().timeout(LOG_TIMEOUT).ack_timeout(LOG_TIMEOUT).build(client.clone());
+            let (client, js) = connect(&cfg).await?;
             let stream = js
                 .get_or_create_stream(stream::Config {
-                    name: STREAM.to_string(),
-                    subjects: vec![SUBJECT.to_string()],
+                    name: cfg.stream(),
+                    subjects: vec![cfg.subject()],
                     storage: stream::StorageType::File,
                     num_replicas: cfg.log_replicas,
                     duplicate_window: Duration::from_secs(120),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| unavailable(format!("opening the stream {STREAM}: {e}")))?;
+                .map_err(|e| unavailable(format!("opening the stream {}: {e}", cfg.stream())))?;
             let members = bucket(&js, MEMBERS_BUCKET, MEMBER_TTL, cfg.log_replicas).await?;
             let meta = bucket(&js, CLUSTER_BUCKET, Duration::ZERO, cfg.log_replicas).await?;
             let lease = bucket(&js, LEASE_BUCKET, LEASE_TTL, cfg.log_replicas).await?;
@@ -545,7 +586,7 @@ impl Cluster {
         let _ = c.svc.cluster.set(c.status.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Delivered>(4096);
         let next = Arc::new(AtomicU64::new(restored + 1));
-        c.rt.spawn(consume(c.stream.clone(), next, tx, c.status.clone(), c.stop.clone()));
+        c.rt.spawn(consume(c.stream.clone(), c.cfg.subject(), next, tx, c.status.clone(), c.stop.clone()));
         c.rt.spawn(heartbeat(c.clone(), members));
         let me = c.clone();
         let handle = std::thread::Builder::new()
@@ -631,7 +672,7 @@ impl Cluster {
     fn pointer(&self) -> Result<Option<Pointer>> {
         let v = self
             .rt
-            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.get("snapshot")).await })
+            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.get(self.cfg.snapshot_key())).await })
             .map_err(|_| unavailable("reading the snapshot pointer timed out"))?
             .map_err(unavailable)?;
         match v {
@@ -700,9 +741,9 @@ impl Cluster {
                 .payload(bytes::Bytes::copy_from_slice(p))
                 .headers(h)
                 .message_id(format!("{id}.{i}"));
-            let sent = self
-                .rt
-                .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.js.send_publish(SUBJECT, publish)).await });
+            let sent = self.rt.block_on(async {
+                tokio::time::timeout(LOG_TIMEOUT, self.js.send_publish(self.cfg.subject(), publish)).await
+            });
             match sent {
                 Ok(Ok(ack)) => acks.push(ack),
                 Ok(Err(e)) => return self.waiters.answer(&id, Err(unavailable(e))),
@@ -1006,8 +1047,11 @@ impl Cluster {
     fn snapshot(&self, seq: u64, forced: bool) -> Result<snapshot::Manifest> {
         let name = self.cfg.name.clone();
         let won = self.rt.block_on(async {
-            tokio::time::timeout(LOG_TIMEOUT, self.lease.create("snapshot", bytes::Bytes::from(name.into_bytes())))
-                .await
+            tokio::time::timeout(
+                LOG_TIMEOUT,
+                self.lease.create(self.cfg.snapshot_key(), bytes::Bytes::from(name.into_bytes())),
+            )
+            .await
         });
         let lease = match won {
             Ok(Ok(rev)) => rev,
@@ -1017,7 +1061,8 @@ impl Cluster {
         let r = self.snapshot_held(seq, forced);
         // Released only if still ours (it may have expired and been taken by another).
         let _ = self.rt.block_on(async {
-            tokio::time::timeout(LOG_TIMEOUT, self.lease.purge_expect_revision("snapshot", Some(lease))).await
+            tokio::time::timeout(LOG_TIMEOUT, self.lease.purge_expect_revision(self.cfg.snapshot_key(), Some(lease)))
+                .await
         });
         r
     }
@@ -1025,7 +1070,7 @@ impl Cluster {
     fn snapshot_held(&self, seq: u64, forced: bool) -> Result<snapshot::Manifest> {
         let entry = self
             .rt
-            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.entry("snapshot")).await })
+            .block_on(async { tokio::time::timeout(LOG_TIMEOUT, self.meta.entry(self.cfg.snapshot_key())).await })
             .map_err(|_| unavailable("reading the snapshot pointer timed out"))?
             .map_err(unavailable)?;
         let (old, revision): (Option<Pointer>, Option<u64>) = match entry {
@@ -1049,8 +1094,10 @@ impl Cluster {
         let set = self.rt.block_on(async {
             tokio::time::timeout(LOG_TIMEOUT, async {
                 match revision {
-                    Some(rev) => self.meta.update("snapshot", text.into(), rev).await.map_err(|e| e.to_string()),
-                    None => self.meta.create("snapshot", text.into()).await.map_err(|e| e.to_string()),
+                    Some(rev) => {
+                        self.meta.update(self.cfg.snapshot_key(), text.into(), rev).await.map_err(|e| e.to_string())
+                    }
+                    None => self.meta.create(self.cfg.snapshot_key(), text.into()).await.map_err(|e| e.to_string()),
                 }
             })
             .await
@@ -1111,6 +1158,7 @@ impl Cluster {
 /// itself on gaps and reconnects; if it fails, it is made again from the next sequence.
 async fn consume(
     stream: stream::Stream,
+    subject: String,
     next: Arc<AtomicU64>,
     tx: tokio::sync::mpsc::Sender<Delivered>,
     status: Arc<Status>,
@@ -1120,7 +1168,7 @@ async fn consume(
     while !stop.load(Ordering::Relaxed) {
         let start = next.load(Ordering::Relaxed).max(1);
         let cfg = consumer::pull::OrderedConfig {
-            filter_subject: SUBJECT.to_string(),
+            filter_subject: subject.clone(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
             ..Default::default()
         };
@@ -1193,6 +1241,7 @@ async fn heartbeat(c: Arc<Cluster>, members: kv::Store) {
             endpoint: st.endpoint.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             applied: st.applied(),
             ready: st.ready.load(Ordering::Relaxed),
+            shard: c.cfg.shard.clone(),
             time: crate::engine::protocol::now_f64(),
         };
         let round = async {
@@ -1210,8 +1259,10 @@ async fn heartbeat(c: Arc<Cluster>, members: kv::Store) {
                     }
                 }
             }
+            // The members of this replica's shard (the others have logs of their own).
+            seen.retain(|m| m.shard == c.cfg.shard);
             seen.sort_by(|a, b| a.name.cmp(&b.name));
-            if let Ok(Some(p)) = c.meta.get("snapshot").await {
+            if let Ok(Some(p)) = c.meta.get(c.cfg.snapshot_key()).await {
                 if let Ok(p) = serde_json::from_slice::<Pointer>(&p) {
                     let mut s = st.snapshot.lock().unwrap_or_else(|p| p.into_inner());
                     if s.is_none_or(|(seq, _)| seq < p.seq) {
@@ -1231,4 +1282,89 @@ async fn heartbeat(c: Arc<Cluster>, members: kv::Store) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// `serve --router --cluster`: keep `topo` up to date with the shards the replicas of
+/// `serve --cluster --shard NAME` publish in the members bucket (read every second). A
+/// shard, once seen, is never forgotten (its number decides where ids go); while none of
+/// its replicas reports itself, its last known replicas are kept, so requests to it fail
+/// with `SHARD_UNAVAILABLE` rather than going to another shard. Returns the watcher's
+/// runtime (dropping it stops the watch).
+///
+/// Errors: `Unavailable` when NATS cannot be reached at start.
+pub fn watch_shards(
+    cfg: &ClusterConfig,
+    topo: Arc<crate::engine::router::shards::Topology>,
+) -> Result<tokio::runtime::Runtime> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("faissx-router-watch")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the cluster client: {e}")))?;
+    let members = rt.block_on(async {
+        let (_, js) = connect(cfg).await?;
+        bucket(&js, MEMBERS_BUCKET, MEMBER_TTL, cfg.log_replicas).await
+    })?;
+    let read = |members: kv::Store| async move {
+        let mut keys = members.keys().await.map_err(|e| e.to_string())?;
+        let mut seen = Vec::new();
+        while let Some(k) = keys.next().await {
+            let Ok(k) = k else { continue };
+            if let Ok(Some(v)) = members.get(&k).await {
+                if let Ok(m) = serde_json::from_slice::<Member>(&v) {
+                    seen.push(m);
+                }
+            }
+        }
+        Ok::<_, String>(seen)
+    };
+    let apply = move |topo: &crate::engine::router::shards::Topology,
+                      seen: Vec<Member>,
+                      known: &mut HashMap<String, Vec<String>>| {
+        let now = crate::engine::protocol::now_f64();
+        let mut live: HashMap<String, Vec<String>> = HashMap::new();
+        for m in &seen {
+            if let Some(s) = &m.shard {
+                known.entry(s.clone()).or_default();
+                if m.ready && now - m.time < MEMBER_TTL.as_secs_f64() {
+                    live.entry(s.clone()).or_default().push(m.endpoint.clone());
+                }
+            }
+        }
+        for (s, eps) in known.iter_mut() {
+            if let Some(l) = live.get_mut(s) {
+                l.sort();
+                *eps = l.clone();
+            }
+        }
+        let specs: Vec<(String, Vec<String>)> =
+            known.iter().filter(|(_, e)| !e.is_empty()).map(|(s, e)| (s.clone(), e.clone())).collect();
+        if let Err(e) = topo.set(specs) {
+            tracing::warn!("cluster members: {e}");
+        }
+        for sh in topo.shards() {
+            for r in &sh.replicas {
+                if let Some(m) = seen.iter().find(|m| m.endpoint == r.endpoint) {
+                    *r.lag.lock().unwrap_or_else(|p| p.into_inner()) = Some((m.applied, 0));
+                }
+            }
+        }
+    };
+    // The first read before the router answers anything.
+    let mut known: HashMap<String, Vec<String>> = HashMap::new();
+    if let Ok(seen) = rt.block_on(read(members.clone())) {
+        apply(&topo, seen, &mut known);
+    }
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match tokio::time::timeout(Duration::from_secs(2), read(members.clone())).await {
+                Ok(Ok(seen)) => apply(&topo, seen, &mut known),
+                Ok(Err(e)) => tracing::debug!("reading the cluster's members: {e}"),
+                Err(_) => tracing::debug!("reading the cluster's members timed out"),
+            }
+        }
+    });
+    Ok(rt)
 }
