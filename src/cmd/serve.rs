@@ -221,6 +221,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
 
+    /// Replica (with --cluster): the endpoint routers and other members reach this replica
+    /// at, e.g. tcp://$(POD_NAME).s0:45678 in a StatefulSet (default: the bound endpoint,
+    /// with 0.0.0.0 replaced by the host name).
+    #[arg(long, value_name = "URL", env = "FAISSX_ADVERTISE", requires = "cluster")]
+    pub advertise: Option<String>,
+
     /// Replica (with --cluster): serve shard NAME, with a log and snapshots of its own.
     /// Router (with --router): a shard NAME and its replicas' endpoints, NAME=URL,URL;
     /// repeatable (without it, a router learns the shards from --cluster).
@@ -432,6 +438,7 @@ impl ServeArgs {
             log_replicas: self.cluster_replicas as usize,
             snapshot_every: self.snapshot_every,
             scratch: self.data_dir.clone(),
+            advertise: self.advertise.clone(),
             shard,
         }))
     }

@@ -95,6 +95,10 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// Scratch directory for snapshot files (the replica's `--data-dir`, or a temp dir).
     pub scratch: Option<PathBuf>,
+    /// `--advertise URL`: the endpoint other processes (routers) reach this replica at;
+    /// `None`: the bound endpoint, with a wildcard address (`0.0.0.0`, `*`, `[::]`) replaced
+    /// by the host name.
+    pub advertise: Option<String>,
     /// `--shard NAME`: this replica serves shard NAME, whose log is the stream
     /// `FAISSX_<NAME>` (subject `faissx.<NAME>.log`), whose snapshots live under
     /// `<--snapshots>/<NAME>/` and whose snapshot pointer and lease are the keys
@@ -654,9 +658,14 @@ impl Cluster {
         &self.status
     }
 
-    /// The endpoint members see for this replica (once bound).
+    /// The endpoint members see for this replica, once bound: `--advertise`, or `endpoint`
+    /// with a wildcard address replaced by the host name.
     pub fn set_endpoint(&self, endpoint: &str) {
-        *self.status.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = endpoint.to_string();
+        let shown = match &self.cfg.advertise {
+            Some(a) => a.clone(),
+            None => advertised(endpoint),
+        };
+        *self.status.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = shown;
     }
 
     fn scratch(&self) -> Result<tempfile::TempDir> {
@@ -1367,4 +1376,17 @@ pub fn watch_shards(
         }
     });
     Ok(rt)
+}
+
+/// `endpoint` as other hosts reach it: a wildcard address (`0.0.0.0`, `*`, `[::]`) becomes
+/// this host's name.
+pub fn advertised(endpoint: &str) -> String {
+    let Some(rest) = endpoint.strip_prefix("tcp://") else { return endpoint.to_string() };
+    let Some((host, port)) = rest.rsplit_once(':') else { return endpoint.to_string() };
+    if !matches!(host, "0.0.0.0" | "*" | "[::]" | "::") {
+        return endpoint.to_string();
+    }
+    let name = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let name = if name.is_empty() { "localhost".to_string() } else { name };
+    format!("tcp://{name}:{port}")
 }
