@@ -389,6 +389,7 @@ impl ServeArgs {
             shard_timeout: std::time::Duration::from_secs_f64(self.shard_timeout),
             workers: cfg.workers.max(8),
             max_request_bytes: cfg.max_request_bytes,
+            http: cfg.http.clone(),
         })
     }
 

@@ -50,6 +50,9 @@ pub struct RouterConfig {
     pub workers: usize,
     /// Largest accepted request in bytes.
     pub max_request_bytes: usize,
+    /// `HOST:PORT` of the HTTP listener for `/livez`, `/readyz` (200 once bound) and
+    /// `/metrics` (requests by action); `None`: no listener.
+    pub http: Option<String>,
 }
 
 /// What the router knows of one index (from its first shard), cached until a write
@@ -526,6 +529,9 @@ pub fn serve(cfg: &RouterConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         _ => None,
     };
     let router = Arc::new(Router::new(topo, cfg.shard_timeout));
+    let telemetry = Arc::new(crate::engine::server::telemetry::Telemetry::with_recording(cfg.http.is_some()));
+    let _http =
+        cfg.http.as_deref().map(|a| crate::engine::server::HttpServer::start(a, telemetry.clone())).transpose()?;
     let zerr = |what: &str, e: zmq::Error| Error::new(ErrorKind::Io, format!("{what}: {e}"));
     let ctx = zmq::Context::new();
     let sock = ctx.socket(zmq::ROUTER).map_err(|e| zerr("creating socket", e))?;
@@ -546,15 +552,21 @@ pub fn serve(cfg: &RouterConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     let rx = Arc::new(Mutex::new(rx));
     let mut threads = Vec::new();
     for i in 0..cfg.workers.max(1) {
-        let (rx, push, router) = (rx.clone(), push.clone(), router.clone());
+        let (rx, push, router, telemetry) = (rx.clone(), push.clone(), router.clone(), telemetry.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("faissx-route-{i}"))
                 .spawn(move || loop {
                     let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok((mut env, frame)) = job else { return };
+                    let t0 = Instant::now();
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router.handle(&frame)))
                         .unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "internal error in the router")));
+                    let action = protocol::peek_head(&frame)
+                        .ok()
+                        .and_then(|h| h.action)
+                        .map_or("invalid", crate::engine::server::stats_label);
+                    telemetry.record("", action, t0.elapsed(), r.as_ref().err().map(protocol::ErrorCode::of));
                     if let Err(e) = &r {
                         tracing::debug!("request failed: {e}");
                     }
@@ -568,6 +580,7 @@ pub fn serve(cfg: &RouterConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         );
     }
     tracing::info!(endpoint = %endpoint, shards = router.topo.shards().len(), "routing");
+    telemetry.set_ready(true);
     on_ready(&endpoint)?;
     let mut inflight = 0usize;
     while !stop.load(Ordering::Relaxed) || inflight > 0 {

@@ -80,6 +80,7 @@ pub use http::HttpServer;
 pub use limits::{MAX_EF, MAX_KMEANS_WORK, MAX_NITER, MAX_RANGE_CANDIDATES, MAX_RESULTS};
 pub use net::serve;
 pub use quota::{Quotas, DEFAULT_MAX_INDICES, DEFAULT_MAX_NQ};
+pub use stats::action_label as stats_label;
 
 /// What `faissx serve` was asked to do.
 #[derive(Debug, Clone)]
