@@ -71,6 +71,9 @@ pub const LOG_TIMEOUT: Duration = Duration::from_secs(4);
 /// A write stored in the log but not applied by the receiving replica within this long is
 /// answered `TIMEOUT` (it will still be applied, in order).
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A log consumer that delivers nothing this long while the log is known to hold more
+/// records is replaced (its NATS node may have died).
+pub const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// Reads say `stale_s` once the log has been out of reach this long.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
@@ -466,7 +469,7 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
     let mut last = String::new();
     for _ in 0..3 {
         if let Ok(s) = js.get_key_value(name).await {
-            return Ok(s);
+            return settled(name, s).await;
         }
         let cfg = kv::Config {
             bucket: name.to_string(),
@@ -477,7 +480,7 @@ async fn bucket(js: &jetstream::Context, name: &str, max_age: Duration, replicas
             ..Default::default()
         };
         match js.create_key_value(cfg).await {
-            Ok(s) => return Ok(s),
+            Ok(s) => return settled(name, s).await,
             // Another replica may have created it meanwhile: look again.
             Err(e) => last = e.to_string(),
         }
@@ -521,6 +524,25 @@ async fn connect(cfg: &ClusterConfig) -> Result<(async_nats::Client, jetstream::
     }
     let js = jetstream::ContextBuilder::new().timeout(LOG_TIMEOUT).ack_timeout(LOG_TIMEOUT).build(client.clone());
     Ok((client, js))
+}
+
+/// How long a replica waits at start for a replicated stream or bucket to answer (a
+/// JetStream cluster elects its leader after creating it, or after losing a node).
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// `store` once it answers a read: a bucket just created on a JetStream cluster answers
+/// "no responders" until its replicas have elected a leader.
+async fn settled(name: &str, store: kv::Store) -> Result<kv::Store> {
+    let t0 = Instant::now();
+    loop {
+        match store.get("snapshot").await {
+            Ok(_) => return Ok(store),
+            Err(e) if t0.elapsed() > SETTLE => {
+                return Err(unavailable(format!("the KV bucket {name} does not answer: {e}")))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 impl Cluster {
@@ -599,7 +621,17 @@ impl Cluster {
             .map_err(|e| Error::new(ErrorKind::Io, format!("spawning thread: {e}")))?;
         *c.applier.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         // Ready only once caught up with what the log held at start.
-        let target = c.rt.block_on(async { c.stream.get_info().await }).map_err(unavailable)?.state.last_sequence;
+        let target = c.rt.block_on(async {
+            // A stream just created on a JetStream cluster answers once it has a leader.
+            let t0 = Instant::now();
+            loop {
+                match c.stream.get_info().await {
+                    Ok(info) => return Ok(info.state.last_sequence),
+                    Err(e) if t0.elapsed() > SETTLE => return Err(unavailable(e)),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })?;
         c.status.log_last.fetch_max(target, Ordering::Relaxed);
         tracing::info!(replica = %c.cfg.name, from = restored, to = target, "catching up with the log");
         let t0 = Instant::now();
@@ -1200,7 +1232,33 @@ async fn consume(
                 continue;
             }
         };
-        while let Some(m) = messages.next().await {
+        let mut behind_since: Option<Instant> = None;
+        loop {
+            let m = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    // Nothing for a second. If the log holds records not received yet, the
+                    // consumer may sit on a NATS node that died (the ordered consumer itself
+                    // notices only after two missed 15 s heartbeats): after STUCK_AFTER,
+                    // make a new one from the next sequence.
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if status.log_last.load(Ordering::Relaxed) < next.load(Ordering::Relaxed) {
+                        behind_since = None;
+                    } else if behind_since.get_or_insert_with(Instant::now).elapsed() >= STUCK_AFTER {
+                        tracing::warn!(
+                            next = next.load(Ordering::Relaxed),
+                            last = status.log_last.load(Ordering::Relaxed),
+                            "the log's consumer delivers nothing though the log holds more: making a new one"
+                        );
+                        break;
+                    }
+                    continue;
+                }
+            };
+            behind_since = None;
             if stop.load(Ordering::Relaxed) {
                 return;
             }
