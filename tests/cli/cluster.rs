@@ -32,7 +32,7 @@ pub fn free_port() -> u16 {
 }
 
 /// GET `path` from the HTTP server on `port`: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
@@ -90,8 +90,45 @@ impl NatsNode {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// `/jsz?streams=true` of this node (None when it does not answer).
+    pub fn jsz(&self) -> Option<serde_json::Value> {
+        let (_, body) = http_get(self.monitor, "/jsz?streams=true&config=true")?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The server name (`-n`) of the log stream's current leader, as this node sees it.
+    pub fn stream_leader(&self) -> Option<String> {
+        let v = self.jsz()?;
+        let streams = v["account_details"][0]["stream_detail"].as_array()?.clone();
+        let st = streams.iter().find(|s| s["name"] == "FAISSX")?;
+        st["cluster"]["leader"].as_str().map(str::to_string)
+    }
+
+    /// This node's server name (`-n`).
+    pub fn name(&self) -> &str {
+        let i = self.args.iter().position(|a| a == "-n").expect("started with -n");
+        &self.args[i + 1]
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("nats-server is running").id();
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid as i32, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// SIGSTOP: the process keeps its sockets open but answers nothing.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`NatsNode::freeze`].
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Wait until `/healthz` says JetStream is ready (a cluster: a meta leader is elected).
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let t0 = Instant::now();
         loop {
             if let Some((200, _)) = http_get(self.monitor, "/healthz?js-enabled-only=true") {
@@ -245,8 +282,20 @@ impl Replica {
             None => Stdio::inherit(),
         };
         let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        // The first stdout line is the endpoint, printed once restored and caught up: wait
+        // for it, bounded (a replica that never gets ready fails the test, not hangs it).
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(90)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("replica {args:?} did not serve within 90 s");
+        };
         let endpoint = line.trim().to_string();
         let logged = || log.as_ref().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default();
         assert!(
@@ -259,14 +308,12 @@ impl Replica {
 
     /// A client of this replica (default tenant, no key).
     pub fn client(&self) -> Client {
-        Client::connect(ClientConfig {
-            server: self.endpoint.clone(),
-            api_key: None,
-            tenant: None,
-            timeout: Duration::from_secs(20),
-            server_public_key: None,
-        })
-        .unwrap()
+        client_of(&self.endpoint, Duration::from_secs(20))
+    }
+
+    /// The replica's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `kill -9`, then start again (same name, same flags) and wait until it serves.
@@ -283,6 +330,18 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client of `endpoint` (default tenant, no key) that gives up after `timeout`.
+pub fn client_of(endpoint: &str, timeout: Duration) -> Client {
+    Client::connect(ClientConfig {
+        server: endpoint.to_string(),
+        api_key: None,
+        tenant: None,
+        timeout,
+        server_public_key: None,
+    })
+    .unwrap()
 }
 
 pub const D: usize = 8;
@@ -324,7 +383,8 @@ pub fn wait_applied(c: &mut Client, seq: u64) {
     }
 }
 
-fn cluster_health(c: &mut Client) -> Msg {
+/// The `cluster` part of `c`'s replica's health.
+pub fn cluster_health(c: &mut Client) -> Msg {
     c.health().unwrap().map("cluster").unwrap().expect("health has a cluster part")
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod bench_filter;
 mod cli_traps;
 mod cluster;
+mod cluster_failures;
 mod cluster_s3;
 mod container;
 mod core;
