@@ -128,12 +128,14 @@ impl Router {
                 pairs.push((k.into(), v.clone()));
             }
         }
-        let st = shards[0].call(&request_of(pairs), Kind::Read, self.timeout)?;
+        let reply = shards[0].call(&request_of(pairs), Kind::Read, self.timeout)?;
+        // The details are under "status" (FAISSx's layout keeps the top level short).
+        let st = reply.map("status")?.unwrap_or(reply);
         let metric = st.str("metric")?.unwrap_or("L2").to_string();
         let f = IndexFacts {
             d: st.uint("dimension")?.unwrap_or(0) as usize,
             desc: merge::descending(&metric),
-            explicit_ids: st.flag("explicit_ids").unwrap_or(false) || st.flag("string_ids").unwrap_or(false),
+            explicit_ids: st.flag("explicit_ids").unwrap_or(false),
             binary: metric.eq_ignore_ascii_case("hamming"),
         };
         self.facts.write().unwrap_or_else(|p| p.into_inner()).insert(key, f.clone());
@@ -213,7 +215,12 @@ impl Router {
             | Action::OptimizeIndex
             | Action::ReclusterIndex
             | Action::Reset
+            | Action::MergeIndices
             | Action::Snapshot => {
+                // A merge merges each shard's part of the sources into its part of the target.
+                if let Some(t) = m.str("target_index_id")? {
+                    self.forget(&tenant, t);
+                }
                 if let Some(id) = m.str("index_id")? {
                     self.forget(&tenant, id);
                 }
@@ -225,6 +232,7 @@ impl Router {
                 Ok(sum_counts(replies).with("shards", n as u64))
             }
             Action::GetParameter | Action::ComputeClustering => shards[0].call(frame, Kind::Read, self.timeout),
+            Action::ReconstructN | Action::GetVectors => self.reconstruct_range(&shards, action, &m, &tenant),
             Action::AddVectors | Action::AddWithIds | Action::BatchAddWithIds => self.add(&shards, &m, &tenant),
             Action::Search | Action::SearchAndReconstruct | Action::HybridSearch | Action::RangeSearch => {
                 self.search(&shards, action, frame, &m, &tenant)
@@ -295,12 +303,29 @@ impl Router {
             Some(Value::Array(a)) => Some(a.clone()),
             _ => None,
         };
+        let st = self.all_ok(shards, &request_of(status_pairs(m, id)), Kind::Read)?;
+        let g: u64 = st.iter().map(|r| r.uint("ntotal").ok().flatten().unwrap_or(0)).sum();
+        let details = st[0].map("status")?.unwrap_or_default();
+        if !details.flag("is_trained").unwrap_or(true)
+            && details.str("faiss_type")?.is_some_and(|t| t.contains("ScalarQuantizer"))
+        {
+            // A scalar quantizer trains on its first add (FAISSx's client relies on it): on
+            // every shard with the whole batch, so all shards quantize alike.
+            let mut pairs = field_names(m, &["vectors", "ids", "metadata", "action", "batch_size"]);
+            pairs.push(("action".into(), Value::from("train_index")));
+            let x: Vec<f32> = rows.iter().flat_map(|r| protocol::f32_from_bytes(r).unwrap_or_default()).collect();
+            pairs.push(("training_vectors".into(), protocol::vectors_value(&x, f.d, Encoding::Binary)));
+            self.all_ok(shards, &request_of(pairs), Kind::Write)?;
+        }
         // Which shard each row goes to.
         let owner: Vec<usize> = match (&keys, &ids) {
             (Some(k), _) => k.iter().map(|k| merge::shard_of_key(k, n)).collect(),
             (None, Some(ids)) => ids.iter().map(|&i| merge::shard_of_int(i, n)).collect(),
-            // Without ids: contiguous, even slices.
-            (None, None) => (0..count).map(|i| i * n / count.max(1)).collect(),
+            // Without ids: round-robin, continuing from the index's size G, so that row j
+            // lands at position (G + j) / n of shard (G + j) % n and gets the global id
+            // G + j: the position a single server would give it (while adds through
+            // routers do not overlap).
+            (None, None) => (0..count).map(|j| ((g as usize) + j) % n).collect(),
         };
         if owner.len() != count {
             return Err(Error::invalid(format!("{} ids for {count} vectors", owner.len())));
@@ -364,6 +389,9 @@ impl Router {
             }
         }
         let mut out = Msg::default().with("count", added).with("index_id", id);
+        if m.str("action")? == Some("batch_add_with_ids") {
+            out.set("message", format!("added {added} vectors with ids to index {id}"));
+        }
         if ids.is_none() && keys.is_none() && !f.explicit_ids {
             out.set("ids", protocol::ints_value(&assigned));
         }
@@ -406,6 +434,78 @@ impl Router {
             out.set("missing_shards", Value::Array(missing.into_iter().map(Value::from).collect()));
         }
         Ok(out)
+    }
+
+    /// `reconstruct_n` / `get_vectors` of global positions `start..`: each shard holds every
+    /// n-th position, a contiguous range of its own; the rows are interleaved back.
+    fn reconstruct_range(&self, shards: &[Arc<Shard>], action: Action, m: &Msg, tenant: &str) -> Result<Msg> {
+        let n = shards.len();
+        let id = m.req_str("index_id")?;
+        let f = self.facts(shards, m, tenant, id)?;
+        if f.explicit_ids {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{} reads by position; index {id:?} stores its own ids: use reconstruct by id", action.name()),
+            ));
+        }
+        let st = self.all_ok(shards, &request_of(status_pairs(m, id)), Kind::Read)?;
+        let total: usize = st.iter().map(|r| r.uint("ntotal").ok().flatten().unwrap_or(0) as usize).sum();
+        let start = m.uint("start_idx")?.unwrap_or(0) as usize;
+        if start > total {
+            return Err(Error::invalid(format!("start_idx={start} is past ntotal={total}")));
+        }
+        let count = if action == Action::ReconstructN {
+            let c = m.uint("num_vectors")?.ok_or_else(|| Error::invalid("missing field \"num_vectors\""))? as usize;
+            if start + c > total {
+                return Err(Error::invalid(format!("start_idx={start} + num_vectors={c} is past ntotal={total}")));
+            }
+            c
+        } else {
+            m.uint("limit")?.map_or(total - start, |l| (l as usize).min(total - start))
+        };
+        let end = start + count;
+        let row_bytes = if f.binary { f.d.div_ceil(8) } else { f.d * 4 };
+        let mut rows: Vec<Option<Value>> = vec![None; count];
+        let mut binary_reply = false;
+        for (s, shard) in shards.iter().enumerate() {
+            let g0 = start + (s + n - start % n) % n;
+            if g0 >= end {
+                continue;
+            }
+            let cnt = (end - 1 - g0) / n + 1;
+            let mut pairs = field_names(m, &["action", "start_idx", "num_vectors", "limit"]);
+            pairs.push(("action".into(), Value::from("reconstruct_n")));
+            pairs.push(("start_idx".into(), Value::from((g0 / n) as u64)));
+            pairs.push(("num_vectors".into(), Value::from(cnt as u64)));
+            let r = shard.call(&request_of(pairs), Kind::Read, self.timeout)?;
+            let got: Vec<Value> = match r.get("vectors") {
+                Some(Value::Binary(b)) => {
+                    binary_reply = true;
+                    b.chunks(row_bytes.max(1)).map(|c| Value::Binary(c.to_vec())).collect()
+                }
+                Some(Value::Array(a)) => a.clone(),
+                _ => Vec::new(),
+            };
+            for (j, v) in got.into_iter().enumerate() {
+                let g = g0 + j * n;
+                if g < end {
+                    rows[g - start] = Some(v);
+                }
+            }
+        }
+        let rows: Vec<Value> = rows.into_iter().map(|r| r.unwrap_or(Value::Nil)).collect();
+        let vectors = if binary_reply {
+            Value::Binary(
+                rows.iter().flat_map(|v| if let Value::Binary(b) = v { b.clone() } else { Vec::new() }).collect(),
+            )
+        } else {
+            Value::Array(rows)
+        };
+        Ok(Msg::default()
+            .with("vectors", vectors)
+            .with("start_idx", start as u64)
+            .with("num_vectors", count as u64)
+            .with("ntotal", total as u64))
     }
 
     fn by_id(&self, shards: &[Arc<Shard>], action: Action, m: &Msg, tenant: &str) -> Result<Msg> {
