@@ -19,6 +19,7 @@ mod merge_split;
 mod mmap;
 mod object_store;
 mod python_compat;
+mod router;
 mod serve;
 mod serve_binary;
 mod serve_curve;

@@ -100,7 +100,7 @@ fn hits_of(r: &Msg, map_id: &dyn Fn(i64) -> i64) -> Result<Vec<Vec<Hit>>> {
             _ => return Err(bad("binary labels without binary distances")),
         };
         let nq = r.uint("num_queries")?.unwrap_or(0) as usize;
-        let k = if nq == 0 { 0 } else { ids.len() / nq };
+        let k = ids.len().checked_div(nq).unwrap_or(0);
         if ids.len() != dists.len() || nq * k != ids.len() {
             return Err(bad("sizes disagree"));
         }

@@ -294,11 +294,11 @@ impl Router {
             x.chunks(f.d.max(1)).map(|r| r.iter().flat_map(|v| v.to_le_bytes()).collect()).collect()
         };
         let count = rows.len();
-        let ids = m.ids("ids")?;
         let keys = match m.get("ids") {
             Some(Value::Array(a)) if a.first().is_some_and(Value::is_str) => m.strings("ids")?,
             _ => None,
         };
+        let ids = if keys.is_some() { None } else { m.ids("ids")? };
         let md = match m.get("metadata") {
             Some(Value::Array(a)) => Some(a.clone()),
             _ => None,

@@ -158,6 +158,9 @@ struct Pointer {
     prev: Option<u64>,
 }
 
+/// The last record that failed to apply: its tenant (if it decoded) and why.
+type Failure = (Option<String>, String);
+
 /// What this replica knows of the cluster, shared with the service (`health`, reads).
 pub struct Status {
     name: String,
@@ -169,7 +172,7 @@ pub struct Status {
     members: Mutex<Vec<Member>>,
     /// Records that failed to apply, and the last failure with its tenant (shown to that
     /// tenant only).
-    failed: Mutex<(u64, Option<(Option<String>, String)>)>,
+    failed: Mutex<(u64, Option<Failure>)>,
     snapshot: Mutex<Option<(u64, f64)>>,
     ready: AtomicBool,
     endpoint: Mutex<String>,
