@@ -103,7 +103,7 @@ pub enum RemoteOp {
     List,
     /// Create an index.
     #[command(
-        after_long_help = "Examples:\n  faissx query-remote create docs --dimension 784 --index-type \"IVF256,Flat\"\n  faissx query-remote create small --dimension 128 --index-type HNSW32 --metric ip"
+        after_long_help = "Examples:\n  faissx query-remote create docs --dimension 784 --index-type \"IVF256,Flat\"\n  faissx query-remote create small --dimension 128 --index-type HNSW32 --metric ip\n  faissx query-remote --server tcp://router:45600 create docs --dimension 384 --index-type IVF4096,PQ48 --shards 2"
     )]
     Create(CreateArgs),
     /// Add vectors (and ids, metadata) from a file, in batches; an untrained index is first
@@ -212,6 +212,10 @@ pub struct CreateArgs {
     /// Metric (default: l2, or ip for FAISSx *_IP types).
     #[arg(long, value_name = "METRIC", value_parser = ["l2", "ip", "cosine"])]
     pub metric: Option<String>,
+    /// Through a router (`serve --router`): the number of shards you expect the index to
+    /// span; the router refuses the create if it has another number.
+    #[arg(long, value_name = "NUM", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub shards: Option<u64>,
 }
 
 /// `add`.
@@ -380,7 +384,18 @@ pub fn run(ctx: &Ctx, a: QueryRemoteArgs) -> Result<()> {
         RemoteOp::Metrics => print_reply(c.metrics()?),
         RemoteOp::List => print_reply(c.list_indices()?),
         RemoteOp::Create(x) => {
-            print_reply(c.create_index(&x.index, x.dimension as usize, &x.index_type, x.metric.as_deref())?)
+            let mut f = vec![
+                ("index_id", Value::from(x.index.as_str())),
+                ("dimension", Value::from(x.dimension)),
+                ("index_type", Value::from(x.index_type.as_str())),
+            ];
+            if let Some(m) = &x.metric {
+                f.push(("metric", Value::from(m.as_str())));
+            }
+            if let Some(n) = x.shards {
+                f.push(("shards", Value::from(n)));
+            }
+            print_reply(c.call("create_index", f)?)
         }
         RemoteOp::Info(x) => print_reply(c.get_index_info(&x.index)?),
         RemoteOp::Delete(x) => print_reply(c.delete_index(&x.index)?),
