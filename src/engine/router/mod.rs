@@ -680,10 +680,11 @@ pub fn serve(cfg: &RouterConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         );
     }
     tracing::info!(endpoint = %endpoint, shards = router.topo.shards().len(), "routing");
-    telemetry.set_ready(true);
     on_ready(&endpoint)?;
     let mut inflight = 0usize;
     while !stop.load(Ordering::Relaxed) || inflight > 0 {
+        // Ready (`/readyz`) once it knows a shard, and not while stopping.
+        telemetry.set_ready(!stop.load(Ordering::Relaxed) && !router.topo.shards().is_empty());
         let mut items = [sock.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
         if zmq::poll(&mut items, 100).is_err() {
             continue;

@@ -66,6 +66,10 @@ pub struct Shard {
     /// Its replicas.
     pub replicas: Vec<Arc<Replica>>,
     next: AtomicUsize,
+    /// The highest log sequence (`serve --cluster`) of a write this router sent to the
+    /// shard: reads carry it as `min_seq`, so whichever replica answers has applied every
+    /// write made through this router (read-your-writes across replicas).
+    seq: Arc<AtomicU64>,
 }
 
 /// The shards in name order (a shard's position is its number in id routing).
@@ -100,7 +104,7 @@ impl Topology {
 
     /// Replace the shards with `specs` (keeping the state of replicas that stay).
     ///
-    /// Errors: `InvalidInput` for a repeated shard name or a shard without replicas.
+    /// Errors: `InvalidInput` for a repeated shard name.
     pub fn set(&self, mut specs: Vec<(String, Vec<String>)>) -> Result<()> {
         specs.sort_by(|a, b| a.0.cmp(&b.0));
         for w in specs.windows(2) {
@@ -115,15 +119,22 @@ impl Topology {
             .iter()
             .flat_map(|s| s.replicas.iter().map(|r| (r.endpoint.clone(), r.clone())))
             .collect();
+        let old_seq: HashMap<String, Arc<AtomicU64>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| (s.name.clone(), s.seq.clone()))
+            .collect();
         let shards = specs
             .into_iter()
             .map(|(name, urls)| {
-                if urls.is_empty() {
-                    return Err(Error::invalid(format!("shard {name:?} has no replica")));
-                }
+                // A shard without replicas (all down, from the cluster's registry) keeps its
+                // place: requests to it fail with SHARD_UNAVAILABLE.
                 let replicas =
                     urls.iter().map(|u| old.get(u).cloned().unwrap_or_else(|| Arc::new(Replica::new(u)))).collect();
-                Ok(Arc::new(Shard { name, replicas, next: AtomicUsize::new(0) }))
+                let seq = old_seq.get(&name).cloned().unwrap_or_default();
+                Ok(Arc::new(Shard { name, replicas, next: AtomicUsize::new(0), seq }))
             })
             .collect::<Result<Vec<_>>>()?;
         *self.shards.write().unwrap_or_else(|p| p.into_inner()) = shards;
@@ -153,6 +164,24 @@ impl Shard {
     ///
     /// Errors: `ShardUnavailable` naming the shard when no replica answered.
     pub fn call(&self, req: &[u8], kind: Kind, timeout: Duration) -> Result<Msg> {
+        let seen = self.seq.load(Ordering::Relaxed);
+        let with_seq;
+        let req = if kind == Kind::Read && seen > 0 {
+            with_seq = with_field(req, "min_seq", seen);
+            &with_seq[..]
+        } else {
+            req
+        };
+        let r = self.call_replicas(req, kind, timeout);
+        if let Ok(m) = &r {
+            if let Ok(Some(s)) = m.uint("seq") {
+                self.seq.fetch_max(s, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn call_replicas(&self, req: &[u8], kind: Kind, timeout: Duration) -> Result<Msg> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         // Live replicas first, in round-robin order; those marked down last (they may be
@@ -212,8 +241,41 @@ fn call_one(endpoint: &str, req: &[u8], timeout: Duration) -> Result<Msg> {
         if r.as_ref().is_err_and(is_transport) {
             clients.remove(endpoint);
         }
-        r
+        // A shard's error reply goes back to the caller as the shard worded it (the client
+        // would prefix "server: " a second time).
+        r.map_err(|e| match e.to_string().strip_prefix("server: ") {
+            Some(msg) if !is_transport(&e) => Error::new(e.kind(), msg),
+            _ => e,
+        })
     })
+}
+
+/// `frame` (a MessagePack map) with the field `key: value` added at its end: the map's
+/// length is raised in place (a fixmap of 15 becomes a map 16), nothing else is re-encoded.
+/// A frame that is not a map is returned as it is.
+pub fn with_field(frame: &[u8], key: &str, value: u64) -> Vec<u8> {
+    let Some(&first) = frame.first() else { return frame.to_vec() };
+    let (len, header) = match first {
+        0x80..=0x8f => ((first & 0x0f) as u32, 1),
+        0xde if frame.len() >= 3 => (u16::from_be_bytes([frame[1], frame[2]]) as u32, 3),
+        0xdf if frame.len() >= 5 => (u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]), 5),
+        _ => return frame.to_vec(),
+    };
+    let n = len + 1;
+    let mut out = Vec::with_capacity(frame.len() + key.len() + 16);
+    if n < 16 {
+        out.push(0x80 | n as u8);
+    } else if n <= u16::MAX as u32 {
+        out.push(0xde);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[header..]);
+    out.extend_from_slice(&crate::engine::protocol::encode_value(&crate::engine::protocol::Value::from(key)));
+    out.extend_from_slice(&crate::engine::protocol::encode_value(&crate::engine::protocol::Value::from(value)));
+    out
 }
 
 /// Parse `--shard NAME=URL,URL` (router).
@@ -233,4 +295,24 @@ pub fn parse_static(s: &str) -> Result<(String, Vec<String>)> {
         }
     }
     Ok((name.to_string(), urls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_is_added_to_maps_of_every_size() {
+        for n in [0usize, 3, 14, 15, 16, 70_000] {
+            let pairs: Vec<(String, crate::engine::protocol::Value)> =
+                (0..n).map(|i| (format!("k{i}"), crate::engine::protocol::Value::from(i as u64))).collect();
+            let m = Msg::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect());
+            let back = Msg::decode(&with_field(&m.encode(), "min_seq", 42)).unwrap();
+            assert_eq!(back.uint("min_seq").unwrap(), Some(42), "n={n}");
+            if n > 0 {
+                assert_eq!(back.uint(&format!("k{}", n - 1)).unwrap(), Some(n as u64 - 1));
+            }
+        }
+        assert_eq!(with_field(b"\x93\x01\x02\x03", "x", 1), b"\x93\x01\x02\x03".to_vec());
+    }
 }

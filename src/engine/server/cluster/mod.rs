@@ -611,6 +611,7 @@ impl Cluster {
             imports: Mutex::new(Vec::new()),
         });
         c.check_shared_config()?;
+        c.register_shard()?;
         let restored = c.restore()?;
         let _ = c.svc.cluster.set(c.status.clone());
         let (tx, rx) = tokio::sync::mpsc::channel::<Delivered>(4096);
@@ -686,6 +687,23 @@ impl Cluster {
             }
         }
         Err(unavailable("cannot record the cluster's settings"))
+    }
+
+    /// Record this replica's shard in the KV bucket `faissx_cluster` (key `shards.<NAME>`,
+    /// never expiring): routers route ids over every shard ever registered, so a shard
+    /// whose replicas are all down still owns its ids.
+    ///
+    /// Errors: `Unavailable` when the bucket cannot be written.
+    fn register_shard(&self) -> Result<()> {
+        let Some(shard) = &self.cfg.shard else { return Ok(()) };
+        let key = format!("shards.{shard}");
+        self.rt
+            .block_on(async {
+                tokio::time::timeout(LOG_TIMEOUT, self.meta.put(key, bytes::Bytes::from_static(b"1"))).await
+            })
+            .map_err(|_| unavailable("registering the shard timed out"))?
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// The status shared with the service.
@@ -1354,12 +1372,14 @@ async fn heartbeat(c: Arc<Cluster>, members: kv::Store) {
     }
 }
 
-/// `serve --router --cluster`: keep `topo` up to date with the shards the replicas of
-/// `serve --cluster --shard NAME` publish in the members bucket (read every second). A
-/// shard, once seen, is never forgotten (its number decides where ids go); while none of
-/// its replicas reports itself, its last known replicas are kept, so requests to it fail
-/// with `SHARD_UNAVAILABLE` rather than going to another shard. Returns the watcher's
-/// runtime (dropping it stops the watch).
+/// `serve --router --cluster`: keep `topo` up to date with the shards of the cluster, read
+/// every second: every shard ever registered (key `shards.<NAME>` of the KV bucket
+/// `faissx_cluster`, written by `serve --cluster --shard NAME` replicas) and the live
+/// replicas the members bucket lists for each. A shard is never forgotten (its place decides
+/// where ids go): while none of its replicas reports itself, its last known replicas (or
+/// none) are kept, so requests to it fail with `SHARD_UNAVAILABLE` rather than going to
+/// another shard. Returns the watcher's runtime (dropping it stops the watch) once the
+/// first read is done.
 ///
 /// Errors: `Unavailable` when NATS cannot be reached at start.
 pub fn watch_shards(
@@ -1372,71 +1392,91 @@ pub fn watch_shards(
         .enable_all()
         .build()
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the cluster client: {e}")))?;
-    let members = rt.block_on(async {
+    let (members, registry) = rt.block_on(async {
         let (_, js) = connect(cfg).await?;
-        bucket(&js, MEMBERS_BUCKET, MEMBER_TTL, cfg.log_replicas).await
+        let m = bucket(&js, MEMBERS_BUCKET, MEMBER_TTL, cfg.log_replicas).await?;
+        let r = bucket(&js, CLUSTER_BUCKET, Duration::ZERO, cfg.log_replicas).await?;
+        Ok::<_, Error>((m, r))
     })?;
-    let read = |members: kv::Store| async move {
-        let mut keys = members.keys().await.map_err(|e| e.to_string())?;
-        let mut seen = Vec::new();
-        while let Some(k) = keys.next().await {
-            let Ok(k) = k else { continue };
-            if let Ok(Some(v)) = members.get(&k).await {
-                if let Ok(m) = serde_json::from_slice::<Member>(&v) {
-                    seen.push(m);
-                }
-            }
-        }
-        Ok::<_, String>(seen)
-    };
-    let apply = move |topo: &crate::engine::router::shards::Topology,
-                      seen: Vec<Member>,
-                      known: &mut HashMap<String, Vec<String>>| {
-        let now = crate::engine::protocol::now_f64();
-        let mut live: HashMap<String, Vec<String>> = HashMap::new();
-        for m in &seen {
-            if let Some(s) = &m.shard {
-                known.entry(s.clone()).or_default();
-                if m.ready && now - m.time < MEMBER_TTL.as_secs_f64() {
-                    live.entry(s.clone()).or_default().push(m.endpoint.clone());
-                }
-            }
-        }
-        for (s, eps) in known.iter_mut() {
-            if let Some(l) = live.get_mut(s) {
-                l.sort();
-                *eps = l.clone();
-            }
-        }
-        let specs: Vec<(String, Vec<String>)> =
-            known.iter().filter(|(_, e)| !e.is_empty()).map(|(s, e)| (s.clone(), e.clone())).collect();
-        if let Err(e) = topo.set(specs) {
-            tracing::warn!("cluster members: {e}");
-        }
-        for sh in topo.shards() {
-            for r in &sh.replicas {
-                if let Some(m) = seen.iter().find(|m| m.endpoint == r.endpoint) {
-                    *r.lag.lock().unwrap_or_else(|p| p.into_inner()) = Some((m.applied, 0));
-                }
-            }
-        }
-    };
-    // The first read before the router answers anything.
     let mut known: HashMap<String, Vec<String>> = HashMap::new();
-    if let Ok(seen) = rt.block_on(read(members.clone())) {
-        apply(&topo, seen, &mut known);
-    }
+    let first = rt
+        .block_on(read_shards(&members, &registry))
+        .map_err(|e| unavailable(format!("reading the cluster's shards: {e}")))?;
+    apply_shards(&topo, first, &mut known);
     rt.spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            match tokio::time::timeout(Duration::from_secs(2), read(members.clone())).await {
-                Ok(Ok(seen)) => apply(&topo, seen, &mut known),
-                Ok(Err(e)) => tracing::debug!("reading the cluster's members: {e}"),
-                Err(_) => tracing::debug!("reading the cluster's members timed out"),
+            match tokio::time::timeout(Duration::from_secs(2), read_shards(&members, &registry)).await {
+                Ok(Ok(seen)) => apply_shards(&topo, seen, &mut known),
+                Ok(Err(e)) => tracing::debug!("reading the cluster's shards: {e}"),
+                Err(_) => tracing::debug!("reading the cluster's shards timed out"),
             }
         }
     });
     Ok(rt)
+}
+
+/// The registered shard names and the members now.
+async fn read_shards(
+    members: &kv::Store,
+    registry: &kv::Store,
+) -> std::result::Result<(Vec<String>, Vec<Member>), String> {
+    let mut names = Vec::new();
+    let mut keys = registry.keys().await.map_err(|e| e.to_string())?;
+    while let Some(k) = keys.next().await {
+        if let Some(n) = k.ok().and_then(|k| k.strip_prefix("shards.").map(str::to_string)) {
+            names.push(n);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut keys = members.keys().await.map_err(|e| e.to_string())?;
+    while let Some(k) = keys.next().await {
+        let Ok(k) = k else { continue };
+        if let Ok(Some(v)) = members.get(&k).await {
+            if let Ok(m) = serde_json::from_slice::<Member>(&v) {
+                seen.push(m);
+            }
+        }
+    }
+    Ok((names, seen))
+}
+
+/// Fold a read of the shards into `known` (shard → replicas) and `topo`.
+fn apply_shards(
+    topo: &crate::engine::router::shards::Topology,
+    (names, seen): (Vec<String>, Vec<Member>),
+    known: &mut HashMap<String, Vec<String>>,
+) {
+    let now = crate::engine::protocol::now_f64();
+    for n in names {
+        known.entry(n).or_default();
+    }
+    let mut live: HashMap<String, Vec<String>> = HashMap::new();
+    for m in &seen {
+        if let Some(s) = &m.shard {
+            known.entry(s.clone()).or_default();
+            if m.ready && now - m.time < MEMBER_TTL.as_secs_f64() {
+                live.entry(s.clone()).or_default().push(m.endpoint.clone());
+            }
+        }
+    }
+    for (s, eps) in known.iter_mut() {
+        if let Some(l) = live.get_mut(s) {
+            l.sort();
+            *eps = l.clone();
+        }
+    }
+    let specs: Vec<(String, Vec<String>)> = known.iter().map(|(s, e)| (s.clone(), e.clone())).collect();
+    if let Err(e) = topo.set(specs) {
+        tracing::warn!("cluster members: {e}");
+    }
+    for sh in topo.shards() {
+        for r in &sh.replicas {
+            if let Some(m) = seen.iter().find(|m| m.endpoint == r.endpoint) {
+                *r.lag.lock().unwrap_or_else(|p| p.into_inner()) = Some((m.applied, 0));
+            }
+        }
+    }
 }
 
 /// `endpoint` as other hosts reach it: a wildcard address (`0.0.0.0`, `*`, `[::]`) becomes
