@@ -2,7 +2,8 @@
 # Router benchmark (BENCHMARKS.md, "Router (serve --router)", issue 16): single-query latency,
 # CPU per request and batch search through `faissx serve --router` over two shards against
 # one `faissx serve` holding every vector, in one run (benches/router.rs).
-#   bash scripts/bench-router.sh            # ROUTER_BENCH_QUERIES=2000 for a shorter run
+#   bash scripts/bench-router.sh            # ROUTER_BENCH_QUERIES=2000 for a shorter run,
+#                                           # ROUTER_BENCH_BIN=path/to/faissx for another build
 # The four processes are started here (plain servers as static shards: the router's code path
 # is the same as with `serve --cluster` replicas) and stopped by the trap, whatever happens.
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 cargo build --release --quiet --locked
 cargo bench --quiet --locked --bench router --no-run
-bin="$CARGO_TARGET_DIR/release/faissx"
+bin="${ROUTER_BENCH_BIN:-$CARGO_TARGET_DIR/release/faissx}"   # another build, to compare
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -39,7 +40,7 @@ start 6 --router --shard "s0=$s0" --shard "s1=$s1"
 router_pid=$pid
 read -r router <&6
 for p in "$direct_pid" "$s0_pid" "$s1_pid" "$router_pid"; do
-    [ "$(cat /proc/"$p"/comm)" = faissx ] || { echo "bench-router: pid $p is not faissx" >&2; exit 1; }
+    [ "$(readlink -f /proc/"$p"/exe)" = "$(readlink -f "$bin")" ] || { echo "bench-router: pid $p is not $bin" >&2; exit 1; }
 done
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 ROUTER_BENCH_PROCS="$direct_pid@$direct $s0_pid@$s0 $s1_pid@$s1 $router_pid@$router" \

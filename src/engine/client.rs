@@ -128,6 +128,13 @@ impl Client {
     /// Prepare a connection (ZeroMQ connects lazily; the first call reports an absent server
     /// as a timeout).
     pub fn connect(cfg: ClientConfig) -> Result<Client> {
+        Client::connect_in(&zmq::Context::new(), cfg)
+    }
+
+    /// [`Client::connect`] with a socket of `ctx`: connections sharing one context share
+    /// its I/O thread (the router's connections to its shards: one thread to wake per
+    /// request instead of one per shard).
+    pub fn connect_in(ctx: &zmq::Context, cfg: ClientConfig) -> Result<Client> {
         if !(cfg.server.starts_with("tcp://")
             || cfg.server.starts_with("ipc://")
             || cfg.server.starts_with("inproc://"))
@@ -137,7 +144,7 @@ impl Client {
                 cfg.server
             )));
         }
-        let mut c = Client { ctx: zmq::Context::new(), sock: None, cfg, seq: 0 };
+        let mut c = Client { ctx: ctx.clone(), sock: None, cfg, seq: 0 };
         c.socket()?;
         Ok(c)
     }
@@ -216,16 +223,7 @@ impl Client {
                     exhausted = true;
                     break;
                 };
-                let seq = self.seq;
-                self.seq = self.seq.wrapping_add(1);
-                let sock = self.socket()?;
-                let sent = sock
-                    .send(&seq.to_le_bytes()[..], zmq::SNDMORE)
-                    .and_then(|_| sock.send(&[][..], zmq::SNDMORE))
-                    .and_then(|_| sock.send(req.into(), 0));
-                if let Err(e) = sent {
-                    return Err(self.failed(e));
-                }
+                let seq = self.send_raw(req)?;
                 pending.insert(seq, (next, Instant::now()));
                 next += 1;
             }
@@ -245,6 +243,62 @@ impl Client {
             let took = sent.elapsed();
             let payload = frames.last().map(Vec::as_slice).unwrap_or_default();
             on_reply(i, protocol::decode_reply(payload), took)?;
+        }
+    }
+
+    /// Send one pre-encoded request without waiting for its reply: its sequence number, for
+    /// [`Client::receive`]. With one connection per server, one thread can so have a request
+    /// in flight to several servers at once (the router's scatter).
+    ///
+    /// Errors: `Io` when ZeroMQ refuses the message, `Timeout` when it cannot be queued
+    /// within the timeout.
+    pub fn send_raw(&mut self, req: impl Into<zmq::Message>) -> Result<u64> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let sock = self.socket()?;
+        let sent = sock
+            .send(&seq.to_le_bytes()[..], zmq::SNDMORE)
+            .and_then(|_| sock.send(&[][..], zmq::SNDMORE))
+            .and_then(|_| sock.send(req.into(), 0));
+        match sent {
+            Ok(()) => Ok(seq),
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Wait until `deadline` for the reply to request `seq` (from [`Client::send_raw`]) and
+    /// decode it; replies to other requests are dropped. Error replies become [`Error`]s.
+    ///
+    /// Errors: `Timeout` when no reply came by `deadline` (the connection is then dropped,
+    /// so a late reply cannot be taken for another's), `Io` for a broken connection or when
+    /// the connection was dropped since the send.
+    pub fn receive(&mut self, seq: u64, deadline: Instant) -> Result<Msg> {
+        loop {
+            let Some(sock) = self.sock.as_ref() else {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("the connection to {} was dropped before its reply", self.cfg.server),
+                ));
+            };
+            let frames = match sock.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(self.failed(zmq::Error::EAGAIN));
+                    }
+                    let ms = left.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
+                    if let Err(e) = zmq::poll(&mut [sock.as_poll_item(zmq::POLLIN)], ms) {
+                        return Err(self.failed(e));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.failed(e)),
+            };
+            let got = frames.first().and_then(|f| <[u8; 8]>::try_from(&f[..]).ok()).map(u64::from_le_bytes);
+            if got == Some(seq) {
+                return protocol::decode_reply(frames.last().map(Vec::as_slice).unwrap_or_default());
+            }
         }
     }
 

@@ -100,15 +100,8 @@ impl Router {
 
     /// Send `req` to every shard at once; the replies in shard order.
     fn all(&self, shards: &[Arc<Shard>], req: &[u8], kind: Kind) -> Vec<Result<Msg>> {
-        if shards.len() == 1 {
-            return vec![shards[0].call(req, kind, self.timeout)];
-        }
-        std::thread::scope(|sc| {
-            let hs: Vec<_> = shards.iter().map(|s| sc.spawn(move || s.call(req, kind, self.timeout))).collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "shard call panicked"))))
-                .collect()
-        })
+        let calls: Vec<(&Shard, &[u8])> = shards.iter().map(|s| (&**s, req)).collect();
+        shards::scatter(&calls, kind, self.timeout)
     }
 
     /// Every shard's reply, or the first error.
@@ -360,18 +353,8 @@ impl Router {
             }
             reqs.push((s, mine, request_of(pairs)));
         }
-        let results: Vec<Result<Msg>> = std::thread::scope(|sc| {
-            let hs: Vec<_> = reqs
-                .iter()
-                .map(|(s, _, req)| {
-                    let shard = &shards[*s];
-                    sc.spawn(move || shard.call(req, Kind::Write, self.timeout))
-                })
-                .collect();
-            hs.into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "panicked"))))
-                .collect()
-        });
+        let calls: Vec<(&Shard, &[u8])> = reqs.iter().map(|(s, _, req)| (&*shards[*s], req.as_slice())).collect();
+        let results = shards::scatter(&calls, Kind::Write, self.timeout);
         let mut added = 0u64;
         let mut assigned = vec![-1i64; count];
         for ((s, mine, _), r) in reqs.iter().zip(results) {
