@@ -177,10 +177,7 @@ fn main() {
          alternating blocks of {BLOCK}"
     );
     println!("direct (one server, 10k):   {:.0} q/s, p50 {dp50:.3} ms, p99 {dp99:.3} ms", nsingle as f64 / wall_d);
-    println!(
-        "router (2 shards x 5k):     {:.0} q/s, p50 {rp50:.3} ms, p99 {rp99:.3} ms",
-        nsingle as f64 / wall_r
-    );
+    println!("router (2 shards x 5k):     {:.0} q/s, p50 {rp50:.3} ms, p99 {rp99:.3} ms", nsingle as f64 / wall_r);
     println!(
         "router/direct: p50 {:.2}x, p99 {:.2}x, QPS {:.2}x; goal p50 <= 1.5 x {dp50:.3} + 0.100 = {goal:.3} ms: {}",
         rp50 / dp50,
@@ -257,12 +254,7 @@ fn main() {
     }
     let nqb = (nb * 100) as f64;
     println!("## batch search, nq=100, k=10, {nb} batches each, alternating");
-    println!(
-        "direct: {:.0} queries/s; router: {:.0} queries/s ({:.2}x)",
-        nqb / t_d,
-        nqb / t_r,
-        t_d / t_r
-    );
+    println!("direct: {:.0} queries/s; router: {:.0} queries/s ({:.2}x)", nqb / t_d, nqb / t_r, t_d / t_r);
     println!(
         "identical: ids {same_ids}/{total}, distances (bit-equal) {same_d}/{total}, max |diff| {max_diff:e}: {}",
         if same_ids == total && same_d == total { "IDENTICAL" } else { "DIFFERENT" }

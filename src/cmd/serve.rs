@@ -239,6 +239,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FAISSX_ROUTER", conflicts_with_all = ["mmap", "indexes", "snapshots"])]
     pub router: bool,
 
+    /// Router: the number of shards; the router routes nothing (and /readyz is 503) until
+    /// it knows that many (ids go to hash mod N: routing over fewer would misplace them).
+    /// Default: as many as it knows.
+    #[arg(long, value_name = "N", env = "FAISSX_SHARD_COUNT", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub shard_count: Option<u64>,
+
     /// Router: seconds one replica may take to answer before the router marks it down (for
     /// 10 s) and asks another replica of its shard.
     #[arg(long, value_name = "SECS", default_value_t = 2.0, env = "FAISSX_SHARD_TIMEOUT")]
@@ -377,6 +383,16 @@ impl ServeArgs {
         }
         let shards =
             self.shards.iter().map(|s| crate::engine::router::shards::parse_static(s)).collect::<Result<Vec<_>>>()?;
+        if cfg.auth_keys.is_some() {
+            return Err(Error::invalid(
+                "--router forwards API keys to the shards, which check them: give --enable-auth to the replicas, not the router",
+            ));
+        }
+        if cfg.curve_secret_key.is_some() {
+            return Err(Error::invalid(
+                "--router does not speak CurveZMQ yet: bind it to a private network, or encrypt with a tunnel",
+            ));
+        }
         if shards.is_empty() && cfg.cluster.is_none() {
             return Err(Error::invalid(
                 "--router needs its shards: --shard NAME=URL,URL (repeat), or --cluster NATS_URLS",
@@ -387,6 +403,7 @@ impl ServeArgs {
             shards,
             cluster: cfg.cluster.clone(),
             shard_timeout: std::time::Duration::from_secs_f64(self.shard_timeout),
+            shard_count: self.shard_count.map(|n| n as usize),
             workers: cfg.workers.max(8),
             max_request_bytes: cfg.max_request_bytes,
             http: cfg.http.clone(),

@@ -371,7 +371,29 @@ fn router_flags_are_checked() {
     assert_eq!(assigned.len(), 100);
     assert_eq!(assigned[0].as_i64(), Some(0));
     assert_eq!(assigned[99].as_i64(), Some(99));
-    // Inner product: the largest score first.
-    let (nb, _) = c.search("x", &x[..D], D, &knn(5), false).unwrap();
-    assert!(nb.dists.windows(2).all(|w| w[0] >= w[1]), "{:?}", nb.dists);
+    // Inner product and cosine: the largest score first, and the same top-k as one server.
+    let one = Server::start(&env, &[]);
+    let mut oc = one.client(None, None);
+    oc.create_index("x", D, "L2", Some("ip")).unwrap();
+    oc.add_vectors("x", &x, D, None, None).unwrap();
+    for (cl, metric) in [(&mut c, "cosine"), (&mut oc, "cosine")] {
+        cl.create_index("cos", D, "L2", Some(metric)).unwrap();
+        cl.add_vectors("cos", &x, D, None, None).unwrap();
+    }
+    for id in ["x", "cos"] {
+        let (nb, _) = c.search(id, &x[D..2 * D], D, &knn(5), false).unwrap();
+        assert!(nb.dists.windows(2).all(|w| w[0] >= w[1]), "{id}: {:?}", nb.dists);
+        let (want, _) = oc.search(id, &x[D..2 * D], D, &knn(5), false).unwrap();
+        assert_eq!(nb.ids, want.ids, "{id}");
+    }
+    // The router refuses what it would ignore, and routes nothing short of --shard-count.
+    env.fails(
+        &["serve", "--router", "--port", "0", "--shard", "s0=tcp://127.0.0.1:1", "--enable-auth", "--auth-keys", "k:t"],
+        2,
+        "forwards API keys",
+    );
+    let short = RouterProc::start(&env, &["--shard", &format!("s0={}", a.endpoint), "--shard-count", "2"]);
+    let e = short.client().search("x", &x[..D], D, &knn(5), false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ShardUnavailable, "{e}");
+    assert!(e.to_string().contains("knows 1 shard"), "{e}");
 }

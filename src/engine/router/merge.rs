@@ -46,10 +46,10 @@ pub fn local_id(global: i64, n: usize) -> Result<(usize, i64)> {
     Ok(((global % n) as usize, global / n))
 }
 
-/// How the merge orders distances: ascending (L2, Hamming) or descending (inner product).
+/// How the merge orders distances: descending for metrics FAISS runs as inner product
+/// (`ip`, and `cosine` on normalized vectors), ascending otherwise (L2, Hamming).
 pub fn descending(metric: &str) -> bool {
-    let m = metric.to_ascii_lowercase();
-    m == "ip" || m.contains("inner")
+    crate::engine::index::Metric::parse(metric).is_ok_and(|m| m.faiss_inner_product())
 }
 
 /// One hit of one query from one shard, with what rides along.
@@ -231,11 +231,11 @@ pub fn merge_search(replies: &[(usize, Msg)], k: usize, desc: bool, map_id: &dyn
     Ok(out)
 }
 
-/// Merge range-search replies: each query's hits from every shard, concatenated in shard
-/// order (a range search has no k), with `lims` recomputed.
+/// Merge range-search replies: each query's hits from every shard, closest first in the
+/// metric's order (`desc`: inner product), with `lims` recomputed.
 ///
 /// Errors: `Protocol` when a reply is malformed.
-pub fn merge_range(replies: &[(usize, Msg)], map_id: &dyn Fn(usize, i64) -> i64) -> Result<Msg> {
+pub fn merge_range(replies: &[(usize, Msg)], desc: bool, map_id: &dyn Fn(usize, i64) -> i64) -> Result<Msg> {
     let mut per_query: Vec<(Vec<Value>, Vec<f32>)> = Vec::new();
     let mut radius = None;
     for (s, r) in replies {
@@ -258,6 +258,14 @@ pub fn merge_range(replies: &[(usize, Msg)], map_id: &dyn Fn(usize, i64) -> i64)
                 per_query[q].0.push(v);
                 per_query[q].1.push(dist);
             }
+        }
+    }
+    for (ids, d) in per_query.iter_mut() {
+        let mut both: Vec<(Value, f32)> = ids.drain(..).zip(d.drain(..)).collect();
+        both.sort_by(|a, b| if desc { b.1.total_cmp(&a.1) } else { a.1.total_cmp(&b.1) });
+        for (v, x) in both {
+            ids.push(v);
+            d.push(x);
         }
     }
     let mut lims = vec![Value::from(0u64)];
@@ -308,6 +316,7 @@ mod tests {
             assert_eq!(global_id(l, s, n), g);
         }
         assert_eq!(global_id(-1, 1, 2), -1);
+        assert!(descending("cosine") && descending("ip") && !descending("l2") && !descending("hamming"));
         assert!(local_id(-3, 2).is_err());
     }
 

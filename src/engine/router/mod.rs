@@ -46,6 +46,9 @@ pub struct RouterConfig {
     pub cluster: Option<crate::engine::server::cluster::ClusterConfig>,
     /// `--shard-timeout`: how long one replica may take to answer.
     pub shard_timeout: Duration,
+    /// `--shard-count`: the number of shards the router must know before it routes (ids go
+    /// to `hash mod n`: routing over fewer would send them to the wrong shard).
+    pub shard_count: Option<usize>,
     /// Threads that route requests.
     pub workers: usize,
     /// Largest accepted request in bytes.
@@ -68,11 +71,15 @@ struct IndexFacts {
     binary: bool,
 }
 
+/// How long the router trusts what it cached about an index.
+pub const FACTS_TTL: Duration = Duration::from_secs(2);
+
 /// The router: shards and caches.
 pub struct Router {
     topo: Arc<Topology>,
+    expect: Option<usize>,
     timeout: Duration,
-    facts: RwLock<HashMap<(String, String), IndexFacts>>,
+    facts: RwLock<HashMap<(String, String), (IndexFacts, Instant)>>,
     started: Instant,
 }
 
@@ -86,14 +93,23 @@ fn request_of(pairs: Vec<(String, Value)>) -> Vec<u8> {
 
 impl Router {
     /// A router over `topo`.
-    pub fn new(topo: Arc<Topology>, timeout: Duration) -> Router {
-        Router { topo, timeout, facts: RwLock::new(HashMap::new()), started: Instant::now() }
+    pub fn new(topo: Arc<Topology>, timeout: Duration, expect: Option<usize>) -> Router {
+        Router { topo, expect, timeout, facts: RwLock::new(HashMap::new()), started: Instant::now() }
     }
 
+    /// The shards, once the router knows them all (`--shard-count`, or at least one).
+    ///
+    /// Errors: `ShardUnavailable` saying how many it knows.
     fn shards(&self) -> Result<Vec<Arc<Shard>>> {
         let s = self.topo.shards();
         if s.is_empty() {
             return Err(Error::new(ErrorKind::ShardUnavailable, "the router knows no shard yet"));
+        }
+        if let Some(n) = self.expect.filter(|&n| n != s.len()) {
+            return Err(Error::new(
+                ErrorKind::ShardUnavailable,
+                format!("the router knows {} shard(s), not the {n} of --shard-count: it routes nothing until it knows them all", s.len()),
+            ));
         }
         Ok(s)
     }
@@ -109,10 +125,18 @@ impl Router {
         self.all(shards, req, kind).into_iter().collect()
     }
 
-    fn facts(&self, shards: &[Arc<Shard>], head: &Msg, tenant: &str, id: &str) -> Result<IndexFacts> {
+    /// What the router needs to know of index `id`: from the cache when younger than
+    /// [`FACTS_TTL`] (another router may have replaced the index), else from the first shard
+    /// that answers. `fresh` skips the cache (writes by id, which must not act on stale
+    /// facts).
+    fn facts_of(&self, shards: &[Arc<Shard>], head: &Msg, tenant: &str, id: &str, fresh: bool) -> Result<IndexFacts> {
         let key = (tenant.to_string(), id.to_string());
-        if let Some(f) = self.facts.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(f.clone());
+        if !fresh {
+            if let Some((f, at)) = self.facts.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+                if at.elapsed() < FACTS_TTL {
+                    return Ok(f.clone());
+                }
+            }
         }
         let mut pairs: Vec<(String, Value)> =
             vec![("action".into(), Value::from("get_index_status")), ("index_id".into(), Value::from(id))];
@@ -121,7 +145,15 @@ impl Router {
                 pairs.push((k.into(), v.clone()));
             }
         }
-        let reply = shards[0].call(&request_of(pairs), Kind::Read, self.timeout)?;
+        let req = request_of(pairs);
+        let mut reply = Err(shards::unavailable("?", "no shard"));
+        for sh in shards {
+            reply = sh.call(&req, Kind::Read, self.timeout);
+            if !matches!(&reply, Err(e) if e.kind() == ErrorKind::ShardUnavailable) {
+                break;
+            }
+        }
+        let reply = reply?;
         // The details are under "status" (FAISSx's layout keeps the top level short).
         let st = reply.map("status")?.unwrap_or(reply);
         let metric = st.str("metric")?.unwrap_or("L2").to_string();
@@ -131,21 +163,39 @@ impl Router {
             explicit_ids: st.flag("explicit_ids").unwrap_or(false),
             binary: metric.eq_ignore_ascii_case("hamming"),
         };
-        self.facts.write().unwrap_or_else(|p| p.into_inner()).insert(key, f.clone());
+        let mut cache = self.facts.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, (f.clone(), Instant::now()));
         Ok(f)
+    }
+
+    fn facts(&self, shards: &[Arc<Shard>], head: &Msg, tenant: &str, id: &str) -> Result<IndexFacts> {
+        self.facts_of(shards, head, tenant, id, false)
     }
 
     fn forget(&self, tenant: &str, id: &str) {
         self.facts.write().unwrap_or_else(|p| p.into_inner()).remove(&(tenant.to_string(), id.to_string()));
     }
 
-    /// Answer one request frame.
+    /// Answer one request frame. Fields that describe one replica's log (`seq`,
+    /// `applied_seq`, `stale_s`) are dropped from replies: each shard counts its own.
     pub fn handle(&self, frame: &[u8]) -> Result<Msg> {
+        let mut m = self.answer(frame)?;
+        for k in ["seq", "applied_seq", "stale_s"] {
+            m.take(k);
+        }
+        Ok(m)
+    }
+
+    fn answer(&self, frame: &[u8]) -> Result<Msg> {
         let head = protocol::peek_head(frame)?;
         let name = head.action.ok_or_else(|| Error::new(ErrorKind::Protocol, "request has no \"action\" field"))?;
         let action = Action::from_name(name)?;
-        // The tenant only keys the router's caches; the shards authenticate.
-        let tenant = head.api_key.or(head.tenant_id).unwrap_or("default").to_string();
+        // Who asks only keys the router's caches (the shards authenticate): the key and the
+        // tenant id together, as a shard without auth would tell tenants apart by the id.
+        let tenant = format!("{}\u{0}{}", head.api_key.unwrap_or(""), head.tenant_id.unwrap_or(""));
         if action == Action::Ping {
             return Ok(Msg::default().with("message", "pong").with("time", protocol::now_f64()).with("router", true));
         }
@@ -159,20 +209,26 @@ impl Router {
             Action::Metrics => Ok(self.health()),
             Action::ListIndices => {
                 let replies = self.all_ok(&shards, frame, Kind::Read)?;
-                let mut rows: Vec<Msg> = match replies[0].get("indexes") {
-                    Some(Value::Array(a)) => a.iter().filter_map(|v| Msg::from_value(v.clone()).ok()).collect(),
-                    _ => Vec::new(),
-                };
-                for r in &replies[1..] {
-                    if let Some(Value::Array(a)) = r.get("indexes") {
-                        for (row, v) in rows.iter_mut().zip(a) {
-                            let other = Msg::from_value(v.clone())?;
-                            let sum = row.uint("vector_count")?.unwrap_or(0) + other.uint("vector_count")?.unwrap_or(0);
-                            row.set("vector_count", sum);
+                // Rows matched by index id (an index missing on a shard is still listed).
+                let mut rows: std::collections::BTreeMap<String, Msg> = std::collections::BTreeMap::new();
+                for r in &replies {
+                    let Some(Value::Array(a)) = r.get("indexes") else { continue };
+                    for v in a {
+                        let row = Msg::from_value(v.clone())?;
+                        let Some(id) = row.str("index_id")?.map(str::to_string) else { continue };
+                        match rows.get_mut(&id) {
+                            Some(have) => {
+                                let sum =
+                                    have.uint("vector_count")?.unwrap_or(0) + row.uint("vector_count")?.unwrap_or(0);
+                                have.set("vector_count", sum);
+                            }
+                            None => {
+                                rows.insert(id, row);
+                            }
                         }
                     }
                 }
-                Ok(Msg::default().with("indexes", Value::Array(rows.into_iter().map(Msg::into_value).collect())))
+                Ok(Msg::default().with("indexes", Value::Array(rows.into_values().map(Msg::into_value).collect())))
             }
             Action::CreateIndex => {
                 if let Some(want) = m.uint("shards")? {
@@ -378,9 +434,8 @@ impl Router {
         if ids.is_none() && keys.is_none() && !f.explicit_ids {
             out.set("ids", protocol::ints_value(&assigned));
         }
-        // The index's size over every shard.
-        let st = self.all_ok(shards, &request_of(status_pairs(m, id)), Kind::Read)?;
-        let ntotal: u64 = st.iter().map(|r| r.uint("ntotal").ok().flatten().unwrap_or(0)).sum();
+        // The index's size over every shard: before the add, plus what it added.
+        let ntotal = g + added;
         Ok(out.with("ntotal", ntotal).with("total", ntotal))
     }
 
@@ -407,7 +462,7 @@ impl Router {
         let explicit = f.explicit_ids;
         let map = move |s: usize, i: i64| if explicit { i } else { merge::global_id(i, s, n) };
         let mut out = if action == Action::RangeSearch {
-            merge::merge_range(&ok, &map)?
+            merge::merge_range(&ok, f.desc, &map)?
         } else {
             let k = m.uint("k")?.unwrap_or(10) as usize;
             merge::merge_search(&ok, k, f.desc, &map)?
@@ -439,7 +494,7 @@ impl Router {
         }
         let count = if action == Action::ReconstructN {
             let c = m.uint("num_vectors")?.ok_or_else(|| Error::invalid("missing field \"num_vectors\""))? as usize;
-            if start + c > total {
+            if start.checked_add(c).is_none_or(|end| end > total) {
                 return Err(Error::invalid(format!("start_idx={start} + num_vectors={c} is past ntotal={total}")));
             }
             c
@@ -494,8 +549,8 @@ impl Router {
     fn by_id(&self, shards: &[Arc<Shard>], action: Action, m: &Msg, tenant: &str) -> Result<Msg> {
         let n = shards.len();
         let id = m.req_str("index_id")?;
-        let f = self.facts(shards, m, tenant, id)?;
         let kind = if matches!(action, Action::RemoveIds | Action::ReplaceVector) { Kind::Write } else { Kind::Read };
+        let f = self.facts_of(shards, m, tenant, id, kind == Kind::Write)?;
         // Where each given id goes, and what the shard calls it.
         let route = |v: &Value| -> Result<(usize, Value)> {
             if let Some(k) = v.as_str() {
@@ -540,13 +595,23 @@ impl Router {
         let base = field_names(m, &["ids"]);
         let mut values = vec![Value::Nil; given.len()];
         let (mut removed, mut renumbered) = (0u64, false);
+        let mut failure: Option<Error> = None;
         for (s, g) in groups.iter().enumerate() {
             if g.is_empty() {
                 continue;
             }
             let mut pairs = base.clone();
             pairs.push(("ids".into(), Value::Array(g.iter().map(|(_, v)| v.clone()).collect())));
-            let r = shards[s].call(&request_of(pairs), kind, self.timeout)?;
+            let r = match shards[s].call(&request_of(pairs), kind, self.timeout) {
+                Ok(r) => r,
+                // Every shard is asked (a retry must not remove twice what went): the first
+                // failure is reported with what the others removed.
+                Err(e) if action == Action::RemoveIds => {
+                    failure.get_or_insert(e.context(format!("shard {:?}", shards[s].name)));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if action == Action::RemoveIds {
                 removed += r.uint("removed")?.unwrap_or(0);
                 renumbered |= r.flag("renumbered").unwrap_or(false);
@@ -555,6 +620,9 @@ impl Router {
                     values[*pos] = v.clone();
                 }
             }
+        }
+        if let Some(e) = failure {
+            return Err(e.context(format!("{removed} vector(s) removed on the other shards")));
         }
         if action == Action::RemoveIds {
             let mut out = Msg::default().with("removed", removed).with("count", removed).with("renumbered", renumbered);
@@ -582,7 +650,7 @@ fn status_pairs(m: &Msg, id: &str) -> Vec<(String, Value)> {
 fn sum_counts(replies: Vec<Msg>) -> Msg {
     let mut it = replies.into_iter();
     let Some(mut out) = it.next() else { return Msg::default() };
-    let keys = ["ntotal", "total", "count", "removed", "vectors_with_metadata", "trained_with", "checkpointed"];
+    let keys = ["ntotal", "total", "count", "removed", "vectors_with_metadata", "checkpointed"];
     for r in it {
         for k in keys {
             if let (Ok(Some(a)), Ok(Some(b))) = (out.uint(k), r.uint(k)) {
@@ -611,7 +679,7 @@ pub fn serve(cfg: &RouterConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
         (Some(cc), true) => Some(crate::engine::server::cluster::watch_shards(cc, topo.clone())?),
         _ => None,
     };
-    let router = Arc::new(Router::new(topo, cfg.shard_timeout));
+    let router = Arc::new(Router::new(topo, cfg.shard_timeout, cfg.shard_count));
     let telemetry = Arc::new(crate::engine::server::telemetry::Telemetry::with_recording(cfg.http.is_some()));
     let _http =
         cfg.http.as_deref().map(|a| crate::engine::server::HttpServer::start(a, telemetry.clone())).transpose()?;
@@ -667,7 +735,7 @@ pub fn serve(cfg: &RouterConfig, on_ready: &mut dyn FnMut(&str) -> Result<()>, s
     let mut inflight = 0usize;
     while !stop.load(Ordering::Relaxed) || inflight > 0 {
         // Ready (`/readyz`) once it knows a shard, and not while stopping.
-        telemetry.set_ready(!stop.load(Ordering::Relaxed) && !router.topo.shards().is_empty());
+        telemetry.set_ready(!stop.load(Ordering::Relaxed) && router.shards().is_ok());
         let mut items = [sock.as_poll_item(zmq::POLLIN), pull.as_poll_item(zmq::POLLIN)];
         if zmq::poll(&mut items, 100).is_err() {
             continue;

@@ -214,7 +214,14 @@ impl Shard {
     }
 
     /// Try `order` in turn (reads; a write stops at the first transport failure).
-    fn call_in(&self, order: &[Arc<Replica>], req: &[u8], kind: Kind, timeout: Duration, mut last: String) -> Result<Msg> {
+    fn call_in(
+        &self,
+        order: &[Arc<Replica>],
+        req: &[u8],
+        kind: Kind,
+        timeout: Duration,
+        mut last: String,
+    ) -> Result<Msg> {
         for r in order {
             let t0 = Instant::now();
             let res = call_one(&r.endpoint, req, timeout);
@@ -279,6 +286,10 @@ impl Shard {
     }
 }
 
+/// One shard's request in a scatter: the replicas in the order to try, the first one's
+/// sequence number if it was sent, and when.
+type Sent = (Vec<Arc<Replica>>, Option<Result<u64>>, Instant);
+
 /// Send `calls[i].1` to shard `calls[i].0` for every `i` at once, and return the replies in
 /// the same order, each as [`Shard::call`] would: every request goes out first, from this
 /// thread over its own connections, then the replies are read (no thread per shard: on a
@@ -290,10 +301,11 @@ pub fn scatter(calls: &[(&Shard, &[u8])], kind: Kind, timeout: Duration) -> Vec<
     }
     // Shards with every replica down answer at once; the others are asked.
     let down: Vec<Option<Error>> = calls.iter().map(|(shard, _)| shard.all_down()).collect();
-    let prepared: Vec<std::borrow::Cow<[u8]>> = calls.iter().map(|(shard, req)| shard.prepare(req, kind, timeout)).collect();
+    let prepared: Vec<std::borrow::Cow<[u8]>> =
+        calls.iter().map(|(shard, req)| shard.prepare(req, kind, timeout)).collect();
     let calls: Vec<(&Shard, &[u8])> = calls.iter().zip(&prepared).map(|((shard, _), req)| (*shard, &req[..])).collect();
     // (the replicas in order, the first one's sequence number if sent, when it was sent)
-    let mut sent: Vec<(Vec<Arc<Replica>>, Option<Result<u64>>, Instant)> = Vec::with_capacity(calls.len());
+    let mut sent: Vec<Sent> = Vec::with_capacity(calls.len());
     for ((shard, req), down) in calls.iter().zip(&down) {
         let order = if down.is_some() { Vec::new() } else { shard.order() };
         let t0 = Instant::now();
