@@ -790,6 +790,8 @@ impl Cluster {
         // JetStream stores ~50 MB/s here at worst: a large write gets longer.
         let allowance = Duration::from_secs_f64(bytes.len() as f64 / 50e6);
         let deadline = crate::engine::protocol::now_f64() + (STORE_DEADLINE + allowance).as_secs_f64();
+        // Parts are views of one buffer, not copies.
+        let bytes = bytes::Bytes::from(bytes);
         let parts = record::split(&bytes, self.max_part);
         self.waiters.insert(&id, responder);
         let n = parts.len();
@@ -800,7 +802,7 @@ impl Cluster {
             h.insert(PART_HEADER, format!("{i}/{n}"));
             h.insert(DEADLINE_HEADER, format!("{deadline:.3}"));
             let publish = jetstream::message::PublishMessage::build()
-                .payload(bytes::Bytes::copy_from_slice(p))
+                .payload(bytes.slice_ref(p))
                 .headers(h)
                 .message_id(format!("{id}.{i}"));
             let sent = self.rt.block_on(async {

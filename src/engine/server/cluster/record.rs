@@ -38,11 +38,12 @@ pub fn encode(call: &Call) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<Call> {
     // Vectors a client sent as nested arrays were packed when its request was decoded, and
     // travel packed: a record holds what the receiving replica held.
-    let m = Msg::decode_own(bytes).map_err(|e| Error::new(ErrorKind::Format, format!("log record: {e}")))?;
+    let mut m = Msg::decode_own(bytes).map_err(|e| Error::new(ErrorKind::Format, format!("log record: {e}")))?;
     let tenant = m.req_str("t")?.to_string();
     let action = Action::from_name(m.req_str("a")?)?;
-    let msg = match m.get("m") {
-        Some(v @ Value::Map(_)) => Msg::from_value(v.clone())?,
+    // Taken, not cloned: an add's vectors are most of the record.
+    let msg = match m.take("m") {
+        Some(v @ Value::Map(_)) => Msg::from_value(v)?,
         _ => return Err(Error::new(ErrorKind::Format, "log record has no fields (\"m\")")),
     };
     Ok(Call { action, tenant, msg })
@@ -129,7 +130,12 @@ impl Assembler {
             return (Ok(Assembled::Waiting), dropped);
         }
         let p = self.pending.remove(write).expect("invariant: present");
-        let whole: Vec<u8> = p.parts.into_iter().flatten().flatten().collect();
+        // One allocation and a memcpy per part (collecting the bytes one by one was a third
+        // of a replica's CPU time for large adds).
+        let mut whole = Vec::with_capacity(p.parts.iter().flatten().map(Vec::len).sum());
+        for part in p.parts.iter().flatten() {
+            whole.extend_from_slice(part);
+        }
         (Ok(Assembled::Record(whole)), dropped)
     }
 
