@@ -339,11 +339,11 @@ fn bench_lag() {
     let mut write_lat: Vec<f64> = settled.iter().map(|(w, _)| ms(w.replied - w.sent)).collect();
     let mut lag_reply: Vec<f64> = settled.iter().map(|(w, k)| ms(k.saturating_duration_since(w.replied))).collect();
     let mut lag_send: Vec<f64> = settled.iter().map(|(w, k)| ms(*k - w.sent)).collect();
+    let mut lag_due: Vec<f64> = settled.iter().map(|(w, k)| ms(k.saturating_duration_since(w.due))).collect();
     let mut lateness: Vec<f64> = settled.iter().map(|(w, _)| ms(w.sent.saturating_duration_since(w.due))).collect();
     let before_a = settled.iter().filter(|(w, k)| *k <= w.replied).count();
-    let show = |v: &mut Vec<f64>| {
-        format!("p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms", pct(v, 0.5), pct(v, 0.99), pct(v, 1.0))
-    };
+    let show =
+        |v: &mut Vec<f64>| format!("p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms", pct(v, 0.5), pct(v, 0.99), pct(v, 1.0));
     println!(
         "## 2. replica lag: adds of {rows} x 128 paced at {rate:.0} req/s for {secs:.0} s to replica A ({WRITERS} connections), B read with min_seq"
     );
@@ -356,6 +356,7 @@ fn bench_lag() {
     println!("write latency on A (send -> reply): {}", show(&mut write_lat));
     println!("lag, A's reply -> B known to have applied: {}", show(&mut lag_reply));
     println!("lag, send to A -> B known to have applied: {}", show(&mut lag_send));
+    println!("lag, scheduled send -> B known to have applied (counts a writer held up): {}", show(&mut lag_due));
     println!("writes B had applied before A's reply reached the client: {before_a}");
     for (name, c) in [("A", &mut ca), ("B", &mut client(&b))] {
         let h = c.health().expect("health");

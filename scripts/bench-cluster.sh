@@ -26,7 +26,7 @@ if [ -z "${FAISSX_BIN:-}" ]; then
 fi
 bin="${FAISSX_BIN:-$CARGO_TARGET_DIR/release/faissx}"
 export FAISSX_BIN="$bin"
-parts="${CLUSTER_BENCH_PARTS:-search,add,lag}"
+parts="${CLUSTER_BENCH_PARTS-search,add,lag}"
 if [ -n "$parts" ]; then
   cargo bench --quiet --no-run --bench cluster 2>/dev/null
 fi
@@ -86,6 +86,7 @@ start_nats() {
 serve() {
   local name=$1
   shift
+  : >"$tmp/$name.out"
   "$bin" serve --bind-address 127.0.0.1 --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   serve_pid=$!
   pids+=($serve_pid)
@@ -101,6 +102,26 @@ serve() {
 }
 
 qr() { "$bin" query-remote --timeout 600 -q "$@"; }
+
+# cache cold|warm FILE...: evict FILEs from the page cache (after writing back) or read them.
+cache() {
+  local mode=$1
+  shift
+  if [ "$mode" = cold ]; then
+    "$py" -c 'import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)' "$@"
+  else
+    cat "$@" >/dev/null
+  fi
+}
+
+# Before each timed step of part 3: dirty pages of the files just written are flushed, so
+# that one step's write-back does not slow the next.
+settle() { sync; sleep 1; }
 
 mkdir -p "$tmp/big" "$tmp/durable"
 start_nats nats
@@ -143,33 +164,43 @@ EOF
   rm -f "$tmp/big/big.npy"
   size=$(stat -c %s "$tmp/big/big.index")
   echo "## 3. new replica from a snapshot vs import: Flat $n x 128 f32, index file $((size / 1000000)) MB"
-  for i in 1 2; do
-    t0=$(now_ns)
-    qr --server "$single" import big "$tmp/big/big.index" >/dev/null
-    t1=$(now_ns)
-    qr --server "$single" delete big >/dev/null
-    t2=$(now_ns)
-    qr --server "$single" import big --server-path "$tmp/big/big.index" >/dev/null
-    t3=$(now_ns)
-    qr --server "$single" delete big >/dev/null
-    echo "single node in memory, run $i: query-remote import (upload) $(ms "$t0" "$t1") ms; import --server-path $(ms "$t2" "$t3") ms"
-  done
+  settle
   t0=$(now_ns)
   qr --server "$a" import big "$tmp/big/big.index" >/dev/null
   t1=$(now_ns)
   until qr --server "$b" info big >/dev/null 2>&1; do sleep 0.05; done
   t2=$(now_ns)
+  settle
+  t2s=$(now_ns)
   qr --server "$a" snapshot >/dev/null
   t3=$(now_ns)
-  echo "cluster: import (upload) through replica a $(ms "$t0" "$t1") ms (replica b has it $(ms "$t0" "$t2") ms after the start); forced snapshot $(ms "$t2" "$t3") ms"
-  for i in 1 2; do
-    t0=$(now_ns)
-    serve "c$i" --cluster "$url" --snapshots "file://$tmp/snap" --replica-name "c$i"
-    t1=$(now_ns)
-    n_c=$(qr --server "$ep" info big | grep -o '"ntotal": *[0-9]*' | grep -o '[0-9]*$' || true)
-    restored=$(grep -o 'took_ms=[0-9]*.*restored snapshot\|restored snapshot.*took_ms=[0-9]*' "$tmp/c$i.err" | grep -o 'took_ms=[0-9]*' | head -n1 || true)
-    echo "new replica c$i ready (endpoint printed) after $(ms "$t0" "$t1") ms (ntotal ${n_c:-?}; restore: ${restored:-?})"
-    kill "$serve_pid"
-    wait "$serve_pid" 2>/dev/null || true
+  echo "cluster: import (upload) through replica a $(ms "$t0" "$t1") ms (replica b has it $(ms "$t0" "$t2") ms after the start); forced snapshot $(ms "$t2s" "$t3") ms"
+  # cold: the file (or the snapshot's files) evicted from the page cache first; warm: read
+  # just before. Each timed step starts after `settle`.
+  for cache in cold warm; do
+    for i in 1 2; do
+      cache "$cache" "$tmp/big/big.index"
+      settle
+      t0=$(now_ns)
+      qr --server "$single" import big "$tmp/big/big.index" >/dev/null
+      t1=$(now_ns)
+      qr --server "$single" delete big >/dev/null
+      cache "$cache" "$tmp/big/big.index"
+      settle
+      t2=$(now_ns)
+      qr --server "$single" import big --server-path "$tmp/big/big.index" >/dev/null
+      t3=$(now_ns)
+      qr --server "$single" delete big >/dev/null
+      cache "$cache" $(find "$tmp/snap" -type f)
+      settle
+      t4=$(now_ns)
+      serve "c-$cache-$i" --cluster "$url" --snapshots "file://$tmp/snap" --replica-name "c-$cache-$i"
+      t5=$(now_ns)
+      n_c=$(qr --server "$ep" info big | grep -o '"ntotal": *[0-9]*' | head -n1 | grep -o '[0-9]*$' || true)
+      restored=$(grep -o 'restored snapshot.*took_ms=[0-9]*\|took_ms=[0-9]*.*restored snapshot' "$tmp/c-$cache-$i.err" | grep -o 'took_ms=[0-9]*' | head -n1 || true)
+      kill "$serve_pid"
+      wait "$serve_pid" 2>/dev/null || true
+      echo "$cache, run $i: single node: query-remote import (upload) $(ms "$t0" "$t1") ms, import --server-path $(ms "$t2" "$t3") ms; new replica ready (endpoint printed) after $(ms "$t4" "$t5") ms (ntotal ${n_c:-?}; restore ${restored:-?})"
+    done
   done
 fi
