@@ -123,12 +123,14 @@ for p in sys.argv[1:]:
 # that one step's write-back does not slow the next.
 settle() { sync; sleep 1; }
 
+# Extra flags for the replicas a and b (e.g. CLUSTER_BENCH_REPLICA_ARGS="--snapshot-every 1000000").
+read -r -a replica_args <<<"${CLUSTER_BENCH_REPLICA_ARGS:-}"
 mkdir -p "$tmp/big" "$tmp/durable"
 start_nats nats
 url=$nats_url
-serve a -q --cluster "$url" --snapshots "file://$tmp/snap" --replica-name a
+serve a -q --cluster "$url" --snapshots "file://$tmp/snap" --replica-name a "${replica_args[@]}"
 a=$ep
-serve b -q --cluster "$url" --snapshots "file://$tmp/snap" --replica-name b
+serve b -q --cluster "$url" --snapshots "file://$tmp/snap" --replica-name b "${replica_args[@]}"
 b=$ep
 serve single -q --import-dir "$tmp/big"
 single=$ep
