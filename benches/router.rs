@@ -4,10 +4,11 @@
 //! ```sh
 //! cargo build --release && cargo bench --bench router     # or: bash scripts/bench-router.sh
 //! ROUTER_BENCH_QUERIES=2000 cargo bench --bench router    # fewer single queries
+//! ROUTER_BENCH_VECTORS=100000 cargo bench --bench router  # a larger index (default 10,000)
 //! ROUTER_BENCH_PROCS="PID@URL PID@URL PID@URL PID@URL"    # direct, s0, s1, router already running
 //! ```
 //!
-//! Four processes on loopback: `direct` (10k×128 IndexFlatL2), shards `s0` and `s1` (plain
+//! Four processes on loopback: `direct` (10k×128 IndexFlatL2, or ROUTER_BENCH_VECTORS), shards `s0` and `s1` (plain
 //! `faissx serve`, static `--shard NAME=URL` list: the router's code path is the one it takes
 //! with cluster replicas, which only changes how it learns the endpoints) and the router.
 //! The 10k vectors are added through the router without ids, so each shard holds 5k and the
@@ -123,7 +124,10 @@ fn main() {
     let nsingle: usize =
         std::env::var("ROUTER_BENCH_QUERIES").ok().and_then(|s| s.parse().ok()).unwrap_or(5000).max(BLOCK);
     let nsingle = nsingle / BLOCK * BLOCK;
-    let base = vectors(10_000, 1);
+    let nb: usize = std::env::var("ROUTER_BENCH_VECTORS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let nb = nb.max(2) / 2 * 2;
+    let (all_k, half_k) = (format!("{}k", nb / 1000), format!("{}k", nb / 2000));
+    let base = vectors(nb, 1);
     let queries = vectors(nsingle.max(2000), 2);
 
     let procs = Procs::get();
@@ -133,11 +137,13 @@ fn main() {
     let mut cr = client(&router.url);
     cd.create_index("flat", D, "Flat", None).expect("create direct");
     cr.create_index("flat", D, "Flat", None).expect("create through router");
-    cd.add_vectors("flat", &base[..], D, None, None).expect("add direct");
-    cr.add_vectors("flat", &base[..], D, None, None).expect("add through router");
+    for part in base.chunks(10_000 * D) {
+        cd.add_vectors("flat", part, D, None, None).expect("add direct");
+        cr.add_vectors("flat", part, D, None, None).expect("add through router");
+    }
     for s in [s0, s1] {
         let n = client(&s.url).get_index_status("flat").expect("shard status").ntotal;
-        assert_eq!(n, 5000, "each shard holds half");
+        assert_eq!(n as usize, nb / 2, "each shard holds half");
     }
 
     // Warm-up (connections, caches, the router's facts and its connections to the shards).
@@ -173,11 +179,14 @@ fn main() {
     let (dp50, dp99) = (pct(&mut lat_d, 0.5), pct(&mut lat_d, 0.99));
     let goal = 1.5 * dp50 + 0.1;
     println!(
-        "## single-query search, 10k x 128 IndexFlatL2, k=10, {nsingle} queries each, one connection, \
+        "## single-query search, {all_k} x 128 IndexFlatL2, k=10, {nsingle} queries each, one connection, \
          alternating blocks of {BLOCK}"
     );
-    println!("direct (one server, 10k):   {:.0} q/s, p50 {dp50:.3} ms, p99 {dp99:.3} ms", nsingle as f64 / wall_d);
-    println!("router (2 shards x 5k):     {:.0} q/s, p50 {rp50:.3} ms, p99 {rp99:.3} ms", nsingle as f64 / wall_r);
+    println!("direct (one server, {all_k}):   {:.0} q/s, p50 {dp50:.3} ms, p99 {dp99:.3} ms", nsingle as f64 / wall_d);
+    println!(
+        "router (2 shards x {half_k}):     {:.0} q/s, p50 {rp50:.3} ms, p99 {rp99:.3} ms",
+        nsingle as f64 / wall_r
+    );
     println!(
         "router/direct: p50 {:.2}x, p99 {:.2}x, QPS {:.2}x; goal p50 <= 1.5 x {dp50:.3} + 0.100 = {goal:.3} ms: {}",
         rp50 / dp50,
@@ -214,7 +223,30 @@ fn main() {
             }
         }
     }
+    // The floor for any router here: the same scatter done by the client itself (both
+    // requests sent, then both replies read, one thread), and one shard alone.
+    let (mut c0, mut c1) = (client(&s0.url), client(&s1.url));
+    let (mut lat_s, mut lat_1) = (Vec::with_capacity(2000), Vec::with_capacity(2000));
+    for q in queries.chunks(D).take(2000) {
+        let req = c0.config().search_request("flat", q, D, &KNN10, false);
+        let t = Instant::now();
+        let (q0, q1) = (c0.send_raw(req.clone()).expect("send"), c1.send_raw(req.clone()).expect("send"));
+        let far = t + std::time::Duration::from_secs(60);
+        c0.receive(q0, far).expect("shard reply");
+        c1.receive(q1, far).expect("shard reply");
+        lat_s.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        c0.call_raw(req).expect("shard reply");
+        lat_1.push(t.elapsed().as_secs_f64() * 1e3);
+    }
     println!("## breakdown");
+    println!(
+        "client to both shards itself (no router): p50 {:.3}, p99 {:.3} ms; to one shard ({half_k}): p50 {:.3}, p99 {:.3} ms",
+        pct(&mut lat_s, 0.5),
+        pct(&mut lat_s, 0.99),
+        pct(&mut lat_1, 0.5),
+        pct(&mut lat_1, 0.99)
+    );
     println!(
         "ping answered by the router: p50 {pr50:.3}, p99 {pr99:.3} ms; ping to a shard: p50 {ps50:.3}, p99 {ps99:.3} ms; \
          router's mean time per shard call: {}",

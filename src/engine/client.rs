@@ -612,3 +612,61 @@ pub fn decode_search_reply(r: Msg, k: usize) -> Result<SearchReply> {
     };
     Ok(SearchReply { neighbors: Neighbors { nq, k: kk, ids, dists }, metadata: md, string_labels, filter })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cfg(server: &str) -> ClientConfig {
+        ClientConfig {
+            server: server.to_string(),
+            api_key: None,
+            tenant: None,
+            timeout: Duration::from_secs(5),
+            server_public_key: None,
+        }
+    }
+
+    /// One request as a ROUTER socket sees it: (peer, sequence frame).
+    fn take(server: &zmq::Socket) -> (Vec<u8>, Vec<u8>) {
+        let f = server.recv_multipart(0).unwrap();
+        (f[0].clone(), f[1].clone())
+    }
+
+    fn answer(server: &zmq::Socket, (peer, seq): &(Vec<u8>, Vec<u8>), n: u64) {
+        let reply = protocol::ok_reply(Msg::default().with("n", n));
+        server.send_multipart([peer.clone(), seq.clone(), Vec::new(), reply], 0).unwrap();
+    }
+
+    #[test]
+    fn receive_takes_its_own_reply_and_a_missed_deadline_drops_the_connection() {
+        let ctx = zmq::Context::new();
+        let server = ctx.socket(zmq::ROUTER).unwrap();
+        server.bind("inproc://client-receive").unwrap();
+        let mut c = Client::connect_in(&ctx, cfg("inproc://client-receive")).unwrap();
+        let soon = || Instant::now() + Duration::from_secs(5);
+
+        // A reply to an older request (abandoned by its caller) is skipped.
+        let old = c.send_raw(protocol::encode_request("ping", vec![])).unwrap();
+        let new = c.send_raw(protocol::encode_request("ping", vec![])).unwrap();
+        assert_ne!(old, new);
+        let (a, b) = (take(&server), take(&server));
+        answer(&server, &a, 1);
+        answer(&server, &b, 2);
+        assert_eq!(c.receive(new, soon()).unwrap().uint("n").unwrap(), Some(2));
+
+        // No reply by the deadline: a timeout, and the connection is gone, so the late reply
+        // cannot be taken for the next request's.
+        let lost = c.send_raw(protocol::encode_request("ping", vec![])).unwrap();
+        let late = take(&server);
+        let e = c.receive(lost, Instant::now() + Duration::from_millis(50)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert_eq!(c.receive(lost, soon()).unwrap_err().kind(), ErrorKind::Io);
+        answer(&server, &late, 3);
+        let next = c.send_raw(protocol::encode_request("ping", vec![])).unwrap();
+        let req = take(&server);
+        answer(&server, &req, 4);
+        assert_eq!(c.receive(next, soon()).unwrap().uint("n").unwrap(), Some(4));
+    }
+}
