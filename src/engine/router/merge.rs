@@ -64,9 +64,12 @@ struct Hit {
 }
 
 fn worse(a: &Hit, b: &Hit, desc: bool) -> std::cmp::Ordering {
-    // Missing results (-1) go last, then by distance in the metric's order, then by id.
+    // Missing results (-1) go last, then by distance in the metric's order, then by id as
+    // FAISS's heaps break ties (`CMax::cmp2`: the smaller id first for L2; `CMin::cmp2`: the
+    // larger first for inner product), so that equal distances on different shards come
+    // out, and are cut at k, as one index holding every vector would.
     (a.id < 0).cmp(&(b.id < 0)).then_with(|| {
-        let o = a.dist.total_cmp(&b.dist);
+        let o = a.dist.total_cmp(&b.dist).then(a.id.cmp(&b.id));
         if desc {
             o.reverse()
         } else {
@@ -347,6 +350,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ids, vec![3, 2, 4, 3]);
+    }
+
+    #[test]
+    fn equal_distances_on_different_shards_are_ordered_and_cut_by_id() {
+        // One query, k = 2: global ids 4 (shard 0) and 1, 3 (shard 1) all at distance 1.
+        let a = binary_reply(&[2], &[1.0], 1);
+        let b = binary_reply(&[0, 1], &[1.0, 1.0], 1);
+        let ids = |m: Msg| {
+            protocol::i64_from_bytes(match m.get("labels") {
+                Some(Value::Binary(b)) => b,
+                _ => panic!(),
+            })
+            .unwrap()
+        };
+        let l2 = merge_search(&[(0, a.clone()), (1, b.clone())], 2, false, &|s, i| global_id(i, s, 2)).unwrap();
+        assert_eq!(ids(l2), vec![1, 3]);
+        let ip = merge_search(&[(0, a), (1, b)], 2, true, &|s, i| global_id(i, s, 2)).unwrap();
+        assert_eq!(ids(ip), vec![4, 3]);
     }
 
     #[test]
