@@ -37,9 +37,8 @@
 #[allow(dead_code)] // the script starts the servers: `start_server` is not used here
 mod common;
 
-use common::{client, pct};
+use common::{client, env_or, pct, vectors, KNN10};
 use faissx::engine::client::Client;
-use faissx::engine::index::SearchParams;
 use faissx::engine::protocol::{self, Encoding, Msg, Value};
 
 use std::collections::VecDeque;
@@ -47,23 +46,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const D: usize = 128;
-
-/// Ten neighbours per query with the index's own settings.
-const KNN10: SearchParams = SearchParams { k: 10, nprobe: None, ef_search: None };
-
-fn vectors(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n * D)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32) / ((1u64 << 24) as f32)
-        })
-        .collect()
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
-}
 
 fn endpoint(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|s| !s.is_empty())
@@ -120,8 +102,8 @@ fn main() {
 
 fn bench_search() {
     let (single, a, b) = (required("CLUSTER_BENCH_SINGLE"), required("CLUSTER_BENCH_A"), required("CLUSTER_BENCH_B"));
-    let base = vectors(10_000, 1);
-    let queries = vectors(2_000, 2);
+    let base = vectors(10_000, D, 1);
+    let queries = vectors(2_000, D, 2);
     let mut cs = client(&single);
     let mut ca = client(&a);
     let mut cb = client(&b);
@@ -192,7 +174,7 @@ fn bench_add() {
     if let Some(s) = endpoint("CLUSTER_BENCH_SYNCED") {
         targets.push(("replica of a NATS with sync_interval: always", s));
     }
-    let data: Vec<Vec<f32>> = (0..batches).map(|i| vectors(10_000, 100 + i as u64)).collect();
+    let data: Vec<Vec<f32>> = (0..batches).map(|i| vectors(10_000, D, 100 + i as u64)).collect();
     let n = (batches * 10_000) as f64;
     let mut rates = vec![Vec::new(); targets.len()];
     let mut on_b = Vec::new();
@@ -264,11 +246,11 @@ fn bench_lag() {
     let rows: usize = env_or("CLUSTER_BENCH_LAG_ROWS", 10);
     const WRITERS: usize = 4;
     let total = (rate * secs) as usize;
-    let pool: Vec<Vec<u8>> = (0..256).map(|i| add_request("cbl", &vectors(rows, 1000 + i as u64))).collect();
+    let pool: Vec<Vec<u8>> = (0..256).map(|i| add_request("cbl", &vectors(rows, D, 1000 + i as u64))).collect();
     let mut ca = client(&a);
     ca.create_index("cbl", D, "Flat", None).expect("create");
     let mut cb = client(&b);
-    let first = seq_of(&ca.call_raw(add_request("cbl", &vectors(rows, 999))).expect("add"));
+    let first = seq_of(&ca.call_raw(add_request("cbl", &vectors(rows, D, 999))).expect("add"));
     wait_seq(&mut cb, "cbl", first);
     let (tx, rx) = mpsc::channel::<Write>();
     let t0 = Instant::now() + Duration::from_millis(100);

@@ -45,9 +45,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{client, exe, pct, start_server, Server};
+use common::{client, env_or, exe, pct, start_server, Server, KNN10};
 
-use faissx::engine::index::{Index, OpenOptions, SearchParams};
+use faissx::engine::index::{Index, OpenOptions};
 use faissx::engine::protocol::{self, Msg, Value};
 use faissx::engine::transfer::ImportFrom;
 use std::io::{Read, Write};
@@ -60,13 +60,6 @@ use std::time::{Duration, Instant};
 const D: usize = 128;
 const MB: f64 = 1e6;
 const MIB: f64 = (1u64 << 20) as f64;
-
-/// Ten neighbours per query with the index's own settings.
-const KNN10: SearchParams = SearchParams { k: 10, nprobe: None, ef_search: None };
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
-}
 
 /// The bench's folder, removed on drop.
 struct WorkDir(PathBuf);

@@ -29,9 +29,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{client, pct, start_server, Server};
+use common::{client, pct, start_server, vectors, Server, KNN10};
 use faissx::engine::client::Client;
-use faissx::engine::index::SearchParams;
 use faissx::engine::protocol::{Msg, Value};
 
 use std::ffi::OsStr;
@@ -39,18 +38,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 const D: usize = 128;
-const KNN10: SearchParams = SearchParams { k: 10, nprobe: None, ef_search: None };
 const BLOCK: usize = 500;
-
-fn vectors(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n * D)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32) / ((1u64 << 24) as f32)
-        })
-        .collect()
-}
 
 /// CPU time (user + system, seconds) used so far by process `pid` (all its threads).
 fn cpu_seconds(pid: u32) -> f64 {
@@ -127,8 +115,8 @@ fn main() {
     let nb: usize = std::env::var("ROUTER_BENCH_VECTORS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let nb = nb.max(2) / 2 * 2;
     let (all_k, half_k) = (format!("{}k", nb / 1000), format!("{}k", nb / 2000));
-    let base = vectors(nb, 1);
-    let queries = vectors(nsingle.max(2000), 2);
+    let base = vectors(nb, D, 1);
+    let queries = vectors(nsingle.max(2000), D, 2);
 
     let procs = Procs::get();
     let (direct, s0, s1, router) = (&procs.0[0], &procs.0[1], &procs.0[2], &procs.0[3]);
@@ -255,7 +243,7 @@ fn main() {
 
     // 3: batch search, nq=100, alternating; results compared.
     let nb = 20;
-    let bq = vectors(nb * 100, 3);
+    let bq = vectors(nb * 100, D, 3);
     let (mut t_r, mut t_d) = (0.0f64, 0.0f64);
     let (mut same_ids, mut same_d, mut total, mut max_diff) = (0usize, 0usize, 0usize, 0f32);
     // warm-up

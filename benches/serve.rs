@@ -22,28 +22,15 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{client, pct, start_server, Server};
+use common::{client, pct, start_server, vectors, Server, KNN10};
 use faissx::engine::client::{search_reply, Client};
-use faissx::engine::index::{set_threads, Index, IndexSpec, Metric, SearchParams};
+use faissx::engine::index::{set_threads, Index, IndexSpec, Metric};
 use faissx::engine::protocol::{self, Value};
 
 use std::process::Stdio;
 use std::time::Instant;
 
 const D: usize = 128;
-
-/// Ten neighbours per query with the index's own settings.
-const KNN10: SearchParams = SearchParams { k: 10, nprobe: None, ef_search: None };
-
-fn vectors(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n * D)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32) / ((1u64 << 24) as f32)
-        })
-        .collect()
-}
 
 fn start() -> Server {
     start_server(&[], Stdio::inherit())
@@ -81,8 +68,8 @@ fn pipelined(c: &mut Client, server: u32, index: &str, queries: &[f32], window: 
 
 fn main() {
     let parts = std::env::var("SERVE_BENCH_PARTS").unwrap_or_else(|_| "search,add,many".into());
-    let base = vectors(10_000, 1);
-    let queries = vectors(2_000, 2);
+    let base = vectors(10_000, D, 1);
+    let queries = vectors(2_000, D, 2);
     if parts.contains("search") {
         bench_search(&base, &queries);
     }
@@ -153,7 +140,7 @@ fn bench_search(base: &[f32], queries: &[f32]) {
 
 fn bench_add() {
     set_threads(0);
-    let big = vectors(100_000, 3);
+    let big = vectors(100_000, D, 3);
     let srv = start();
     let mut c = client(&srv.1);
     let (mut wire, mut inproc) = (Vec::new(), Vec::new());

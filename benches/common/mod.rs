@@ -59,3 +59,25 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
+
+/// Ten neighbours per query with the index's own settings.
+pub const KNN10: faissx::engine::index::SearchParams =
+    faissx::engine::index::SearchParams { k: 10, nprobe: None, ef_search: None };
+
+/// `n × d` pseudo-random floats in [0, 1) from `seed` (an LCG: the same data every run).
+#[allow(dead_code)]
+pub fn vectors(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n * d)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32) / ((1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// The environment variable `name` parsed, or `default`.
+#[allow(dead_code)]
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+}
