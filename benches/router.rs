@@ -29,7 +29,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{client, pct, start_server, vectors, Server, KNN10};
+use common::{client, cpu_seconds, pct, start_server, vectors, Server, KNN10};
 use faissx::engine::client::Client;
 use faissx::engine::protocol::{Msg, Value};
 
@@ -39,16 +39,6 @@ use std::time::Instant;
 
 const D: usize = 128;
 const BLOCK: usize = 500;
-
-/// CPU time (user + system, seconds) used so far by process `pid` (all its threads).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12th and 13th after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// Single-query searches of `qs` one at a time: latencies in ms appended to `lat`.
 fn singles(c: &mut Client, qs: &[f32], lat: &mut Vec<f64>) {

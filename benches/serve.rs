@@ -22,7 +22,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{client, pct, start_server, vectors, Server, KNN10};
+use common::{client, cpu_seconds, pct, start_server, vectors, Server, KNN10};
 use faissx::engine::client::{search_reply, Client};
 use faissx::engine::index::{set_threads, Index, IndexSpec, Metric};
 use faissx::engine::protocol::{self, Value};
@@ -34,16 +34,6 @@ const D: usize = 128;
 
 fn start() -> Server {
     start_server(&[], Stdio::inherit())
-}
-
-/// CPU time (user + system, seconds) used so far by process `pid` (all its threads).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Single-query searches of `queries` over one connection with `window` requests in flight:

@@ -171,6 +171,16 @@ impl Drop for NatsNode {
     }
 }
 
+/// A single NATS server and replicas "a" and "b" on it (snapshots in `env`'s `snap/`), each
+/// started with `extra` flags.
+pub fn nats_and_two(env: &TestEnv, extra: &[&str]) -> (NatsNode, Replica, Replica) {
+    let n = nats(env);
+    let snap = format!("file://{}", env.path("snap").display());
+    let a = Replica::start(env, &n.url(), &snap, "a", extra, &[]);
+    let b = Replica::start(env, &n.url(), &snap, "b", extra, &[]);
+    (n, a, b)
+}
+
 /// A single NATS server.
 pub fn nats(env: &TestEnv) -> NatsNode {
     let n = NatsNode::start(env, "n0", &[]);
@@ -519,10 +529,7 @@ fn replicas_converge_after_a_mixed_stream_and_a_new_replica_restores_and_catches
 #[test]
 fn nats_down_writes_get_unavailable_reads_continue_and_writes_resume() {
     let env = TestEnv::new("cluster-nats-down");
-    let mut n = nats(&env);
-    let snap = format!("file://{}", env.path("snap").display());
-    let a = Replica::start(&env, &n.url(), &snap, "a", &[], &[]);
-    let b = Replica::start(&env, &n.url(), &snap, "b", &[], &[]);
+    let (mut n, a, b) = nats_and_two(&env, &[]);
     let (mut ca, mut cb) = (a.client(), b.client());
     let base = lcg_vectors(100, D, 1);
     ca.create_index("x", D, "L2", None).unwrap();
@@ -573,10 +580,7 @@ fn nats_down_writes_get_unavailable_reads_continue_and_writes_resume() {
 #[test]
 fn min_seq_reads_wait_for_the_write_and_time_out_past_the_log() {
     let env = TestEnv::new("cluster-min-seq");
-    let n = nats(&env);
-    let snap = format!("file://{}", env.path("snap").display());
-    let a = Replica::start(&env, &n.url(), &snap, "a", &[], &[]);
-    let b = Replica::start(&env, &n.url(), &snap, "b", &[], &[]);
+    let (_nats, a, b) = nats_and_two(&env, &[]);
     let (mut ca, mut cb) = (a.client(), b.client());
     let base = lcg_vectors(50, D, 1);
     ca.create_index("x", D, "L2", None).unwrap();
@@ -623,10 +627,7 @@ fn cluster_flags_are_checked_with_one_line_errors() {
 #[test]
 fn query_remote_add_prints_seq_and_min_seq_reads_it_back_from_another_replica() {
     let env = TestEnv::new("cluster-cli");
-    let n = nats(&env);
-    let snap = format!("file://{}", env.path("snap").display());
-    let a = Replica::start(&env, &n.url(), &snap, "a", &[], &[]);
-    let b = Replica::start(&env, &n.url(), &snap, "b", &[], &[]);
+    let (_nats, a, b) = nats_and_two(&env, &[]);
     let x = lcg_vectors(300, D, 5);
     write_npy_f32(&env.path("x.npy"), 300, D, &x);
     write_npy_f32(&env.path("q.npy"), 2, D, &x[..2 * D]);

@@ -404,10 +404,7 @@ fn three_node_nats_cluster_loses_a_node_and_loses_nothing() {
 #[test]
 fn frozen_nats_writes_get_unavailable_reads_answer_and_writes_resume() {
     let env = TestEnv::new("cluster-frozen");
-    let n = nats(&env);
-    let snap = format!("file://{}", env.path("snap").display());
-    let a = Replica::start(&env, &n.url(), &snap, "a", &[], &[]);
-    let b = Replica::start(&env, &n.url(), &snap, "b", &[], &[]);
+    let (n, a, b) = nats_and_two(&env, &[]);
     // Clients that wait longer than the replicas' log timeout: an answer, not a hang.
     let (mut ca, mut cb) =
         (client_of(&a.endpoint, Duration::from_secs(15)), client_of(&b.endpoint, Duration::from_secs(15)));

@@ -2,7 +2,7 @@
 //! in a real S3 API (moto's server, tests/python/s3_server.py), the official FAISSx Python
 //! client against a replica, and imports that replace an index on every replica.
 
-use crate::cluster::{nats, nats_cluster, seq_of, state_of, wait_applied, Replica, D};
+use crate::cluster::{nats, nats_and_two, nats_cluster, seq_of, state_of, wait_applied, Replica, D};
 use crate::object_store::S3;
 use crate::serve::s;
 use crate::util::*;
@@ -96,25 +96,6 @@ fn build_keyed(env: &TestEnv, name: &str, n: usize, seed: u64) -> (Vec<f32>, Vec
         "-q",
     ]);
     (x, keys)
-}
-
-/// `name.index` built locally (IDMap2,Flat) of `n` vectors (seed `seed`) with ids `base + row`.
-fn build_ids(env: &TestEnv, name: &str, n: usize, seed: u64, base: i64) -> Vec<f32> {
-    let x = lcg_vectors(n, D, seed);
-    write_npy_f32(&env.path(&format!("{name}.npy")), n, D, &x);
-    write_npy_i64(&env.path(&format!("{name}_ids.npy")), &(0..n as i64).map(|i| base + i).collect::<Vec<_>>());
-    env.ok(&[
-        "build",
-        &format!("{name}.npy"),
-        "-o",
-        &format!("{name}.index"),
-        "--factory",
-        "IDMap2,Flat",
-        "--ids",
-        &format!("{name}_ids.npy"),
-        "-q",
-    ]);
-    x
 }
 
 /// Keys of the bucket `faissx` under `prefix`.
@@ -258,10 +239,7 @@ fn s3_snapshots_restore_a_new_replica() {
 #[test]
 fn official_python_client_works_against_a_replica() {
     let env = TestEnv::new("cluster-python");
-    let n = nats(&env);
-    let snap = format!("file://{}", env.path("snap").display());
-    let a = Replica::start(&env, &n.url(), &snap, "a", &[], &[]);
-    let b = Replica::start(&env, &n.url(), &snap, "b", &[], &[]);
+    let (_nats, a, b) = nats_and_two(&env, &[]);
     // FAISSx's own scenarios, through replica a: every write goes through the log.
     crate::serve_python::check_official_client(&a.endpoint);
     let (mut ca, mut cb) = (a.client(), b.client());
@@ -292,8 +270,8 @@ fn import_replaces_an_index_on_every_replica() {
     let opts = ["--cluster-replicas", "3"];
     let a = Replica::start(&env, &urls, &snap, "a", &opts, &[]);
     let b = Replica::start(&env, &urls, &snap, "b", &opts, &[]);
-    let one = build_ids(&env, "one", 300, 1, 0);
-    let two = build_ids(&env, "two", 300, 2, 100_000);
+    let one = build_with_ids(&env, "one", 300, D, 1, 0);
+    let two = build_with_ids(&env, "two", 300, D, 2, 100_000);
     let wide = lcg_vectors(50, 2 * D, 3);
     write_npy_f32(&env.path("wide.npy"), 50, 2 * D, &wide);
     env.ok(&["build", "wide.npy", "-o", "wide.index", "--factory", "Flat", "-q"]);

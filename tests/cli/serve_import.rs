@@ -14,25 +14,6 @@ use std::sync::Arc;
 
 const D: usize = 16;
 
-/// `name.index`: a Flat index of `n` vectors (seed `seed`) whose ids are `base + row`.
-fn built(env: &TestEnv, name: &str, n: usize, seed: u64, base: i64) -> Vec<f32> {
-    let x = lcg_vectors(n, D, seed);
-    write_npy_f32(&env.path(&format!("{name}.npy")), n, D, &x);
-    write_npy_i64(&env.path(&format!("{name}_ids.npy")), &(0..n as i64).map(|i| base + i).collect::<Vec<_>>());
-    env.ok(&[
-        "build",
-        &format!("{name}.npy"),
-        "-o",
-        &format!("{name}.index"),
-        "--factory",
-        "IDMap2,Flat",
-        "--ids",
-        &format!("{name}_ids.npy"),
-        "-q",
-    ]);
-    x
-}
-
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("not JSON ({e}): {s:?}"))
 }
@@ -63,8 +44,8 @@ fn spooled(data: &Path) -> usize {
 #[test]
 fn import_swaps_atomically_while_searches_run() {
     let env = TestEnv::new("import-swap");
-    let a = built(&env, "a", 500, 1, 0);
-    let b = built(&env, "b", 500, 2, 100_000);
+    let a = build_with_ids(&env, "a", 500, D, 1, 0);
+    let b = build_with_ids(&env, "b", 500, D, 2, 100_000);
     let srv = Server::start(&env, &["--data-dir", "data"]);
     // A new name, then the same name again (a swap), alternately, under a search load.
     let r = json(&env.ok(&remote(&srv, &["import", "docs", "a.index"])));
@@ -132,7 +113,7 @@ fn import_swaps_atomically_while_searches_run() {
 #[test]
 fn bad_uploads_leave_the_old_index_serving_and_nothing_behind() {
     let env = TestEnv::new("import-bad");
-    let a = built(&env, "a", 300, 3, 0);
+    let a = build_with_ids(&env, "a", 300, D, 3, 0);
     std::fs::write(env.path("junk.index"), vec![7u8; 4096]).unwrap();
     let srv = Server::start(&env, &["--data-dir", "data", "--transfer-timeout", "1"]);
     env.ok(&remote(&srv, &["import", "docs", "a.index"]));
@@ -204,8 +185,8 @@ fn bad_uploads_leave_the_old_index_serving_and_nothing_behind() {
 #[test]
 fn server_paths_only_under_import_dirs_and_served_files_follow_their_file() {
     let env = TestEnv::new("import-paths");
-    let a = built(&env, "a", 200, 4, 0);
-    let b = built(&env, "b", 200, 5, 100_000);
+    let a = build_with_ids(&env, "a", 200, D, 4, 0);
+    let b = build_with_ids(&env, "b", 200, D, 5, 100_000);
     std::fs::create_dir_all(env.path("allowed")).unwrap();
     std::fs::copy(env.path("a.index"), env.path("allowed/a.index")).unwrap();
     std::fs::copy(env.path("a.index.meta.json"), env.path("allowed/a.index.meta.json")).unwrap();
@@ -267,7 +248,7 @@ fn server_paths_only_under_import_dirs_and_served_files_follow_their_file() {
 #[test]
 fn export_and_backup_round_trip() {
     let env = TestEnv::new("export");
-    let a = built(&env, "a", 300, 6, 0);
+    let a = build_with_ids(&env, "a", 300, D, 6, 0);
     let srv = Server::start(&env, &["--data-dir", "data"]);
     env.ok(&remote(&srv, &["import", "docs", "a.index"]));
     // Writes after the import (in the WAL) are in the export, with their metadata.
@@ -317,8 +298,8 @@ fn export_and_backup_round_trip() {
 #[test]
 fn a_full_disk_during_spooling_is_an_error_and_leaves_nothing() {
     let env = TestEnv::new("import-full");
-    let a = built(&env, "a", 300, 7, 0);
-    built(&env, "big", 4000, 8, 500_000);
+    let a = build_with_ids(&env, "a", 300, D, 7, 0);
+    build_with_ids(&env, "big", 4000, D, 8, 500_000);
     let data = env.path("data");
     let srv = crate::serve_durability::start(&env, &data, None);
     env.ok(&remote(&srv, &["import", "docs", "a.index"]));

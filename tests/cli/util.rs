@@ -221,3 +221,23 @@ macro_rules! eqnice {
 pub fn knn(k: usize) -> faissx::engine::SearchParams {
     faissx::engine::SearchParams { k, nprobe: None, ef_search: None }
 }
+
+/// `name.index` built with `faissx build` (IDMap2,Flat) from `n × d` vectors (seed `seed`)
+/// whose ids are `base + row`; returns the vectors.
+pub fn build_with_ids(env: &TestEnv, name: &str, n: usize, d: usize, seed: u64, base: i64) -> Vec<f32> {
+    let x = lcg_vectors(n, d, seed);
+    write_npy_f32(&env.path(&format!("{name}.npy")), n, d, &x);
+    write_npy_i64(&env.path(&format!("{name}_ids.npy")), &(0..n as i64).map(|i| base + i).collect::<Vec<_>>());
+    env.ok(&[
+        "build",
+        &format!("{name}.npy"),
+        "-o",
+        &format!("{name}.index"),
+        "--factory",
+        "IDMap2,Flat",
+        "--ids",
+        &format!("{name}_ids.npy"),
+        "-q",
+    ]);
+    x
+}
